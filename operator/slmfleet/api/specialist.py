@@ -1,0 +1,220 @@
+"""SLMSpecialist: one small model, served by Triton, with the territory it is good at."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Condition, ConfigMapKeyRef, KubeModel, SecretKeyRef, cel, list_map
+
+Backend = Literal["vllm", "tensorrtllm", "python", "onnxruntime"]
+Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
+
+URI_SCHEMES = ("hf", "s3", "gs", "pvc", "oci")
+URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s]+$"
+
+#: Which quantization each backend can serve; the CRD's CEL rule is built from it.
+QUANTIZATION_BY_BACKEND: dict[str, tuple[str, ...]] = {
+    "vllm": ("none", "fp8", "int8", "awq", "gptq"),
+    "tensorrtllm": ("none", "fp8", "int8", "awq"),
+    "onnxruntime": ("none", "int8"),
+    "python": ("none",),
+}
+
+
+def _quantization_rule() -> str:
+    parts = [
+        f"(self.backend == '{b}' && self.quantization in [{', '.join(repr(q) for q in qs)}])"
+        for b, qs in QUANTIZATION_BY_BACKEND.items()
+    ]
+    return "!has(self.quantization) || " + " || ".join(parts)
+
+
+class ReasoningSpec(KubeModel):
+    """How the model marks its chain of thought, so the router can budget and cut it."""
+
+    start_marker: str = Field(default="<think>", min_length=1, max_length=64)
+    """Text that opens the reasoning section."""
+    end_marker: str = Field(default="</think>", min_length=1, max_length=64)
+    """Text that closes the reasoning section."""
+
+
+class ModelSpec(KubeModel):
+    """The artifact and how Triton serves it."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    _quantization_rule(),
+                    "quantization is not supported by this backend "
+                    "(vllm: none/fp8/int8/awq/gptq; tensorrtllm: none/fp8/int8/awq; "
+                    "onnxruntime: none/int8; python: none)",
+                    ".quantization",
+                ),
+            ]
+        }
+    }
+
+    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    """Where the model lives: hf://org/name[@revision], s3://bucket/path, gs://bucket/path,
+    pvc://claim/path or oci://registry/repo:tag."""
+    backend: Backend
+    """Triton backend that serves the model."""
+    quantization: Quantization = "none"
+    """Weight quantization; must be one the backend supports."""
+    context_length: int = Field(default=4096, ge=128, le=1048576)
+    """Maximum context length in tokens."""
+    max_batch_size: int = Field(default=0, ge=0, le=4096)
+    """Triton max_batch_size (0: the backend batches on its own, as vLLM does)."""
+    parameters: dict[str, str] = Field(default_factory=dict)
+    """Backend parameters passed through (e.g. gpu_memory_utilization for vLLM)."""
+    credentials: SecretKeyRef | None = None
+    """Secret key holding the token used to fetch the artifact (e.g. a Hugging Face token)."""
+    reasoning: ReasoningSpec | None = None
+    """Set for models that think before answering; enables the trace-budget controller."""
+
+
+class DomainSpec(KubeModel):
+    """The specialist's territory, which the router learns to recognise."""
+
+    description: str = Field(default="", max_length=4096)
+    """What the specialist handles, in a sentence or two."""
+    keywords: list[str] = Field(default_factory=list, max_length=512)
+    """Words that strongly suggest this domain."""
+    examples: list[str] = Field(default_factory=list, max_length=5000)
+    """Example requests this specialist should receive."""
+    examples_from: ConfigMapKeyRef | None = None
+    """A ConfigMap key holding more examples, one per line."""
+    labels: list[str] = Field(default_factory=list, max_length=256)
+    """Output labels the model can answer with (for per-label acceptance thresholds)."""
+
+
+class GPUToleration(KubeModel):
+    key: str
+    """Taint key to tolerate."""
+    operator: Literal["Exists", "Equal"] = "Exists"
+    """Exists or Equal."""
+    value: str | None = None
+    """Taint value, with Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to tolerate; all when unset."""
+
+
+class ResourcesSpec(KubeModel):
+    gpu: int = Field(default=0, ge=0, le=16)
+    """Whole GPUs per replica (nvidia.com/gpu)."""
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    """CPU request per replica (Kubernetes quantity)."""
+    memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+)?$")
+    """Memory request and limit per replica (Kubernetes quantity)."""
+
+
+class ReplicasSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.min <= self.max", "min must be less than or equal to max", ".min")
+            ]
+        }
+    }
+
+    min: int = Field(default=1, ge=0, le=1000)
+    """Fewest replicas; the Deployment starts here."""
+    max: int = Field(default=1, ge=1, le=1000)
+    """Most replicas the autoscaler may run."""
+
+
+class ServingSpec(KubeModel):
+    image: str | None = Field(default=None, max_length=512)
+    """tritonserver image; a default matching the backend is used when unset."""
+    fetcher_image: str | None = Field(default=None, max_length=512)
+    """Image of the init container that fetches the model; the chart's default when unset."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Resources of each replica."""
+    replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
+    """Replica bounds."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the Pods must land on."""
+    tolerations: list[GPUToleration] = Field(default_factory=list)
+    """Taints the Pods tolerate (GPU nodes are often tainted)."""
+    model_cache_size: str = Field(default="20Gi", pattern=r"^[0-9]+([EPTGMK]i?)?$")
+    """Size limit of the emptyDir the model is fetched into."""
+
+
+class CostSpec(KubeModel):
+    """What the specialist costs; drives cost-aware routing, spend and scaling."""
+
+    replica_hour_usd: float = Field(default=0.0, ge=0)
+    """Price of one replica for one hour, in USD."""
+    input_per_million_usd: float = Field(default=0.0, ge=0)
+    """Price per million input tokens, in USD."""
+    output_per_million_usd: float = Field(default=0.0, ge=0)
+    """Price per million output tokens, in USD."""
+
+
+class SLOSpec(KubeModel):
+    latency_p95_ms: int = Field(default=500, ge=1, le=600000)
+    """Target p95 latency per request, in milliseconds."""
+    target_in_flight: int = Field(default=8, ge=1, le=10000)
+    """Target concurrent requests per replica."""
+
+
+class SLMSpecialistSpec(KubeModel):
+    model: ModelSpec
+    """The model artifact and its Triton backend."""
+    domain: DomainSpec = Field(default_factory=DomainSpec)
+    """The requests this specialist is for."""
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    """How the model is deployed."""
+    cost: CostSpec = Field(default_factory=CostSpec)
+    """What the model costs."""
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    """Latency and concurrency targets."""
+
+
+class ObservedSpec(KubeModel):
+    latency_p95_ms: float | None = None
+    """Observed p95 latency in milliseconds."""
+    throughput_rps: float | None = None
+    """Observed requests per second."""
+    cost_usd_per_hour: float | None = None
+    """Current spend rate in USD per hour."""
+
+
+class SLMSpecialistStatus(KubeModel):
+    observed_generation: int | None = None
+    """The metadata.generation the operator last reconciled."""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
+    """Ready, Progressing and Stalled."""
+    replicas: int | None = None
+    """Replicas that exist."""
+    ready_replicas: int | None = None
+    """Replicas that are ready."""
+    endpoint: str | None = None
+    """gRPC endpoint of the Triton server (host:port)."""
+    triton_model: str | None = None
+    """Name of the model inside Triton."""
+    observed: ObservedSpec | None = None
+    """Observed latency, throughput and cost."""
+
+
+NAME_RULE = cel(
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]{0,50}[a-z0-9])?$')",
+    "metadata.name must be a DNS label of at most 52 characters starting with a letter "
+    "(children are named slm-<name>-...)",
+)
+
+
+class SLMSpecialist(KubeModel):
+    """One small language model served by Triton."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [NAME_RULE]}
+    }
+
+    api_version: Literal["slmfleet.io/v1alpha1"] = "slmfleet.io/v1alpha1"
+    kind: Literal["SLMSpecialist"] = "SLMSpecialist"
+    spec: SLMSpecialistSpec
+    status: SLMSpecialistStatus | None = None

@@ -1,0 +1,1 @@
+"""Clients: the only modules that talk to the outside world (the Kubernetes API)."""

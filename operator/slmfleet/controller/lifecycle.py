@@ -1,0 +1,67 @@
+"""Operator start-up and clean-up, and the kopf settings chosen on purpose.
+
+See shared/docs/kopf-notes.md: watches reconnect on a timer (silent streams are the
+most reported kopf failure), progress and diff-base live in annotations under our own
+prefix (structural schemas drop unknown status fields), no finalizers (children are
+cleaned up by owner references), bounded workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from ..clients.kube import KubeClient
+from . import fleet
+from .runtime import OperatorConfig, Runtime, runtime, set_runtime
+
+PREFIX = "slmfleet.io"
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 5
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = int(os.environ.get("SLMFLEET_WORKERS", "64"))
+    settings.posting.level = 30  # WARNING: events for failures, not for every success
+    settings.execution.max_workers = 8
+    settings.scanning.disabled = True  # the CRDs are installed by the chart, not discovered
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
+    rt = Runtime(config=OperatorConfig.from_environment(), kube=KubeClient.from_environment())
+    set_runtime(rt)
+    await fleet.prime(rt)
+    rt.fleet_dirty.set()
+    rt.tasks.append(asyncio.create_task(fleet.fleet_loop(rt), name="slmfleet-fleet"))
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    rt = runtime()
+    for task in rt.tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await rt.kube.close()
+    set_runtime(None)
+
+
+@kopf.on.probe(id="writes")
+def writes(**_: Any) -> int:
+    """Liveness endpoint detail: API writes so far (also read by the benchmark)."""
+    return sum(runtime().kube.writes.values())

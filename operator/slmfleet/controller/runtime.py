@@ -1,0 +1,83 @@
+"""Process-wide state of the operator: its settings, API client and caches.
+
+Handlers are thin glue; what they share lives here, created at start-up and torn down
+at clean-up, so tests can run several operators one after another in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clients.kube import KubeClient
+
+GROUP, VERSION = "slmfleet.io", "v1alpha1"
+SPECIALISTS = (GROUP, VERSION, "slmspecialists")
+POLICIES = (GROUP, VERSION, "routerpolicies")
+BUDGETS = (GROUP, VERSION, "budgets")
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    router_namespace: str
+    router_configmap: str
+    debounce_seconds: float = 0.2
+    resync_seconds: float = 60.0
+
+    @classmethod
+    def from_environment(cls) -> OperatorConfig:
+        ref = os.environ.get("SLMFLEET_ROUTER_CONFIGMAP", "slmfleet-system/slmfleet-router")
+        namespace, _, name = ref.partition("/")
+        return cls(
+            router_namespace=namespace,
+            router_configmap=name or "slmfleet-router",
+            debounce_seconds=float(os.environ.get("SLMFLEET_DEBOUNCE_SECONDS", "0.2")),
+            resync_seconds=float(os.environ.get("SLMFLEET_RESYNC_SECONDS", "60")),
+        )
+
+
+@dataclass
+class Store:
+    """Latest known bodies, fed by watch events and by our own write responses."""
+
+    specialists: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    budgets: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)  # by owner
+    reconciled: dict[Key, int] = field(default_factory=dict)  # owner -> generation applied
+    errors: dict[Key, str] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+
+@dataclass
+class Runtime:
+    config: OperatorConfig
+    kube: KubeClient
+    store: Store = field(default_factory=Store)
+    fleet_dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+_runtime: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the operator has not started")
+    return _runtime
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    meta = body["metadata"]
+    return meta["namespace"], meta["name"]

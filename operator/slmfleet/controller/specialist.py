@@ -1,0 +1,163 @@
+"""SLMSpecialist handlers: render the children, apply what changed, report status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from ..api.specialist import SLMSpecialistSpec
+from ..clients.kube import ApiError
+from ..render import labels as L
+from ..render.conditions import merge_conditions, status_changed
+from ..render.drift import needs_apply, stamp
+from ..render.specialist import Owner, build_children
+from ..render.specialist_status import specialist_status
+from .runtime import SPECIALISTS, Key, key_of, runtime
+
+MANAGED = {
+    "app.kubernetes.io/managed-by": L.MANAGED_BY,
+    "app.kubernetes.io/component": "specialist",
+}
+
+
+async def apply_children(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any] | None:
+    """Apply every child that differs from what we want; return the live Deployment."""
+    kube = runtime().kube
+    deployment = None
+    for desired in build_children(owner, spec):
+        stamped = stamp(desired)
+        meta = stamped["metadata"]
+        live = await kube.get(stamped["kind"], meta["namespace"], meta["name"])
+        if needs_apply(stamped, live):
+            live = await kube.apply(stamped)
+        if stamped["kind"] == "Deployment":
+            deployment = live
+    return deployment
+
+
+async def refresh_status(key: Key) -> None:
+    """Recompute the status from the freshest Deployment we know; write only a change.
+
+    Serialised per specialist so the last write always reflects the newest event.
+    """
+    rt = runtime()
+    async with rt.store.lock(key):
+        body = rt.store.specialists.get(key)
+        if body is None:
+            return
+        current = body.get("status") or {}
+        generation = rt.store.reconciled.get(key, current.get("observedGeneration"))
+        desired = specialist_status(
+            name=key[1],
+            namespace=key[0],
+            generation=generation,
+            deployment=rt.store.deployments.get(key),
+            error=rt.store.errors.get(key),
+        )
+        if not status_changed(current, desired):
+            return
+        desired["conditions"] = merge_conditions(current.get("conditions"), desired["conditions"])
+        try:
+            updated = await rt.kube.patch_status("SLMSpecialist", key[0], key[1], desired)
+        except ApiError as err:
+            if err.status == 404:  # deleted meanwhile
+                return
+            raise
+        rt.store.specialists[key] = updated
+        rt.fleet_dirty.set()
+
+
+async def recreate_children(key: Key) -> None:
+    """A child deleted by hand comes back; one deleted by garbage collection does not."""
+    rt = runtime()
+    owner = rt.store.specialists.get(key)
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        spec = SLMSpecialistSpec.model_validate(owner["spec"])
+        meta = owner["metadata"]
+        deployment = await apply_children(Owner(meta["name"], meta["namespace"], meta["uid"]), spec)
+    except (ValidationError, ApiError):
+        return  # the next reconcile reports it
+    if deployment is not None:
+        rt.store.deployments.setdefault(key, deployment)
+
+
+@kopf.on.resume(*SPECIALISTS)
+@kopf.on.create(*SPECIALISTS)
+@kopf.on.update(*SPECIALISTS, field="spec")
+async def reconcile_specialist(
+    body: kopf.Body, name: str, namespace: str, uid: str, meta: kopf.Meta, **_: Any
+) -> None:
+    rt = runtime()
+    key: Key = (namespace, name)
+    rt.store.specialists.setdefault(key, dict(body))
+    generation = meta.get("generation")
+    try:
+        spec = SLMSpecialistSpec.model_validate(body["spec"])
+        deployment = await apply_children(Owner(name, namespace, uid), spec)
+    except (ValidationError, ApiError) as err:
+        message = str(err).splitlines()[0] if isinstance(err, ValidationError) else str(err)
+        rt.store.errors[key] = message
+        rt.store.reconciled[key] = generation
+        await refresh_status(key)
+        kopf.warn(body, reason="ReconcileFailed", message=message)
+        if isinstance(err, ApiError) and not err.permanent:
+            raise kopf.TemporaryError(message, delay=10) from err
+        raise kopf.PermanentError(message) from err
+    rt.store.errors.pop(key, None)
+    rt.store.reconciled[key] = generation
+    if deployment is not None and key not in rt.store.deployments:
+        rt.store.deployments[key] = deployment
+    await refresh_status(key)
+
+
+@kopf.on.event(*SPECIALISTS)
+async def track_specialist(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body = event["object"]
+    key = key_of(body)
+    if event["type"] == "DELETED":
+        for table in (
+            rt.store.specialists,
+            rt.store.deployments,
+            rt.store.reconciled,
+            rt.store.errors,
+            rt.store.locks,
+        ):
+            table.pop(key, None)
+    else:
+        rt.store.specialists[key] = body
+    rt.fleet_dirty.set()
+
+
+def owner_key(body: dict[str, Any]) -> Key | None:
+    owners = body["metadata"].get("ownerReferences", [])
+    owner = next((o for o in owners if o.get("kind") == "SLMSpecialist"), None)
+    return (body["metadata"]["namespace"], owner["name"]) if owner else None
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+async def track_child(event: kopf.RawEvent, **_: Any) -> None:
+    key = owner_key(event["object"])
+    if key is not None and event["type"] == "DELETED":
+        await recreate_children(key)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def track_deployment(event: kopf.RawEvent, **_: Any) -> None:
+    body = event["object"]
+    key = owner_key(body)
+    if key is None:
+        return
+    rt = runtime()
+    if event["type"] == "DELETED":
+        rt.store.deployments.pop(key, None)
+        await recreate_children(key)
+    else:
+        rt.store.deployments[key] = body
+    await refresh_status(key)

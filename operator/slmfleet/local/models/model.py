@@ -1,0 +1,90 @@
+"""Triton Python-backend model shared by every CPU stand-in (copied as ``1/model.py``).
+
+Thin glue: tensors in, ``standin.build(parameters).respond(...)`` for the text, tensors
+out. Decoupled like the vLLM backend: with ``stream`` true one response per token,
+otherwise one response with the whole text; then a flag-only final response. Which
+behaviour runs is the config.pbtxt parameter ``standin``; the rest of the parameters
+configure it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+try:  # inside the Python backend stub
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported by tooling outside Triton
+    pb_utils = None
+
+try:  # the stub imports this file as "<version>.model", with standin.py alongside
+    from . import standin
+except ImportError:
+    import standin  # type: ignore[no-redef]
+
+
+def _first(request: Any, name: str) -> Any:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    values = tensor.as_numpy().reshape(-1)
+    return values[0] if values.size else None
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.behaviour = standin.build(params)
+        self.token_delay = float(params.get("token_delay_ms", "0")) / 1000.0
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                self._answer(request, sender)
+            except Exception as exc:  # a decoupled request must always get its final flag
+                message = str(exc) if isinstance(exc, standin.StandInError) else repr(exc)
+                error = pb_utils.TritonError(message)
+                sender.send(
+                    pb_utils.InferenceResponse(output_tensors=[], error=error),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
+        return None
+
+    def _answer(self, request: Any, sender: Any) -> None:
+        raw = _first(request, "text_input")
+        if raw is None:
+            raise standin.StandInError("text_input is required")
+        prompt = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        stream = bool(_first(request, "stream") or False)
+        sampling = standin.parse_sampling(_first(request, "sampling_parameters"))
+        answer = self.behaviour.respond(prompt, sampling)
+        deltas = standin.word_deltas(answer.text, standin.max_tokens_of(sampling))
+        if stream:
+            for delta in deltas:
+                if getattr(sender, "is_cancelled", lambda: False)():
+                    break  # the router cut us off (e.g. reasoning budget hit)
+                if self.token_delay:
+                    time.sleep(self.token_delay)
+                sender.send(self._response(delta, answer.confidence))
+        else:
+            if self.token_delay:
+                time.sleep(self.token_delay * len(deltas))
+            sender.send(self._response("".join(deltas), answer.confidence))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    @staticmethod
+    def _response(text: str, confidence: float) -> Any:
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
+                pb_utils.Tensor("confidence", np.array([confidence], dtype=np.float32)),
+            ]
+        )
+
+    def finalize(self) -> None:
+        pass

@@ -1,0 +1,95 @@
+"""Run the real operator (``kopf run -m slmfleet.controller``) as a child process.
+
+Used by integration tests, the benchmark and ``slmfleet up --cluster``. The liveness
+endpoint doubles as a window on the operator: its ``writes`` probe counts API writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .cluster import free_port
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        *,
+        router_configmap: str = "slmfleet-system/slmfleet-router",
+        log_path: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.router_configmap = router_configmap
+        self.log_path = log_path or kubeconfig.parent / "operator.log"
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 60) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "SLMFLEET_ROUTER_CONFIGMAP": self.router_configmap,
+            **self.extra_env,
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "kopf", "run", "-m", "slmfleet.controller",
+                "--standalone", "--all-namespaces",
+                f"--liveness=http://127.0.0.1:{self.port}/healthz",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited:\n{self.log_tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                self.probe()
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"operator did not become live:\n{self.log_tail()}")
+
+    def probe(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+            return json.loads(r.read())
+
+    def writes(self) -> int:
+        return int(self.probe()["writes"])
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        line = next(s for s in status.splitlines() if s.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024  # peak resident set size
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

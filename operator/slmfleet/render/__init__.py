@@ -1,0 +1,1 @@
+"""Pure renderers: API objects in, Kubernetes objects and Triton configuration out."""

@@ -1,0 +1,73 @@
+"""Status conditions: pure computations read by kubectl wait, Argo CD and Flux (kstatus).
+
+Every resource carries ``Ready``; ``Reconciling`` and ``Stalled`` follow kstatus'
+abnormal-true convention so GitOps tools tell progressing from failed. Conditions are
+recomputed whole each time (merge patches replace lists), keeping each
+lastTransitionTime when the status did not flip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..api.base import now_rfc3339
+
+
+def condition(
+    type_: str, status: bool | str, reason: str, message: str = "", generation: int | None = None
+) -> dict[str, Any]:
+    if isinstance(status, bool):
+        status = "True" if status else "False"
+    cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message}
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def merge_conditions(
+    previous: Iterable[dict[str, Any]] | None, new: Iterable[dict[str, Any]], now: str | None = None
+) -> list[dict[str, Any]]:
+    """New conditions, each keeping its old lastTransitionTime when its status is unchanged."""
+    old = {c.get("type"): c for c in previous or ()}
+    stamp = now or now_rfc3339()
+    merged = []
+    for cond in new:
+        before = old.get(cond["type"])
+        same = before is not None and before.get("status") == cond["status"]
+        keep = before.get("lastTransitionTime") if same and before else None
+        merged.append({**cond, "lastTransitionTime": keep or stamp})
+    return merged
+
+
+def ready_set(
+    ready: bool, reason: str, message: str, generation: int | None, *, stalled: bool = False
+) -> list[dict[str, Any]]:
+    """Ready, Reconciling and Stalled, consistent with each other."""
+    return [
+        condition("Ready", ready, reason, message, generation),
+        condition("Reconciling", not ready and not stalled, reason, message, generation),
+        condition(
+            "Stalled",
+            stalled,
+            reason if stalled else "NotStalled",
+            message if stalled else "",
+            generation,
+        ),
+    ]
+
+
+def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Whether writing ``desired`` would change anything, ignoring transition times."""
+    current = current or {}
+
+    def strip(status: dict[str, Any]) -> dict[str, Any]:
+        out = dict(status)
+        out["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in status.get("conditions", [])
+        ]
+        return out
+
+    keys = set(desired)
+    return strip({k: current.get(k) for k in keys if k in current}) != strip(desired)

@@ -1,0 +1,287 @@
+"""SLMSpecialist -> ConfigMap (Triton model repository), Deployment, Service, PDB.
+
+Pure functions in the style of dask-kubernetes' ``build_*_spec``: the controller
+passes the object's name, namespace, uid and validated spec, and applies what comes
+back. The Triton repository is assembled from mounts, not copies: the ConfigMap's
+files are mounted into ``/models/<model>/`` and the fetcher init container writes the
+artifact into an emptyDir mounted as the version directory ``1/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.specialist import SLMSpecialistSpec
+from . import labels as L
+from .hashing import content_hash
+from .triton import model_repository_files
+
+TRITON_VERSION = "25.10"
+DEFAULT_IMAGES = {
+    "vllm": f"nvcr.io/nvidia/tritonserver:{TRITON_VERSION}-vllm-python-py3",
+    "tensorrtllm": f"nvcr.io/nvidia/tritonserver:{TRITON_VERSION}-trtllm-python-py3",
+    "python": f"nvcr.io/nvidia/tritonserver:{TRITON_VERSION}-py3",
+    "onnxruntime": f"nvcr.io/nvidia/tritonserver:{TRITON_VERSION}-py3",
+}
+DEFAULT_FETCHER_IMAGE = "ghcr.io/slmfleet/fetcher:0.1.0"
+GPU_RESOURCE = "nvidia.com/gpu"
+UID = 1000
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The identity of the resource being rendered."""
+
+    name: str
+    namespace: str
+    uid: str
+    kind: str = "SLMSpecialist"
+
+
+def artifact_subdir(backend: str) -> str:
+    """Where in the version directory the artifact goes: engines read weights/, the
+    python backend wants model.py and onnxruntime model.onnx at the top."""
+    return "weights" if backend in ("vllm", "tensorrtllm") else ""
+
+
+def _metadata(owner: Owner, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": L.common_labels(owner.name),
+        "ownerReferences": [L.owner_reference(owner.kind, owner.name, owner.uid)],
+    }
+
+
+def build_model_configmap(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+    files = model_repository_files(owner.name, spec.model, gpu=spec.serving.resources.gpu)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, L.model_config_name(owner.name)),
+        "data": files,
+    }
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def _fetcher(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+    model = spec.model
+    dest = "/store/" + artifact_subdir(model.backend)
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": spec.serving.fetcher_image or DEFAULT_FETCHER_IMAGE,
+        "args": ["--uri", model.uri, "--dest", dest.rstrip("/")],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "1Gi"},
+        },
+        "securityContext": _security_context(),
+        "volumeMounts": [
+            {"name": "model-store", "mountPath": "/store"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if model.credentials:
+        container["env"].append(
+            {
+                "name": "SLMFLEET_FETCH_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": model.credentials.name, "key": model.credentials.key}
+                },
+            }
+        )
+    return container
+
+
+def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dict[str, Any]:
+    res = spec.serving.resources
+    requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    limits: dict[str, Any] = {"memory": res.memory}
+    if res.gpu:
+        requests[GPU_RESOURCE] = res.gpu
+        limits[GPU_RESOURCE] = res.gpu
+    model_dir = f"/models/{owner.name}"
+    mounts = [
+        {"name": "model-store", "mountPath": f"{model_dir}/1"},
+        *(
+            {
+                "name": "model-config",
+                "mountPath": f"{model_dir}/{'1/' if f == 'model.json' else ''}{f}",
+                "subPath": f,
+                "readOnly": True,
+            }
+            for f in sorted(files)
+        ),
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    return {
+        "name": "triton",
+        "image": spec.serving.image or DEFAULT_IMAGES[spec.model.backend],
+        "command": ["tritonserver"],
+        "args": [
+            "--model-repository=/models",
+            "--model-control-mode=none",
+            "--exit-on-error=true",
+            f"--http-port={L.HTTP_PORT}",
+            f"--grpc-port={L.GRPC_PORT}",
+            f"--metrics-port={L.METRICS_PORT}",
+            "--allow-metrics=true",
+        ],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "HF_HOME", "value": "/tmp/hf"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+        ],
+        "ports": [
+            {"name": "http", "containerPort": L.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": L.GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": {"requests": requests, "limits": limits},
+        # Large models load slowly: the startup probe holds liveness off for 20 minutes.
+        "startupProbe": _probe("/v2/health/live", 10, 120),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "securityContext": _security_context(),
+        "volumeMounts": mounts,
+    }
+
+
+def build_deployment(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+    configmap = build_model_configmap(owner, spec)
+    files: dict[str, str] = configmap["data"]
+    serving = spec.serving
+    selector = L.selector_labels(owner.name)
+    tolerations = [t.wire() for t in serving.tolerations]
+    if serving.resources.gpu and not any(t["key"] == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [_fetcher(owner, spec)],
+        "containers": [_triton(owner, spec, files)],
+        "volumes": [
+            {"name": "model-config", "configMap": {"name": L.model_config_name(owner.name)}},
+            {"name": "model-store", "emptyDir": {"sizeLimit": serving.model_cache_size}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        ],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ],
+    }
+    if serving.node_selector:
+        pod_spec["nodeSelector"] = dict(serving.node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, L.child_name(owner.name)),
+        "spec": {
+            "replicas": serving.replicas.min,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector},
+            # Never below the ready count during a rollout: one extra replica surges.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": L.common_labels(owner.name),
+                    "annotations": {
+                        L.CONFIG_HASH_ANNOTATION: content_hash(files),
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(L.METRICS_PORT),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_service(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+    del spec  # the Service depends only on identity; kept for a uniform builder signature
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, L.child_name(owner.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": L.selector_labels(owner.name),
+            "ports": [
+                {"name": "http", "port": L.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": L.GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {
+                    "name": "metrics",
+                    "port": L.METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def build_pdb(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+    del spec
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, L.child_name(owner.name)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": L.selector_labels(owner.name)},
+        },
+    }
+
+
+BUILDERS = (build_model_configmap, build_deployment, build_service, build_pdb)
+
+
+def build_children(owner: Owner, spec: SLMSpecialistSpec) -> list[dict[str, Any]]:
+    """Every child, in apply order (the ConfigMap before the Pods that mount it)."""
+    return [build(owner, spec) for build in BUILDERS]

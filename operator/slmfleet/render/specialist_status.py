@@ -1,0 +1,59 @@
+"""Status of an SLMSpecialist, from its Deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import labels as L
+from .conditions import ready_set
+
+
+def deployment_progress(deployment: dict[str, Any] | None) -> tuple[bool, bool, str, str]:
+    """(ready, stalled, reason, message) of a Deployment's rollout."""
+    if deployment is None:
+        return False, False, "DeploymentMissing", "the Triton Deployment does not exist yet"
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    want = spec.get("replicas", 1)
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    seen = status.get("observedGeneration", 0)
+    updated = status.get("updatedReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    total = status.get("replicas", 0)
+    for cond in status.get("conditions", []):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False, True, "ProgressDeadlineExceeded", cond.get("message", "")
+    if seen < generation:
+        return False, False, "RolloutPending", "the Deployment controller has not seen the change"
+    if want == 0:
+        return True, False, "ScaledToZero", "scaled to zero replicas"
+    if updated < want:
+        return False, False, "RolloutInProgress", f"{updated}/{want} replicas updated"
+    if total > updated:
+        return False, False, "RolloutInProgress", f"{total - updated} old replicas terminating"
+    if available < want:
+        return False, False, "ReplicasUnavailable", f"{available}/{want} replicas available"
+    return True, False, "Available", f"{available}/{want} replicas available"
+
+
+def specialist_status(
+    *,
+    name: str,
+    namespace: str,
+    generation: int | None,
+    deployment: dict[str, Any] | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The whole status (conditions without transition times; see merge_conditions)."""
+    if error:
+        ready, stalled, reason, message = False, True, "ReconcileFailed", error
+    else:
+        ready, stalled, reason, message = deployment_progress(deployment)
+    dep_status = (deployment or {}).get("status", {})
+    return {
+        "observedGeneration": generation,
+        "conditions": ready_set(ready, reason, message, generation, stalled=stalled),
+        "replicas": dep_status.get("replicas", 0),
+        "readyReplicas": dep_status.get("readyReplicas", 0),
+        "endpoint": L.grpc_endpoint(name, namespace),
+        "tritonModel": name,
+    }

@@ -1,0 +1,95 @@
+"""``python -m slmfleet.router`` / ``slmfleet-router``: serve the router with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .app import RouterApp, Settings, load_api_keys
+from .source import ConfigMapSource, FileSource
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="slmfleet-router", description=__doc__)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--config",
+        default=env("SLMFLEET_ROUTER_CONFIG"),
+        help="router.json path, polled for changes (env SLMFLEET_ROUTER_CONFIG)",
+    )
+    src.add_argument(
+        "--configmap",
+        default=env("SLMFLEET_ROUTER_CONFIGMAP"),
+        help="NAMESPACE/NAME of the ConfigMap to watch (env SLMFLEET_ROUTER_CONFIGMAP)",
+    )
+    p.add_argument("--configmap-key", default=env("SLMFLEET_ROUTER_CONFIGMAP_KEY", "router.json"))
+    p.add_argument("--host", default=env("SLMFLEET_ROUTER_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(env("SLMFLEET_ROUTER_PORT", "8080")))
+    p.add_argument(
+        "--poll-interval", type=float, default=0.5, help="seconds between checks of --config"
+    )
+    p.add_argument(
+        "--api-keys-file",
+        default=env("SLMFLEET_API_KEYS_FILE"),
+        help="file with one API key per line (a mounted Secret); "
+        "env SLMFLEET_API_KEYS adds comma-separated keys",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(env("SLMFLEET_MAX_BODY_BYTES", str(2 * 1024 * 1024))),
+    )
+    p.add_argument("--max-messages", type=int, default=int(env("SLMFLEET_MAX_MESSAGES", "256")))
+    p.add_argument("--log-level", default=env("SLMFLEET_LOG_LEVEL", "info"))
+    p.add_argument(
+        "--no-access-log", action="store_true", help="drop the per-request decision log line"
+    )
+    return p
+
+
+def make_app(args: argparse.Namespace) -> RouterApp:
+    if args.config:
+        source = FileSource(args.config, interval_s=args.poll_interval)
+    elif args.configmap:
+        ns, _, name = args.configmap.partition("/")
+        if not ns or not name:
+            raise SystemExit("--configmap must be NAMESPACE/NAME")
+        source = ConfigMapSource(ns, name, key=args.configmap_key)
+    else:
+        raise SystemExit("one of --config or --configmap is required")
+    settings = Settings(
+        max_body_bytes=args.max_body_bytes,
+        max_messages=args.max_messages,
+        api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
+    )
+    return RouterApp(settings=settings, source=source)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stdout)
+    if args.no_access_log:
+        logging.getLogger("slmfleet.router.access").setLevel(logging.WARNING)
+    import uvicorn
+
+    app = make_app(args)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        log_level=args.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

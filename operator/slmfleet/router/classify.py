@@ -1,0 +1,354 @@
+"""The router's learned domain classifier: which specialist should answer a request.
+
+Rules run before it and cost-aware choice after it; this module only scores domains.
+It learns each specialist's territory from its ``DomainConfig`` (examples, keywords,
+description) and combines two signals, because neither alone both routes well and
+spots out-of-domain requests (CLINC150 val, domain level: TF-IDF LR 96.9% raw accuracy
+but 12% OOS recall untuned; nearest-neighbour similarity alone tops out ~95/80):
+
+* **which domain** - the average of two probability models: a word+char TF-IDF logistic
+  regression over domains, and a logistic regression over MiniLM embeddings whose classes
+  are *pseudo-intents* (k-means clusters inside each domain, probabilities summed back
+  per domain). Domains are unions of unrelated intents, so a linear model over
+  embeddings needs the sub-structure: pseudo-intents lift it from 94.8% to 98.1%.
+* **whether any domain** - the mean cosine similarity of the query to its ``k`` nearest
+  examples of each domain, mapped through a logistic ``g(s) = 1/(1+exp(-(s-c)/w))``.
+
+``scores[d] = p[d] * g(sim[d])``; ``best = argmax p``; ``confidence = scores[best]``. A
+request far from every example gets a low confidence however peaked ``p`` is, which is
+what lets a threshold escalate out-of-domain traffic.
+
+Without the embedding model (not installed, or ``embed=False``) the same structure runs
+on TF-IDF alone: the LR gives ``p`` and TF-IDF cosine gives ``sim``. It is weaker, but
+keeps the router and unit tests working on a machine without the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from slmfleet.api.routerconfig import DomainConfig
+
+from .embed import EmbeddingUnavailable, Encoder, default_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouteScores:
+    """One routing decision's evidence."""
+
+    best: str | None
+    """Specialist id with the highest domain probability; None only when there is nothing
+    to route (empty text, no domains). The caller applies its min_confidence."""
+    confidence: float
+    """0..1: probability of ``best`` times how close the text is to its examples."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """The same product for every specialist id (inputs to cost-aware choice)."""
+
+    def accepted(self, min_confidence: float) -> str | None:
+        """``best`` when confident enough, else None (escalate / fall back)."""
+        return self.best if self.best is not None and self.confidence >= min_confidence else None
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """Hyperparameters; defaults were chosen on CLINC150 val (benchmarks/routing_quality.py)."""
+
+    tfidf_weight: float = 0.5
+    """Weight of the TF-IDF LR in the probability average (the rest: embedding LR)."""
+    knn_k: int = 3
+    """Neighbours averaged for a domain's similarity (fewer if the domain has fewer texts)."""
+    sim_center: float = 0.35
+    """Cosine similarity where g(s) = 0.5, embedding space (all-MiniLM-L6-v2)."""
+    sim_width: float = 0.10
+    """Slope of g; larger is gentler."""
+    tfidf_sim_center: float = 0.20
+    """Same as sim_center for the TF-IDF-only path (TF-IDF cosines run lower)."""
+    examples_per_cluster: int = 100
+    """One pseudo-intent per this many texts of a domain (at least 1, at most max_clusters)."""
+    max_clusters: int = 32
+    lr_c: float = 10.0
+    """Inverse regularisation of both logistic regressions."""
+
+
+# -- embedding cache --------------------------------------------------------------------
+_CACHE_MAX = 200_000
+_cache: OrderedDict[tuple[str, bytes], np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _key(encoder: Encoder, text: str) -> tuple[str, bytes]:
+    return encoder.name, hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def embed_cached(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """Embed ``texts``, reusing vectors of texts seen before in this process.
+
+    A config change usually adds or edits a few examples; refitting then embeds only
+    those, which keeps hot reloads cheap. LRU-bounded (~300 MB at the cap).
+    """
+    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    missing: dict[str, list[int]] = {}
+    with _cache_lock:
+        for i, t in enumerate(texts):
+            v = _cache.get(_key(encoder, t))
+            if v is None:
+                missing.setdefault(t, []).append(i)
+            else:
+                _cache.move_to_end(_key(encoder, t))
+                out[i] = v
+    if missing:
+        new = list(missing)
+        vecs = encoder.encode(new)
+        with _cache_lock:
+            for t, v in zip(new, vecs, strict=True):
+                out[missing[t]] = v
+                _cache[_key(encoder, t)] = v
+            while len(_cache) > _CACHE_MAX:
+                _cache.popitem(last=False)
+    return out
+
+
+def clear_embedding_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+# -- training texts ---------------------------------------------------------------------
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def domain_texts(domain: DomainConfig) -> list[str]:
+    """What a specialist's territory is learned from: examples, description sentences,
+    each keyword, and the keywords together (so keyword- or description-only domains
+    still have several texts)."""
+    texts = [e.strip() for e in domain.examples if e.strip()]
+    texts += [s.strip() for s in _SENTENCE.split(domain.description) if s.strip()]
+    kws = [k.strip() for k in domain.keywords if k.strip()]
+    texts += kws
+    if len(kws) > 1:
+        texts.append(", ".join(kws))
+    return list(dict.fromkeys(texts))  # dedupe, keep order
+
+
+def _g(s: np.ndarray, center: float, width: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(s - center) / width))
+
+
+def _topk_mean(sims: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
+    """Per domain (contiguous row ranges ``bounds``), mean of the k largest of ``sims``."""
+    out = np.empty((sims.shape[0], len(bounds) - 1), dtype=np.float32)
+    for d in range(len(bounds) - 1):
+        block = sims[:, bounds[d] : bounds[d + 1]]
+        kk = min(k, block.shape[1])
+        out[:, d] = np.partition(block, block.shape[1] - kk, axis=1)[:, -kk:].mean(axis=1)
+    return out
+
+
+class DomainClassifier:
+    """Scores a request against every specialist's domain; see the module docstring."""
+
+    def __init__(self) -> None:  # use fit()
+        self.ids: list[str] = []
+        self.params = ClassifierParams()
+        self.encoder: Encoder | None = None
+        self._word: TfidfVectorizer | None = None
+        self._char: TfidfVectorizer | None = None
+        self._tf_lr: LogisticRegression | None = None
+        self._tf_w: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 0)), np.zeros((0, 0)))
+        self._tf_b = np.zeros(0, dtype=np.float32)
+        self._tf_rows: sparse.csr_matrix | None = None  # TF-IDF of the texts (TF-IDF-only sim)
+        self._emb_rows: np.ndarray | None = None  # (n_texts, dim), grouped by domain
+        self._emb_w: np.ndarray | None = None  # pseudo-intent LR: (dim, n_clusters)
+        self._emb_b: np.ndarray | None = None
+        self._cluster_domain: np.ndarray | None = None  # cluster -> domain index
+        self._bounds = np.zeros(1, dtype=np.int64)
+        self._empty: list[str] = []
+
+    @property
+    def uses_embeddings(self) -> bool:
+        return self.encoder is not None
+
+    # -- fitting ------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        domains: Mapping[str, DomainConfig],
+        *,
+        encoder: Encoder | None = None,
+        embed: bool = True,
+        params: ClassifierParams | None = None,
+    ) -> DomainClassifier:
+        """Learn from ``{specialist id: DomainConfig}``.
+
+        ``encoder`` defaults to the packaged all-MiniLM-L6-v2; when that is not installed
+        (or ``embed=False``) the classifier falls back to TF-IDF only and says so in the
+        log. Domains with no text at all are kept but can never be chosen.
+        """
+        self = cls()
+        self.params = p = params or ClassifierParams()
+        if embed and encoder is None:
+            try:
+                encoder = default_encoder()
+            except EmbeddingUnavailable as e:
+                log.warning("domain classifier falls back to TF-IDF only: %s", e)
+        self.encoder = encoder if embed else None
+        per_domain = {sid: domain_texts(d) for sid, d in domains.items()}
+        self.ids = [sid for sid, t in per_domain.items() if t]
+        empty = [sid for sid, t in per_domain.items() if not t]
+        if empty:
+            log.warning("specialists with no domain text cannot be routed to: %s", empty)
+        self._empty = empty
+        texts = [t for sid in self.ids for t in per_domain[sid]]
+        sizes = [len(per_domain[sid]) for sid in self.ids]
+        self._bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if not texts:
+            return self
+        y = np.repeat(np.arange(len(self.ids)), sizes)
+
+        big = len(texts) >= 1000
+        self._word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
+        self._char = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(2, 5),
+            sublinear_tf=True,
+            min_df=2 if big else 1,
+            dtype=np.float32,
+        )
+        x = sparse.hstack([self._word.fit_transform(texts), self._char.fit_transform(texts)])
+        x = x.tocsr()
+        if len(self.ids) > 1:
+            self._tf_lr = _fit_quietly(_lr(p.lr_c), x, y)
+            # Dense per-block weights: scoring one request is then two sparse-dense
+            # products, skipping sparse.hstack and predict_proba (~1 ms per request).
+            w = self._tf_lr.coef_.T.astype(np.float32)
+            n_word = len(self._word.vocabulary_)
+            self._tf_w = (np.ascontiguousarray(w[:n_word]), np.ascontiguousarray(w[n_word:]))
+            self._tf_b = self._tf_lr.intercept_.astype(np.float32)
+        if self.encoder is None:
+            # Row-normalise the stacked word+char vectors so a dot product is a cosine.
+            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
+            self._tf_rows = sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ x
+            self._tf_rows = sparse.csr_matrix(self._tf_rows.T)  # (features, n) for q @ rows
+            return self
+
+        emb = embed_cached(self.encoder, texts)
+        self._emb_rows = np.ascontiguousarray(emb)
+        if len(self.ids) > 1:
+            labels, owner = self._pseudo_intents(emb, y, sizes)
+            lr = _fit_quietly(_lr(p.lr_c), emb, labels)
+            self._emb_w = np.ascontiguousarray(lr.coef_.T.astype(np.float32))
+            self._emb_b = lr.intercept_.astype(np.float32)
+            self._cluster_domain = owner[lr.classes_]
+        return self
+
+    def _pseudo_intents(
+        self, emb: np.ndarray, y: np.ndarray, sizes: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k-means inside each domain: labels per text and the domain of each cluster."""
+        p = self.params
+        labels = np.zeros(len(y), dtype=np.int64)
+        owner: list[int] = []
+        for d, n in enumerate(sizes):
+            lo, hi = self._bounds[d], self._bounds[d + 1]
+            k = max(1, min(p.max_clusters, round(n / p.examples_per_cluster)))
+            if k > 1:
+                km = KMeans(n_clusters=k, n_init=1, random_state=0).fit(emb[lo:hi])
+                labels[lo:hi] = km.labels_ + len(owner)
+            else:
+                labels[lo:hi] = len(owner)
+            owner += [d] * k
+        return labels, np.asarray(owner)
+
+    # -- prediction ---------------------------------------------------------------------
+    def predict(self, text: str) -> RouteScores:
+        """Score one request; ``best`` is set whenever there is text and a domain."""
+        return self.predict_many([text])[0]
+
+    def predict_many(self, texts: Sequence[str]) -> list[RouteScores]:
+        """Score several requests at once (batch embedding); same result as predict."""
+        zero = {sid: 0.0 for sid in [*self.ids, *self._empty]}
+        live = [i for i, t in enumerate(texts) if t and t.strip()]
+        out = [RouteScores(None, 0.0, dict(zero)) for _ in texts]
+        if not live or not self.ids:
+            return out
+        batch = [texts[i] for i in live]
+        prob, sim, center = self._signals(batch)
+        scores = prob * _g(sim, center, self.params.sim_width)
+        best = prob.argmax(axis=1)
+        for r, i in enumerate(live):
+            sc = dict(zero)
+            sc.update({sid: float(s) for sid, s in zip(self.ids, scores[r], strict=True)})
+            b = int(best[r])
+            out[i] = RouteScores(self.ids[b], float(scores[r, b]), sc)
+        return out
+
+    def _signals(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+        """(probabilities, similarities, g's center), each (len(texts), n_domains)."""
+        p = self.params
+        n_dom = len(self.ids)
+        assert self._word is not None and self._char is not None
+        xw, xc = self._word.transform(texts), self._char.transform(texts)
+        if self._tf_lr is not None:
+            logits = np.asarray(xw @ self._tf_w[0] + xc @ self._tf_w[1]) + self._tf_b
+            if logits.shape[1] == 1:  # binary LR: one logit for the second class
+                logits = np.hstack([np.zeros_like(logits), logits])
+            p_tf = _softmax(logits.astype(np.float32))
+        else:
+            p_tf = np.ones((len(texts), 1), np.float32)
+        if self.encoder is None:
+            assert self._tf_rows is not None
+            x = sparse.hstack([xw, xc]).tocsr()
+            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
+            sims = np.asarray((x @ self._tf_rows).todense(), dtype=np.float32)
+            sims /= np.maximum(norms, 1e-12)[:, None]
+            return p_tf, _topk_mean(sims, self._bounds, p.knn_k), p.tfidf_sim_center
+
+        assert self._emb_rows is not None
+        q = (
+            self.encoder.encode_one(texts[0])[None, :]
+            if len(texts) == 1
+            else self.encoder.encode(texts)
+        )
+        sims = q @ self._emb_rows.T
+        if n_dom == 1:
+            prob = np.ones((len(texts), 1), np.float32)
+        else:
+            assert self._emb_w is not None and self._emb_b is not None
+            assert self._cluster_domain is not None
+            e = _softmax(q @ self._emb_w + self._emb_b)
+            p_emb = np.zeros((len(texts), n_dom), np.float32)
+            np.add.at(p_emb.T, self._cluster_domain, e.T)
+            prob = p.tfidf_weight * p_tf + (1.0 - p.tfidf_weight) * p_emb
+        return prob, _topk_mean(sims, self._bounds, p.knn_k), p.sim_center
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _lr(c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=2000)
+
+
+def _fit_quietly(model: LogisticRegression, x: object, y: np.ndarray) -> LogisticRegression:
+    """Tiny keyword-only corpora are separable and make lbfgs warn; the fit is still fine."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)

@@ -1,0 +1,68 @@
+"""OpenAI-style errors: every failure the client sees has a status, a type and a code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RouterError(Exception):
+    """An error answered as ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def bad_request(message: str, *, code: str = "invalid_request", param: str | None = None):
+    return RouterError(400, message, code=code, param=param)
+
+
+def unknown_model(model: str) -> RouterError:
+    return RouterError(
+        404,
+        f"The model {model!r} does not exist",
+        code="model_not_found",
+        param="model",
+    )
+
+
+class UpstreamError(Exception):
+    """A tier failed: ``timeout`` tells a deadline from other failures (504 vs 502)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout: bool = False,
+        retryable: bool = False,
+        reason: str = "error",
+    ):
+        super().__init__(message)
+        self.timeout = timeout
+        self.retryable = retryable
+        self.reason = "timeout" if timeout else reason
+        """Escalation reason: error | timeout | circuit_open | unready."""

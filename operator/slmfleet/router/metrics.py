@@ -1,0 +1,107 @@
+"""Prometheus metrics of the router.
+
+Label values come only from the configuration (policy model names, specialist ids, tier
+names, validator names, configured labels) or small fixed sets, so cardinality is
+bounded by the config, never by traffic. Unknown models are counted as ``_unknown``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_SLOW = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+REQUESTS = Counter(
+    "slmfleet_router_requests_total",
+    "Requests by policy, final tier and HTTP status.",
+    ["policy", "tier", "status"],
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "slmfleet_router_request_duration_seconds",
+    "End-to-end request time.",
+    ["policy"],
+    buckets=_SLOW,
+    registry=REGISTRY,
+)
+ADDED = Histogram(
+    "slmfleet_router_added_latency_seconds",
+    "Time spent in the router itself (end-to-end minus upstream calls).",
+    ["policy"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+UPSTREAM = Histogram(
+    "slmfleet_router_upstream_duration_seconds",
+    "Time of each upstream call.",
+    ["policy", "specialist", "tier"],
+    buckets=_SLOW,
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "slmfleet_router_tokens_total",
+    "Tokens by kind: input, output, reasoning.",
+    ["policy", "specialist", "kind"],
+    registry=REGISTRY,
+)
+COST = Counter(
+    "slmfleet_router_cost_usd_total", "Spend in USD.", ["policy", "specialist"], registry=REGISTRY
+)
+ESCALATIONS = Counter(
+    "slmfleet_router_escalations_total",
+    "Tier escalations by reason.",
+    ["policy", "tier", "reason"],
+    registry=REGISTRY,
+)
+TRUNCATIONS = Counter(
+    "slmfleet_router_truncations_total",
+    "Reasoning cut short by the trace budget.",
+    ["policy", "specialist"],
+    registry=REGISTRY,
+)
+ROUTING_CONFIDENCE = Histogram(
+    "slmfleet_router_routing_confidence",
+    "Routing confidence of each request.",
+    ["policy"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+    registry=REGISTRY,
+)
+HUMAN_REVIEWS = Counter(
+    "slmfleet_router_human_reviews_total",
+    "Cases filed for human review.",
+    ["policy", "queue"],
+    registry=REGISTRY,
+)
+BUDGET_REJECTIONS = Counter(
+    "slmfleet_router_budget_rejections_total",
+    "Requests rejected by a spend window.",
+    ["policy"],
+    registry=REGISTRY,
+)
+SPEND = Gauge(
+    "slmfleet_router_spend_usd",
+    "Spend in each budget window (this replica).",
+    ["budget", "window"],
+    registry=REGISTRY,
+)
+BUDGET_EXCEEDED = Gauge(
+    "slmfleet_router_budget_exceeded",
+    "1 while a spend window is over its limit.",
+    ["budget", "window", "action"],
+    registry=REGISTRY,
+)
+CIRCUIT_OPEN = Gauge(
+    "slmfleet_router_circuit_open",
+    "1 while the endpoint's circuit breaker is open.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+RELOADS = Counter(
+    "slmfleet_router_config_reloads_total",
+    "Configuration loads by result.",
+    ["result"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,177 @@
+"""An immutable, ready-to-serve view of one RouterConfig: compiled rules, validators,
+fitted classifiers and lookup tables. Hot reload builds a new one off the event loop and
+swaps a single reference, so in-flight requests finish on the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from ..api.policy import CascadeTier, FallbackSpec, RoutingSpec
+from ..api.routerconfig import (
+    BudgetConfig,
+    DomainConfig,
+    PolicyConfig,
+    RouterConfig,
+    SpecialistConfig,
+)
+from .acceptance import CompiledAcceptance, compile_acceptance
+from .routing import Candidate, CompiledRule, compile_rule
+
+log = logging.getLogger("slmfleet.router")
+
+
+class Classifier(Protocol):
+    def predict(self, text: str) -> Any:
+        """RouteScores-like: ``.best``, ``.confidence``, ``.scores``."""
+        ...
+
+
+ClassifierFactory = Callable[[Mapping[str, DomainConfig]], Classifier]
+
+
+def default_classifier_factory(domains: Mapping[str, DomainConfig]) -> Classifier:
+    from .classify import DomainClassifier  # the learned classifier (numpy/sklearn only)
+
+    return DomainClassifier.fit(domains)
+
+
+@dataclass(frozen=True, slots=True)
+class TierRuntime:
+    cfg: CascadeTier
+    accept: CompiledAcceptance
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRuntime:
+    model_name: str
+    id: str
+    specialists: tuple[str, ...]
+    routing: RoutingSpec
+    rules: tuple[CompiledRule, ...]
+    classifier: Classifier | None
+    tiers: tuple[TierRuntime, ...]
+    tier_cfgs: tuple[CascadeTier, ...]
+    fallback: FallbackSpec | None
+    budgets: tuple[BudgetConfig, ...]
+    direct: bool = False
+    """A specialist addressed by id: one tier, no routing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: RouterConfig
+    digest: str
+    policies: Mapping[str, PolicyRuntime]
+    candidates: Mapping[str, Candidate]
+    budgets_by_specialist: Mapping[str, tuple[BudgetConfig, ...]]
+    specialists: Mapping[str, SpecialistConfig]
+    models: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+def digest_of(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _policy_budgets(cfg: RouterConfig, p: PolicyConfig) -> tuple[BudgetConfig, ...]:
+    return tuple(b for b in cfg.budgets if b.id in p.budgets or p.model_name in b.policies)
+
+
+def build_snapshot(
+    cfg: RouterConfig,
+    *,
+    digest: str = "",
+    classifier_factory: ClassifierFactory | None = None,
+    cache: dict[str, Classifier] | None = None,
+) -> Snapshot:
+    """Compile everything a request needs; fit one classifier per distinct domain set.
+
+    ``cache`` (digest of the domains -> classifier) lets reloads that did not touch any
+    domain skip refitting.
+    """
+    factory = classifier_factory or default_classifier_factory
+    cache = {} if cache is None else cache
+    by_id = {s.id: s for s in cfg.specialists}
+    candidates = {
+        s.id: Candidate(s.ready, s.cost.input_per_million_usd + s.cost.output_per_million_usd)
+        for s in cfg.specialists
+    }
+    by_spec: dict[str, tuple[BudgetConfig, ...]] = {
+        s.id: tuple(b for b in cfg.budgets if s.id in b.specialists) for s in cfg.specialists
+    }
+    policies: dict[str, PolicyRuntime] = {}
+    models: list[dict[str, Any]] = []
+    for p in cfg.policies:
+        known = tuple(sid for sid in p.specialists if sid in by_id)
+        classifier = None
+        if p.routing.semantic.enabled and known:
+            domains = {sid: by_id[sid].domain for sid in known}
+            key = digest_of(orjson.dumps({k: v.wire() for k, v in sorted(domains.items())}))
+            classifier = cache.get(key)
+            if classifier is None:
+                classifier = cache[key] = factory(domains)
+        policies[p.model_name] = PolicyRuntime(
+            model_name=p.model_name,
+            id=p.id,
+            specialists=known,
+            routing=p.routing,
+            rules=tuple(compile_rule(r) for r in p.routing.rules),
+            classifier=classifier,
+            tiers=tuple(TierRuntime(t, compile_acceptance(t.accept)) for t in p.cascade),
+            tier_cfgs=tuple(p.cascade),
+            fallback=p.fallback,
+            budgets=_policy_budgets(cfg, p),
+        )
+        models.append(
+            {
+                "id": p.model_name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "slmfleet",
+                "slmfleet": {"kind": "policy", "policy": p.id},
+            }
+        )
+    for s in cfg.specialists:
+        if s.id in policies:
+            continue
+        tier = CascadeTier(name="direct", specialist=s.id)
+        policies[s.id] = PolicyRuntime(
+            model_name=s.id,
+            id=s.id,
+            specialists=(s.id,),
+            routing=RoutingSpec(),
+            rules=(),
+            classifier=None,
+            tiers=(TierRuntime(tier, compile_acceptance(tier.accept)),),
+            tier_cfgs=(tier,),
+            fallback=None,
+            budgets=(),
+            direct=True,
+        )
+        models.append(
+            {
+                "id": s.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "slmfleet",
+                "slmfleet": {"kind": "specialist", "ready": s.ready},
+            }
+        )
+    return Snapshot(cfg, digest, policies, candidates, by_spec, by_id, tuple(models))
+
+
+def parse_config(raw: bytes) -> RouterConfig:
+    """router.json bytes -> validated RouterConfig (YAML accepted for hand-written files)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        import yaml
+
+        data = yaml.safe_load(raw)
+    return RouterConfig.model_validate(data)

@@ -1,0 +1,322 @@
+"""Upstream I/O: Triton over gRPC (streaming, decoupled) and external OpenAI endpoints.
+
+Thin by design. One pooled gRPC channel per Triton endpoint, requests built straight
+from tritonclient's protobufs (no numpy on the hot path), deadlines from the caller,
+retries only where nothing was generated yet (a refused or dropped connection before
+the first token is safe to retry; anything later is not).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import orjson
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from ..api.base import SecretKeyRef
+from ..api.policy import ExternalEndpoint
+from .errors import UpstreamError
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Reconnect quickly once a restarted Triton is back (defaults back off to minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 30000),
+]
+RETRY_ATTEMPTS = 2
+RETRY_WAIT_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    text: str
+    confidence: float | None
+
+
+def _bytes_tensor(value: bytes) -> bytes:
+    return struct.pack("<I", len(value)) + value
+
+
+def build_request(model: str, prompt: str, sampling: Mapping[str, Any], request_id: str):
+    """One streaming ModelInferRequest in the vLLM-backend tensor contract."""
+    req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    for name, dtype in (
+        ("text_input", "BYTES"),
+        ("stream", "BOOL"),
+        ("sampling_parameters", "BYTES"),
+    ):
+        t = req.inputs.add()
+        t.name, t.datatype = name, dtype
+        t.shape.append(1)
+    req.raw_input_contents.extend(
+        [
+            _bytes_tensor(prompt.encode()),
+            b"\x01",
+            _bytes_tensor(orjson.dumps(dict(sampling))),
+        ]
+    )
+    # A flag-only final response tells us the request is complete without waiting for
+    # the stream to close.
+    req.parameters["triton_enable_empty_final_response"].bool_param = True
+    return req
+
+
+def parse_response(resp: Any) -> tuple[Piece | None, bool]:
+    """(piece or None for a flag-only response, final?)."""
+    final = False
+    p = resp.parameters.get("triton_final_response")
+    if p is not None:
+        final = p.bool_param
+    text_parts: list[str] = []
+    conf: float | None = None
+    raw = resp.raw_output_contents
+    for i, out in enumerate(resp.outputs):
+        if out.name == "text_output":
+            if i < len(raw):
+                buf, off = raw[i], 0
+                while off + 4 <= len(buf):
+                    (n,) = struct.unpack_from("<I", buf, off)
+                    text_parts.append(buf[off + 4 : off + 4 + n].decode("utf-8", "replace"))
+                    off += 4 + n
+            else:
+                text_parts.extend(b.decode("utf-8", "replace") for b in out.contents.bytes_contents)
+        elif out.name == "confidence":
+            if i < len(raw) and len(raw[i]) >= 4:
+                (conf,) = struct.unpack_from("<f", raw[i], 0)
+            elif out.contents.fp32_contents:
+                conf = out.contents.fp32_contents[0]
+    if not resp.outputs:
+        return None, final
+    return Piece("".join(text_parts), None if conf is None else round(conf, 6)), final
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamError) and exc.retryable
+
+
+def _rpc_error(exc: grpc.aio.AioRpcError, endpoint: str, *, started: bool) -> UpstreamError:
+    code = exc.code()
+    timeout = code == grpc.StatusCode.DEADLINE_EXCEEDED
+    retryable = code == grpc.StatusCode.UNAVAILABLE and not started
+    return UpstreamError(
+        f"triton {endpoint}: {code.name}: {exc.details()}", timeout=timeout, retryable=retryable
+    )
+
+
+class TritonPool:
+    """One gRPC channel per endpoint, created lazily on the running loop."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+
+    def stub(self, endpoint: str) -> Any:
+        entry = self._stubs.get(endpoint)
+        if entry is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            entry = self._stubs[endpoint] = (
+                channel,
+                service_pb2_grpc.GRPCInferenceServiceStub(channel),
+            )
+        return entry[1]
+
+    async def close(self) -> None:
+        stubs, self._stubs = self._stubs, {}
+        for channel, _ in stubs.values():
+            await channel.close()
+
+    async def forget(self, keep: set[str]) -> None:
+        """Close channels of endpoints no longer in the config."""
+        for endpoint in [e for e in self._stubs if e not in keep]:
+            channel, _ = self._stubs.pop(endpoint)
+            await channel.close(grace=5.0)
+
+    async def stream(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        request_id: str = "",
+    ) -> AsyncIterator[Piece]:
+        """Stream text deltas; closing the generator early cancels the Triton request."""
+        stub = self.stub(endpoint)
+        req = build_request(model, prompt, sampling, request_id)
+        deadline = time.monotonic() + timeout_s
+        call = None
+        first: tuple[Piece | None, bool] | None = None
+
+        async def open_call():
+            nonlocal call
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamError(f"triton {endpoint}: deadline exceeded", timeout=True)
+            call = stub.ModelStreamInfer(iter((req,)), timeout=remaining)
+            try:
+                msg = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise _rpc_error(exc, endpoint, started=False) from exc
+            if msg is grpc.aio.EOF:
+                raise UpstreamError(f"triton {endpoint}: stream closed before any response")
+            if msg.error_message:
+                raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
+            return parse_response(msg.infer_response)
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(RETRY_ATTEMPTS),
+            wait=wait_fixed(RETRY_WAIT_S),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                first = await open_call()
+        assert call is not None and first is not None
+        try:
+            piece, final = first
+            if piece is not None:
+                yield piece
+            while not final:
+                try:
+                    msg = await call.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise _rpc_error(exc, endpoint, started=True) from exc
+                if msg is grpc.aio.EOF:
+                    break
+                if msg.error_message:
+                    raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
+                piece, final = parse_response(msg.infer_response)
+                if piece is not None:
+                    yield piece
+        finally:
+            if not call.done():
+                call.cancel()
+
+
+# ---- external OpenAI-compatible endpoints -------------------------------------------
+
+SECRETS_DIR_ENV = "SLMFLEET_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/var/run/secrets/slmfleet"
+
+
+def secret_value(ref: SecretKeyRef) -> str | None:
+    """An API key by reference: env ``SLMFLEET_SECRET_<NAME>_<KEY>`` (upper-cased,
+    non-alphanumerics as ``_``), else the file ``$SLMFLEET_SECRETS_DIR/<name>/<key>``
+    (where the chart mounts the Secret)."""
+    env = "SLMFLEET_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{ref.name}_{ref.key}").upper()
+    if os.environ.get(env):
+        return os.environ[env]
+    path = Path(os.environ.get(SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR)) / ref.name / ref.key
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAnswer:
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str
+
+
+class ExternalClients:
+    """One pooled httpx client for every external endpoint."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def chat(
+        self,
+        ext: ExternalEndpoint,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None,
+        sampling: Mapping[str, Any],
+        timeout_s: float,
+        request_id: str,
+    ) -> ExternalAnswer:
+        body: dict[str, Any] = {"model": ext.model, "messages": messages}
+        body.update(
+            {
+                k: v
+                for k, v in sampling.items()
+                if k
+                in ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+            }
+        )
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        headers = {"content-type": "application/json", "x-request-id": request_id}
+        if ext.api_key is not None:
+            key = secret_value(ext.api_key)
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+        url = ext.base_url.rstrip("/") + "/chat/completions"
+
+        async def once() -> httpx.Response:
+            try:
+                return await self.client().post(
+                    url, content=orjson.dumps(body), headers=headers, timeout=timeout_s
+                )
+            except httpx.ConnectError as exc:
+                raise UpstreamError(f"external {url}: {exc}", retryable=True) from exc
+            except httpx.TimeoutException as exc:
+                raise UpstreamError(f"external {url}: timeout", timeout=True) from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"external {url}: {exc}") from exc
+
+        resp = None
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(RETRY_ATTEMPTS),
+            wait=wait_fixed(RETRY_WAIT_S),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                resp = await once()
+        assert resp is not None
+        if resp.status_code >= 400:
+            raise UpstreamError(
+                f"external {url}: HTTP {resp.status_code}: {resp.text[:200]}",
+                timeout=resp.status_code == 504,
+            )
+        try:
+            data = orjson.loads(resp.content)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise UpstreamError(f"external {url}: malformed response") from exc
+        use = data.get("usage") or {}
+        return ExternalAnswer(
+            text,
+            use.get("prompt_tokens"),
+            use.get("completion_tokens"),
+            choice.get("finish_reason") or "stop",
+        )

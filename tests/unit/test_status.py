@@ -1,0 +1,89 @@
+"""Conditions and status computations."""
+
+import pytest
+
+from slmfleet.render.conditions import merge_conditions, ready_set, status_changed
+from slmfleet.render.specialist_status import deployment_progress, specialist_status
+
+
+def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, total=1, conds=()):
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "readyReplicas": available,
+            "replicas": total,
+            "conditions": list(conds),
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("dep", "ready", "stalled", "reason"),
+    [
+        (None, False, False, "DeploymentMissing"),
+        (deployment(observed=1), False, False, "RolloutPending"),
+        (deployment(updated=0, available=0, total=0), False, False, "RolloutInProgress"),
+        (deployment(total=2), False, False, "RolloutInProgress"),
+        (deployment(available=0), False, False, "ReplicasUnavailable"),
+        (deployment(), True, False, "Available"),
+        (deployment(replicas=0, updated=0, available=0, total=0), True, False, "ScaledToZero"),
+        (
+            deployment(conds=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]),
+            False,
+            True,
+            "ProgressDeadlineExceeded",
+        ),
+    ],
+)
+def test_deployment_progress(dep, ready, stalled, reason):
+    got = deployment_progress(dep)
+    assert got[:3] == (ready, stalled, reason)
+
+
+def by_type(conditions):
+    return {c["type"]: c for c in conditions}
+
+
+def test_specialist_status_ready():
+    status = specialist_status(name="a", namespace="ns", generation=3, deployment=deployment())
+    conds = by_type(status["conditions"])
+    assert conds["Ready"]["status"] == "True"
+    assert conds["Reconciling"]["status"] == "False"
+    assert conds["Stalled"]["status"] == "False"
+    assert all(c["observedGeneration"] == 3 for c in conds.values())
+    assert status["observedGeneration"] == 3
+    assert status["endpoint"] == "slm-a.ns.svc:8001"
+    assert status["readyReplicas"] == 1
+
+
+def test_specialist_status_error_is_stalled_not_reconciling():
+    status = specialist_status(
+        name="a", namespace="ns", generation=1, deployment=deployment(), error="boom"
+    )
+    conds = by_type(status["conditions"])
+    assert conds["Ready"]["status"] == "False"
+    assert conds["Stalled"]["status"] == "True"
+    assert conds["Stalled"]["message"] == "boom"
+    assert conds["Reconciling"]["status"] == "False"
+
+
+def test_merge_keeps_transition_time_when_status_unchanged():
+    old = merge_conditions([], ready_set(False, "Pending", "", 1), now="T1")
+    same = merge_conditions(old, ready_set(False, "StillPending", "x", 1), now="T2")
+    assert by_type(same)["Ready"]["lastTransitionTime"] == "T1"
+    flipped = merge_conditions(same, ready_set(True, "Available", "", 1), now="T3")
+    assert by_type(flipped)["Ready"]["lastTransitionTime"] == "T3"
+    assert by_type(flipped)["Stalled"]["lastTransitionTime"] == "T1"
+
+
+def test_status_changed_ignores_transition_times_only():
+    desired = {"observedGeneration": 1, "conditions": ready_set(True, "Available", "", 1)}
+    current = {**desired, "conditions": merge_conditions([], desired["conditions"], now="T")}
+    assert not status_changed(current, desired)
+    assert status_changed(current, {**desired, "observedGeneration": 2})
+    assert status_changed(None, desired)
+    assert status_changed(current, {**desired, "conditions": ready_set(False, "X", "", 1)})
