@@ -23,7 +23,7 @@ def specialist(name: str, gpu: int = 1, replicas: int = 1, **spec_extra) -> dict
         "kind": "SLMSpecialist",
         "metadata": {"name": name, "labels": {"fleet": "test"}},
         "spec": {
-            "model": {"uri": f"pvc://models/{name}", "backend": "python"},
+            "model": {"uri": f"hf://slmfleet-tests/{name}", "backend": "python"},
             "domain": {"description": f"{name} questions", "keywords": [name]},
             "serving": {
                 "resources": {"gpu": gpu, "cpu": "100m", "memory": "256Mi"},

@@ -175,3 +175,28 @@ def test_user_image_node_selector_and_tolerations_pass_through():
     assert triton(dep)["image"] == "registry.local/triton:custom"
     assert pod(dep)["nodeSelector"] == {"pool": "a100"}
     assert pod(dep)["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "slm"}]
+
+
+@pytest.mark.parametrize(
+    ("uri", "claim"),
+    [("pvc://models/retail/orders", "models"), ("pvc://cache", "cache"), ("hf://org/m", None)],
+)
+def test_pvc_uri_mounts_the_claim_read_only_in_the_fetcher(uri, claim):
+    dep = build_deployment(OWNER, spec(model__uri=uri))
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    init_mounts = {m["name"]: m for m in pod(dep)["initContainers"][0]["volumeMounts"]}
+    if claim is None:
+        assert "model-source" not in volumes
+        assert "model-source" not in init_mounts
+    else:
+        assert volumes["model-source"]["persistentVolumeClaim"] == {
+            "claimName": claim,
+            "readOnly": True,
+        }
+        assert init_mounts["model-source"] == {
+            "name": "model-source",
+            "mountPath": "/source",
+            "readOnly": True,
+        }
+    # Triton itself never sees the source, only the fetched copy.
+    assert "model-source" not in {m["name"] for m in triton(dep)["volumeMounts"]}

@@ -83,9 +83,25 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+SOURCE_ROOT = "/source"
+
+
+def pvc_claim(uri: str) -> str | None:
+    """The claim of a ``pvc://claim/path`` URI, which the fetcher reads at /source."""
+    if not uri.startswith("pvc://"):
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
 def _fetcher(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
     model = spec.model
     dest = "/store/" + artifact_subdir(model.backend)
+    mounts = [
+        {"name": "model-store", "mountPath": "/store"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if pvc_claim(model.uri):
+        mounts.append({"name": "model-source", "mountPath": SOURCE_ROOT, "readOnly": True})
     container: dict[str, Any] = {
         "name": "fetch-model",
         "image": spec.serving.fetcher_image or DEFAULT_FETCHER_IMAGE,
@@ -96,10 +112,7 @@ def _fetcher(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
             "limits": {"memory": "1Gi"},
         },
         "securityContext": _security_context(),
-        "volumeMounts": [
-            {"name": "model-store", "mountPath": "/store"},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }
     if model.credentials:
         container["env"].append(
@@ -205,6 +218,14 @@ def build_deployment(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
             for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
         ],
     }
+    claim = pvc_claim(spec.model.uri)
+    if claim:
+        pod_spec["volumes"].append(
+            {
+                "name": "model-source",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
     if serving.node_selector:
         pod_spec["nodeSelector"] = dict(serving.node_selector)
     if tolerations:
