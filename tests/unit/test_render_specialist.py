@@ -200,3 +200,12 @@ def test_pvc_uri_mounts_the_claim_read_only_in_the_fetcher(uri, claim):
         }
     # Triton itself never sees the source, only the fetched copy.
     assert "model-source" not in {m["name"] for m in triton(dep)["volumeMounts"]}
+
+
+def test_fetcher_image_default_comes_from_the_operator_and_spec_overrides_it():
+    chart_default = build_children(OWNER, spec(), fetcher_image="registry.local/fetch:1")
+    assert pod(chart_default[1])["initContainers"][0]["image"] == "registry.local/fetch:1"
+    own = build_children(
+        OWNER, spec(serving__fetcherImage="mine:2"), fetcher_image="registry.local/fetch:1"
+    )
+    assert pod(own[1])["initContainers"][0]["image"] == "mine:2"

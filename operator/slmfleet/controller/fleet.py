@@ -19,11 +19,24 @@ from ..api.specialist import SLMSpecialistSpec
 from ..clients.kube import ApiError
 from ..render.conditions import merge_conditions, status_changed
 from ..render.fleet import FleetRender, Item, render_fleet, router_configmap
-from .runtime import BUDGETS, POLICIES, Key, Runtime, key_of, runtime
+from .runtime import BUDGETS, POLICIES, Key, Runtime, key_of, remember, runtime
 
 log = logging.getLogger("slmfleet.fleet")
 
 KIND_TABLE = {"RouterPolicy": "policies", "Budget": "budgets", "SLMSpecialist": "specialists"}
+
+
+_SPECS: dict[tuple[str, str, str, int | None], Any] = {}
+
+
+def _spec(model: Any, namespace: str, name: str, body: dict[str, Any]) -> Any:
+    """Validated spec, cached by generation: status changes do not re-validate."""
+    key = (model.__name__, namespace, name, body["metadata"].get("generation"))
+    if key not in _SPECS:
+        if len(_SPECS) > 100_000:
+            _SPECS.clear()
+        _SPECS[key] = model.model_validate(body.get("spec") or {})
+    return _SPECS[key]
 
 
 def _items(table: dict[Key, dict[str, Any]], model: Any) -> list[Item]:
@@ -33,7 +46,7 @@ def _items(table: dict[Key, dict[str, Any]], model: Any) -> list[Item]:
         if meta.get("deletionTimestamp"):
             continue
         try:
-            spec = model.model_validate(body.get("spec") or {})
+            spec = _spec(model, namespace, name, body)
         except ValidationError as err:
             log.warning("skipping %s/%s: %s", namespace, name, err)
             continue
@@ -118,12 +131,17 @@ async def sync_once(rt: Runtime) -> None:
 
 
 async def fleet_loop(rt: Runtime) -> None:
-    """Debounced: a burst of events costs one render."""
+    """Debounced and rate-limited: a burst of events costs one render, and a fleet in
+    rollout rewrites the router configuration at most once per min_interval."""
+    last = 0.0
+    loop = asyncio.get_running_loop()
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rt.fleet_dirty.wait(), timeout=rt.config.resync_seconds)
-        await asyncio.sleep(rt.config.debounce_seconds)
+        wait = max(rt.config.debounce_seconds, last + rt.config.min_interval_seconds - loop.time())
+        await asyncio.sleep(wait)
         rt.fleet_dirty.clear()
+        last = loop.time()
         try:
             await sync_once(rt)
         except (ApiError, OSError) as err:  # the API server may be briefly away
@@ -134,10 +152,12 @@ async def fleet_loop(rt: Runtime) -> None:
 
 async def prime(rt: Runtime) -> None:
     """List everything once, so the first render after a restart is complete."""
+    namespaces: tuple[str | None, ...] = rt.config.watch_namespaces or (None,)
     for kind, table in KIND_TABLE.items():
         target: dict[Key, dict[str, Any]] = getattr(rt.store, table)
-        for body in await rt.kube.list(kind):
-            target.setdefault(key_of(body), body)
+        for namespace in namespaces:
+            for body in await rt.kube.list(kind, namespace):
+                target.setdefault(key_of(body), body)
 
 
 def _tracker(table: str):  # type: ignore[no-untyped-def]
@@ -147,8 +167,8 @@ def _tracker(table: str):  # type: ignore[no-untyped-def]
         store: dict[Key, dict[str, Any]] = getattr(rt.store, table)
         if event["type"] == "DELETED":
             store.pop(key_of(body), None)
-        else:
-            store[key_of(body)] = body
+        elif not remember(store, body):
+            return
         rt.fleet_dirty.set()
 
     return track

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from typing import Any
 
@@ -42,7 +41,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
     rt = Runtime(config=OperatorConfig.from_environment(), kube=KubeClient.from_environment())
     set_runtime(rt)
     await fleet.prime(rt)
@@ -53,7 +51,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     rt = runtime()
-    for task in rt.tasks:
+    for task in [*rt.tasks, *rt.background]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

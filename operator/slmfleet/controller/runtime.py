@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..clients.kube import KubeClient
+from ..render.specialist import DEFAULT_FETCHER_IMAGE
 
 GROUP, VERSION = "slmfleet.io", "v1alpha1"
 SPECIALISTS = (GROUP, VERSION, "slmspecialists")
@@ -26,6 +27,10 @@ class OperatorConfig:
     router_configmap: str
     debounce_seconds: float = 0.2
     resync_seconds: float = 60.0
+    status_delay_seconds: float = 1.0
+    min_interval_seconds: float = 1.0
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
@@ -36,6 +41,11 @@ class OperatorConfig:
             router_configmap=name or "slmfleet-router",
             debounce_seconds=float(os.environ.get("SLMFLEET_DEBOUNCE_SECONDS", "0.2")),
             resync_seconds=float(os.environ.get("SLMFLEET_RESYNC_SECONDS", "60")),
+            status_delay_seconds=float(os.environ.get("SLMFLEET_STATUS_DELAY_SECONDS", "1.0")),
+            fetcher_image=os.environ.get("SLMFLEET_FETCHER_IMAGE") or DEFAULT_FETCHER_IMAGE,
+            watch_namespaces=tuple(
+                n for n in os.environ.get("SLMFLEET_WATCH_NAMESPACES", "").split(",") if n
+            ),
         )
 
 
@@ -47,9 +57,11 @@ class Store:
     policies: dict[Key, dict[str, Any]] = field(default_factory=dict)
     budgets: dict[Key, dict[str, Any]] = field(default_factory=dict)
     deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)  # by owner
+    children: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     reconciled: dict[Key, int] = field(default_factory=dict)  # owner -> generation applied
     errors: dict[Key, str] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    pending: set[Key] = field(default_factory=set)  # status refreshes scheduled
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -62,6 +74,7 @@ class Runtime:
     store: Store = field(default_factory=Store)
     fleet_dirty: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 _runtime: Runtime | None = None
@@ -76,6 +89,23 @@ def runtime() -> Runtime:
     if _runtime is None:
         raise RuntimeError("the operator has not started")
     return _runtime
+
+
+def remember(
+    table: dict[Key, dict[str, Any]], body: dict[str, Any], key: Key | None = None
+) -> bool:
+    """Store a body under its key (or ``key``) unless we already hold a newer version
+    (a watch event can arrive after the response of our own, later, write)."""
+    key = key or key_of(body)
+    held = table.get(key)
+    if held is not None:
+        try:
+            if int(held["metadata"]["resourceVersion"]) > int(body["metadata"]["resourceVersion"]):
+                return False
+        except (KeyError, ValueError):  # resourceVersions are opaque in principle
+            pass
+    table[key] = body
+    return True
 
 
 def key_of(body: dict[str, Any]) -> Key:

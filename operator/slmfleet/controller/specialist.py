@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -14,7 +16,9 @@ from ..render.conditions import merge_conditions, status_changed
 from ..render.drift import needs_apply, stamp
 from ..render.specialist import Owner, build_children
 from ..render.specialist_status import specialist_status
-from .runtime import SPECIALISTS, Key, key_of, runtime
+from .runtime import SPECIALISTS, Key, key_of, remember, runtime
+
+log = logging.getLogger("slmfleet.specialist")
 
 MANAGED = {
     "app.kubernetes.io/managed-by": L.MANAGED_BY,
@@ -22,19 +26,32 @@ MANAGED = {
 }
 
 
-async def apply_children(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any] | None:
-    """Apply every child that differs from what we want; return the live Deployment."""
-    kube = runtime().kube
-    deployment = None
-    for desired in build_children(owner, spec):
+async def apply_children(
+    owner: Owner, spec: SLMSpecialistSpec, *, new: bool = False
+) -> dict[str, Any] | None:
+    """Apply every child that differs from what we want; return the live Deployment.
+
+    What is live comes from the watch cache, else a GET; a new owner has no children
+    yet, so nothing is read at all. The ConfigMap goes first (the Pods mount it), the
+    rest together.
+    """
+    rt = runtime()
+
+    async def converge(desired: dict[str, Any]) -> dict[str, Any]:
         stamped = stamp(desired)
         meta = stamped["metadata"]
-        live = await kube.get(stamped["kind"], meta["namespace"], meta["name"])
+        ref = (stamped["kind"], meta["namespace"], meta["name"])
+        live = None if new else rt.store.children.get(ref)
+        if live is None and not new:
+            live = await rt.kube.get(*ref)
         if needs_apply(stamped, live):
-            live = await kube.apply(stamped)
-        if stamped["kind"] == "Deployment":
-            deployment = live
-    return deployment
+            live = await rt.kube.apply(stamped)
+        return live or stamped
+
+    configmap, *rest = build_children(owner, spec, fetcher_image=rt.config.fetcher_image)
+    await converge(configmap)
+    applied = await asyncio.gather(*(converge(child) for child in rest))
+    return next(c for c in applied if c["kind"] == "Deployment")
 
 
 async def refresh_status(key: Key) -> None:
@@ -58,6 +75,14 @@ async def refresh_status(key: Key) -> None:
         )
         if not status_changed(current, desired):
             return
+        ready = desired["conditions"][0]
+        log.info(
+            "%s/%s status: Ready=%s (%s); changed: %s",
+            *key,
+            ready["status"],
+            ready["reason"],
+            sorted(k for k in desired if current.get(k) != desired[k] and k != "conditions"),
+        )
         desired["conditions"] = merge_conditions(current.get("conditions"), desired["conditions"])
         try:
             updated = await rt.kube.patch_status("SLMSpecialist", key[0], key[1], desired)
@@ -89,7 +114,13 @@ async def recreate_children(key: Key) -> None:
 @kopf.on.create(*SPECIALISTS)
 @kopf.on.update(*SPECIALISTS, field="spec")
 async def reconcile_specialist(
-    body: kopf.Body, name: str, namespace: str, uid: str, meta: kopf.Meta, **_: Any
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    uid: str,
+    meta: kopf.Meta,
+    reason: kopf.Reason,
+    **_: Any,
 ) -> None:
     rt = runtime()
     key: Key = (namespace, name)
@@ -97,7 +128,8 @@ async def reconcile_specialist(
     generation = meta.get("generation")
     try:
         spec = SLMSpecialistSpec.model_validate(body["spec"])
-        deployment = await apply_children(Owner(name, namespace, uid), spec)
+        new = reason == kopf.Reason.CREATE and generation == 1
+        deployment = await apply_children(Owner(name, namespace, uid), spec, new=new)
     except (ValidationError, ApiError) as err:
         message = str(err).splitlines()[0] if isinstance(err, ValidationError) else str(err)
         rt.store.errors[key] = message
@@ -111,7 +143,8 @@ async def reconcile_specialist(
     rt.store.reconciled[key] = generation
     if deployment is not None and key not in rt.store.deployments:
         rt.store.deployments[key] = deployment
-    await refresh_status(key)
+    # The Deployment's own events follow within moments: one coalesced write for all.
+    schedule_refresh(key)
 
 
 @kopf.on.event(*SPECIALISTS)
@@ -128,9 +161,27 @@ async def track_specialist(event: kopf.RawEvent, **_: Any) -> None:
             rt.store.locks,
         ):
             table.pop(key, None)
-    else:
-        rt.store.specialists[key] = body
+    elif not remember(rt.store.specialists, body):
+        return
     rt.fleet_dirty.set()
+
+
+def schedule_refresh(key: Key) -> None:
+    """Coalesce a burst of Deployment events (a rollout sends several within a second)
+    into one status computation, so intermediate states cost no writes."""
+    rt = runtime()
+    if key in rt.store.pending:
+        return
+    rt.store.pending.add(key)
+
+    async def later() -> None:
+        await asyncio.sleep(rt.config.status_delay_seconds)
+        rt.store.pending.discard(key)
+        await refresh_status(key)
+
+    task = asyncio.create_task(later())
+    rt.background.add(task)
+    task.add_done_callback(rt.background.discard)
 
 
 def owner_key(body: dict[str, Any]) -> Key | None:
@@ -142,15 +193,39 @@ def owner_key(body: dict[str, Any]) -> Key | None:
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-async def track_child(event: kopf.RawEvent, **_: Any) -> None:
-    key = owner_key(event["object"])
+async def track_child(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> None:
+    body = event["object"]
+    cache_child(event, resource)
+    key = owner_key(body)
     if key is not None and event["type"] == "DELETED":
         await recreate_children(key)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def track_deployment(event: kopf.RawEvent, **_: Any) -> None:
+CHILD_KINDS = {
+    "configmaps": "ConfigMap",
+    "services": "Service",
+    "poddisruptionbudgets": "PodDisruptionBudget",
+    "deployments": "Deployment",
+}
+
+
+def cache_child(event: kopf.RawEvent, resource: kopf.Resource) -> None:
     body = event["object"]
+    meta = body["metadata"]
+    ref = (CHILD_KINDS[resource.plural], meta["namespace"], meta["name"])
+    children = runtime().store.children
+    if event["type"] == "DELETED":
+        children.pop(ref, None)
+        return
+    held = children.get(ref)
+    if held is None or int(held["metadata"]["resourceVersion"]) <= int(meta["resourceVersion"]):
+        children[ref] = body
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def track_deployment(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> None:
+    body = event["object"]
+    cache_child(event, resource)
     key = owner_key(body)
     if key is None:
         return
@@ -158,6 +233,6 @@ async def track_deployment(event: kopf.RawEvent, **_: Any) -> None:
     if event["type"] == "DELETED":
         rt.store.deployments.pop(key, None)
         await recreate_children(key)
-    else:
-        rt.store.deployments[key] = body
-    await refresh_status(key)
+    elif not remember(rt.store.deployments, body, key):
+        return
+    schedule_refresh(key)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,20 @@ REPO = Path(__file__).resolve().parents[3]
 ADMIN_TOKEN = "slmfleet-admin-token"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU = "nvidia.com/gpu"
+
+
+# Every write, at Metadata level: tests and benchmarks count the operator's writes
+# (kopf's own included) from here, by User-Agent.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+"""
+OPERATOR_AGENTS = ("kopf/", "slmfleet-operator/")
 
 
 def free_port() -> int:
@@ -93,6 +108,23 @@ class LocalCluster:
         self.stop()
 
     @property
+    def audit_log(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "audit.log"
+
+    def writes(self, user_agent_prefixes: tuple[str, ...]) -> Counter[str]:
+        """API writes so far by clients whose User-Agent starts with a prefix, by verb."""
+        counts: Counter[str] = Counter()
+        if not self.audit_log.exists():
+            return counts
+        with self.audit_log.open() as f:
+            for line in f:
+                event = json.loads(line)
+                if event.get("userAgent", "").startswith(user_agent_prefixes):
+                    counts[event["verb"]] += 1
+        return counts
+
+    @property
     def kubeconfig(self) -> Path:
         assert self.workdir is not None
         return self.workdir / "kubeconfig"
@@ -139,6 +171,7 @@ class LocalCluster:
             check=True,
             capture_output=True,
         )
+        (w / "audit-policy.yaml").write_text(AUDIT_POLICY)
         (w / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
         self._spawn(
             "etcd",
@@ -173,6 +206,11 @@ class LocalCluster:
                 "--max-requests-inflight=2000",
                 "--max-mutating-requests-inflight=1000",
                 "--enable-priority-and-fairness=false",
+                f"--audit-policy-file={w / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=batch",
+                "--audit-log-batch-max-wait=1s",
                 "--v=0",
             ],
         )
@@ -219,6 +257,7 @@ class LocalCluster:
                 str(b / "kwok"),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={b / 'kwok-stages.yaml'}",
+                "--node-lease-duration-seconds=40",  # heartbeats keep fake nodes Ready
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                 "--cidr=10.0.1.0/24",

@@ -93,7 +93,7 @@ def pvc_claim(uri: str) -> str | None:
     return uri.removeprefix("pvc://").split("/", 1)[0]
 
 
-def _fetcher(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+def _fetcher(owner: Owner, spec: SLMSpecialistSpec, default_image: str) -> dict[str, Any]:
     model = spec.model
     dest = "/store/" + artifact_subdir(model.backend)
     mounts = [
@@ -104,7 +104,7 @@ def _fetcher(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
         mounts.append({"name": "model-source", "mountPath": SOURCE_ROOT, "readOnly": True})
     container: dict[str, Any] = {
         "name": "fetch-model",
-        "image": spec.serving.fetcher_image or DEFAULT_FETCHER_IMAGE,
+        "image": spec.serving.fetcher_image or default_image,
         "args": ["--uri", model.uri, "--dest", dest.rstrip("/")],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {
@@ -181,7 +181,9 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
     }
 
 
-def build_deployment(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+def build_deployment(
+    owner: Owner, spec: SLMSpecialistSpec, *, fetcher_image: str = DEFAULT_FETCHER_IMAGE
+) -> dict[str, Any]:
     configmap = build_model_configmap(owner, spec)
     files: dict[str, str] = configmap["data"]
     serving = spec.serving
@@ -200,7 +202,7 @@ def build_deployment(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
             "fsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [_fetcher(owner, spec)],
+        "initContainers": [_fetcher(owner, spec, fetcher_image)],
         "containers": [_triton(owner, spec, files)],
         "volumes": [
             {"name": "model-config", "configMap": {"name": L.model_config_name(owner.name)}},
@@ -300,9 +302,13 @@ def build_pdb(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
     }
 
 
-BUILDERS = (build_model_configmap, build_deployment, build_service, build_pdb)
-
-
-def build_children(owner: Owner, spec: SLMSpecialistSpec) -> list[dict[str, Any]]:
+def build_children(
+    owner: Owner, spec: SLMSpecialistSpec, *, fetcher_image: str = DEFAULT_FETCHER_IMAGE
+) -> list[dict[str, Any]]:
     """Every child, in apply order (the ConfigMap before the Pods that mount it)."""
-    return [build(owner, spec) for build in BUILDERS]
+    return [
+        build_model_configmap(owner, spec),
+        build_deployment(owner, spec, fetcher_image=fetcher_image),
+        build_service(owner, spec),
+        build_pdb(owner, spec),
+    ]
