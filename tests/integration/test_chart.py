@@ -1,0 +1,329 @@
+"""The Helm chart against the real control plane: lint, server-side validation, install
+under the restricted Pod Security Standard, least-privilege RBAC proven by running the
+real operator and the real router with the chart's ServiceAccount tokens, upgrade and
+a clean uninstall.
+
+The shared ``operator`` fixture (admin, all namespaces) is deliberately not requested.
+Modules that run earlier in the session may have started it; both operators then apply
+identical objects (idempotent), and the assertions that prove the chart's RBAC only rely
+on what the shared operator never writes (this release's router ConfigMap) and on the
+local operator's own log; the children are checked too when no shared operator ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slmfleet.api.routerconfig import CONFIG_KEY, RouterConfig
+from slmfleet.local.cluster import free_port
+from slmfleet.local.operator import OperatorProcess
+from tests.fixtures.cluster import wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "slmfleet"
+ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
+MONITORING = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PodMonitor"]
+FORBIDDEN_MARKERS = ("Forbidden", "forbidden", " 403")
+
+
+def helm(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm-cache"),
+             "HELM_CONFIG_HOME": str(cluster.workdir / "helm-config"),
+             "HELM_DATA_HOME": str(cluster.workdir / "helm-data")},
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def render(cluster, *args: str) -> list[dict]:
+    out = helm(cluster, "template", "rel", str(CHART), *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def kinds(docs: list[dict]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def sa_kubeconfig(cluster, kube, namespace: str, sa: str, path: Path) -> Path:
+    token = kube("create", "token", sa, "-n", namespace, "--duration=1h").strip()
+    server = json.loads(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": sa, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+def can_i(kube, sa: str, *args: str) -> bool:
+    out = kube("auth", "can-i", f"--as={sa}", *args, check=False).strip().splitlines()
+    return bool(out) and out[-1] == "yes"
+
+
+# -- without installing ----------------------------------------------------------------
+
+
+def test_lint_strict(cluster):
+    for extra in ([], ["-f", str(ALL_FEATURES)]):
+        out = helm(cluster, "lint", "--strict", str(CHART), *extra).stdout
+        assert "0 chart(s) failed" in out, out
+    bad = helm(cluster, "lint", "--strict", str(CHART), "--set", "router.replica=2", check=False)
+    assert bad.returncode != 0, "values.schema.json must refuse unknown values"
+    assert "replica" in bad.stdout + bad.stderr
+
+
+def test_templates_accepted_by_the_api_server(cluster, kube, namespace):
+    for extra in ([], ["-f", str(ALL_FEATURES)]):
+        docs = render(cluster, "-n", namespace, *extra)
+        out = kube(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-",
+            input="\n---\n".join(json.dumps(d) for d in docs),
+        )  # fmt: skip
+        assert "(server dry run)" in out
+        assert len(out.strip().splitlines()) == len(docs)
+    # Every optional object is rendered when enabled...
+    docs = render(cluster, "-n", namespace, "-f", str(ALL_FEATURES))
+    assert {"NetworkPolicy", "HorizontalPodAutoscaler", "CustomResourceDefinition"} <= kinds(docs)
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert {c["metadata"]["name"] for c in crds} == {
+        "slmspecialists.slmfleet.io",
+        "routerpolicies.slmfleet.io",
+        "budgets.slmfleet.io",
+    }
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    router = next(d for d in deployments if d["metadata"]["name"].endswith("-router"))
+    assert "replicas" not in router["spec"], "the HPA owns replicas"
+    # ...and monitoring only where the API serves monitoring.coreos.com/v1.
+    assert not {"ServiceMonitor", "PodMonitor"} & kinds(docs)
+    api = [a for m in MONITORING for a in ("--api-versions", m)]
+    docs = render(cluster, "-n", namespace, "-f", str(ALL_FEATURES), *api)
+    assert {"ServiceMonitor", "PodMonitor"} <= kinds(docs)
+    # The defaults render nothing optional besides the PDB.
+    defaults = kinds(render(cluster, "-n", namespace, *api))
+    assert not {"NetworkPolicy", "HorizontalPodAutoscaler", "ServiceMonitor"} & defaults
+    assert "CustomResourceDefinition" not in defaults
+    assert "PodDisruptionBudget" in defaults
+
+
+# -- installed -------------------------------------------------------------------------
+
+
+class RouterProcess:
+    """The real router, run locally with a kubeconfig (as the router ServiceAccount)."""
+
+    def __init__(self, kubeconfig: Path, configmap: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        log = open(log_path, "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slmfleet.router", "--configmap", configmap,
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+
+    def status(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError:
+            return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def release(cluster, kube) -> Iterator[tuple[str, str]]:
+    """A release namespace under the restricted Pod Security Standard (enforced)."""
+    ns = f"rel-{uuid.uuid4().hex[:6]}"
+    kube("create", "namespace", ns)
+    kube("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    name = f"slmfleet-{uuid.uuid4().hex[:4]}"  # contains the chart name: fullname == name
+    yield ns, name
+    helm(cluster, "uninstall", name, "-n", ns, check=False)
+    kube("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def specialist(name: str) -> dict:
+    return {
+        "apiVersion": "slmfleet.io/v1alpha1",
+        "kind": "SLMSpecialist",
+        "metadata": {"name": name, "labels": {"fleet": "chart"}},
+        "spec": {
+            "model": {"uri": f"hf://example/{name}", "backend": "python"},
+            "domain": {"description": f"{name} questions", "keywords": [name]},
+            "serving": {
+                "resources": {"gpu": 1, "cpu": "100m", "memory": "256Mi"},
+                "replicas": {"min": 1, "max": 1},
+            },
+        },
+    }
+
+
+def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_path):
+    ns, name = release
+    started = time.monotonic()
+    shared_operator = kube.get("configmap", "slmfleet-router", "slmfleet-system") is not None
+    helm(cluster, "install", name, str(CHART), "-n", ns, "--wait", "--timeout=120s")
+    operator_sa = f"system:serviceaccount:{ns}:{name}-operator"
+    router_sa = f"system:serviceaccount:{ns}:{name}-router"
+    config_cm = f"{name}-router-config"
+
+    # Operator (1) and router (2) Pods Running on the untainted fake CPU node, admitted
+    # under the restricted Pod Security Standard.
+    def running(component: str, count: int) -> list[dict]:
+        pods = kube.items("pods", ns, f"app.kubernetes.io/component={component}")
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        ok = len(live) == count and all(p["status"].get("phase") == "Running" for p in live)
+        return live if ok else []
+
+    for component, count in (("operator", 1), ("router", 2)):
+        pods = wait_for(lambda c=component, n=count: running(c, n), 60, f"{component} pods")
+        assert {p["spec"]["nodeName"] for p in pods} == {"cpu-0"}
+    dep = kube.get("deployment", f"{name}-operator", ns)
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    assert dep["spec"]["replicas"] == 1
+    assert (
+        kube.get("configmap", config_cm, ns)["metadata"]["labels"]["app.kubernetes.io/component"]
+        == "router-config"
+    )
+
+    # Least privilege, asked of the API server's authorizer.
+    for verb, what, where in [
+        ("get", "secrets", namespace),
+        ("list", "secrets", ns),
+        ("create", "pods", namespace),
+        ("delete", "namespaces", ""),
+        ("delete", "deployments.apps", namespace),
+        ("delete", "configmaps", ns),
+        ("update", "deployments.apps", namespace),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
+        ("list", "namespaces", ""),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+        ("delete", "slmspecialists.slmfleet.io", namespace),
+        ("create", "slmspecialists.slmfleet.io", namespace),
+        ("patch", "routerpolicies.slmfleet.io", namespace),
+    ]:
+        scope = ["-n", where] if where else []
+        assert not can_i(kube, operator_sa, verb, what, *scope), f"operator may {verb} {what}"
+    for verb, what in [("patch", "deployments.apps"), ("list", "slmspecialists.slmfleet.io")]:
+        assert can_i(kube, operator_sa, verb, what, "-n", namespace)
+    assert can_i(kube, router_sa, "get", f"configmaps/{config_cm}", "-n", ns)
+    assert can_i(kube, router_sa, "watch", f"configmaps/{config_cm}", "-n", ns)
+    for verb, what, where in [
+        ("get", "configmaps/other", ns),
+        ("list", "configmaps", ns),
+        ("get", f"configmaps/{config_cm}", namespace),
+        ("patch", f"configmaps/{config_cm}", ns),
+        ("get", "secrets", ns),
+        ("list", "slmspecialists.slmfleet.io", ns),
+        ("get", "pods", ns),
+    ]:
+        assert not can_i(kube, router_sa, verb, what, "-n", where), f"router may {verb} {what}"
+
+    # ...and sufficient: the real operator and router, authenticated as the chart's
+    # ServiceAccounts, reconcile a specialist and serve its configuration.
+    op_kc = sa_kubeconfig(cluster, kube, ns, f"{name}-operator", tmp_path / "operator.kubeconfig")
+    rt_kc = sa_kubeconfig(cluster, kube, ns, f"{name}-router", tmp_path / "router.kubeconfig")
+    op = OperatorProcess(op_kc, router_configmap=f"{ns}/{config_cm}", log_path=tmp_path / "op.log")
+    router = RouterProcess(rt_kc, f"{ns}/{config_cm}", tmp_path / "router.log")
+    try:
+        op.start()
+        kube.apply(specialist("refunds"), namespace)
+        out = kube("wait", "--for=condition=Ready", "slm/refunds", "-n", namespace, "--timeout=90s")
+        assert "condition met" in out
+
+        def configured() -> RouterConfig | None:
+            cm = kube.get("configmap", config_cm, ns)
+            raw = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
+            if raw is None:
+                return None
+            config = RouterConfig.model_validate_json(raw)
+            ready = {s.id for s in config.specialists if s.ready}
+            return config if f"{namespace}/refunds" in ready else None
+
+        config = wait_for(configured, 60, "router config written by the SA operator")
+        assert config.specialist(f"{namespace}/refunds").endpoint == (
+            f"slm-refunds.{namespace}.svc:8001"
+        )
+        if not shared_operator:  # nobody else could have created these children
+            for kind in ("configmap/slm-refunds-model", "deployment/slm-refunds",
+                         "service/slm-refunds", "poddisruptionbudget/slm-refunds"):  # fmt: skip
+                assert kube("get", kind, "-n", namespace, "-o", "name").strip()
+        wait_for(lambda: router.status("/readyz") == 200, 60, "router ready from its ConfigMap")
+        assert router.status("/healthz") == 200
+        for log in (op.log_path, router.log_path):
+            text = log.read_text(errors="replace")
+            assert not any(m in text for m in FORBIDDEN_MARKERS), f"{log.name}:\n{text[-3000:]}"
+        # kopf still knows no discovery/namespace permissions were needed.
+        assert op.proc is not None and op.proc.poll() is None
+    finally:
+        router.stop()
+        op.stop()
+
+    # Upgrade: a changed value rolls out; the operator's configuration survives it.
+    before = kube.get("configmap", config_cm, ns)["data"][CONFIG_KEY]
+    helm(cluster, "upgrade", name, str(CHART), "-n", ns, "--reuse-values",
+         "--set", "router.replicas=3", "--wait", "--timeout=120s")  # fmt: skip
+    assert kube.get("deployment", f"{name}-router", ns)["spec"]["replicas"] == 3
+    wait_for(lambda: running("router", 3), 60, "3 router pods")
+    assert kube.get("configmap", config_cm, ns)["data"][CONFIG_KEY] == before
+    assert "REVISION: 2" in helm(cluster, "status", name, "-n", ns).stdout
+
+    # Uninstall: nothing of the release is left but the CRDs.
+    kube("delete", "slm", "refunds", "-n", namespace, "--wait=false")
+    helm(cluster, "uninstall", name, "-n", ns, "--wait", "--timeout=120s")
+    selector = f"app.kubernetes.io/instance={name}"
+    left = kube(
+        "get", "all,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,"
+        "networkpolicies,horizontalpodautoscalers", "-n", ns, "-l", selector, "-o", "name",
+    )  # fmt: skip
+    assert left.strip() == "", left
+    cluster_left = kube("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
+    assert cluster_left.strip() == "", cluster_left
+    assert kube.get("configmap", config_cm, ns) is None
+    assert kube("get", "crd", "slmspecialists.slmfleet.io", "-o", "name").strip()
+    wait_for(lambda: not kube.items("pods", ns), 60, "release pods gone")
+    assert time.monotonic() - started < 240
