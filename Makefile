@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv control-plane crds lint test test-unit test-integration bench clean
+.PHONY: help run run-cluster venv control-plane crds lint test test-unit test-integration bench clean
 
 help:
+	@echo "make run             install, then serve the example fleet locally (Triton + router)"
+	@echo "make run-cluster     the same fleet on a local control plane with the operator"
 	@echo "make test            install everything, lint, run unit + integration suites"
 	@echo "make test-unit       unit tests only (no control plane, no Triton)"
 	@echo "make crds            regenerate crds/ from the pydantic models"
@@ -25,11 +27,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+run: $(STAMP)
+	$(VENV)/bin/slmfleet up examples/retail-support $(if $(PORT),--port $(PORT))
+
+run-cluster: $(STAMP) control-plane
+	$(VENV)/bin/slmfleet up --cluster examples/retail-support
+
 control-plane:
 	bash hack/control-plane.sh
 
 crds: $(STAMP)
 	$(PY) -m slmfleet.crdgen --out crds
+	rm -f charts/slmfleet/crds/*.yaml
+	cp crds/*.yaml charts/slmfleet/crds/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests benchmarks

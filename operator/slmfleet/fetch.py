@@ -1,0 +1,442 @@
+"""``python -m slmfleet.fetch --uri URI --dest DIR``: the model fetcher (an init container).
+
+Fetches one model artifact into DIR, atomically and idempotently:
+
+* the artifact is downloaded into a staging directory and only then moved into place,
+  and a completion marker (``.slmfleet-fetched.json``, naming the URI) is written last;
+  a failed fetch leaves no marker and no partial files behind;
+* when DIR already holds a marker for the same URI nothing is fetched again.
+
+The staging directory sits beside DIR and is renamed over it. When DIR is a mount point
+(the Pod's ``/store`` emptyDir) or its parent is not writable (a read-only root
+filesystem), staging happens inside DIR and the entries are moved in at the end.
+
+Schemes (the optional clients are imported only when their scheme is used):
+
+``pvc://claim/path``
+    The Pod mounts the claim at ``--source-root`` (default ``/source``); ``path`` (a file
+    or a directory, relative to the claim's root) is hard-linked when on the same
+    filesystem, copied otherwise.
+``hf://org/name[@revision]``
+    ``huggingface_hub.snapshot_download``; token from ``SLMFLEET_FETCH_TOKEN``.
+``s3://bucket/prefix``
+    boto3 (credentials and ``AWS_ENDPOINT_URL`` from the usual AWS environment).
+``gs://bucket/prefix``
+    google-cloud-storage (Application Default Credentials).
+``oci://registry/repo:tag`` or ``oci://registry/repo@sha256:...``
+    the ``oras`` CLI (``oras pull``); a token in ``SLMFLEET_FETCH_TOKEN`` is passed on
+    stdin, with ``SLMFLEET_FETCH_USERNAME`` as user name when set.
+
+Exit codes: 0 fetched or already there, 1 the fetch failed, 2 bad usage or a missing
+client library / CLI (the message names what to install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+MARKER = ".slmfleet-fetched.json"
+TOKEN_ENV = "SLMFLEET_FETCH_TOKEN"
+USERNAME_ENV = "SLMFLEET_FETCH_USERNAME"
+DEFAULT_SOURCE_ROOT = "/source"
+SCHEMES = ("pvc", "hf", "s3", "gs", "oci")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class FetchError(Exception):
+    """The artifact could not be fetched (exit code 1)."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(FetchError):
+    """The URI or the arguments are wrong (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class MissingDependency(FetchError):
+    """A scheme's client library or CLI is not installed (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class ArtifactURI:
+    """A parsed model URI. ``location`` is the bucket, claim, repo id or registry."""
+
+    scheme: str
+    location: str
+    path: str = ""
+    revision: str | None = None
+
+    @property
+    def oci_reference(self) -> str:
+        """``registry/repo:tag`` (or ``@digest``) as oras expects it."""
+        ref = f"{self.location}/{self.path}" if self.path else self.location
+        return ref if self.revision is None else f"{ref}{self.revision}"
+
+
+def _clean_path(raw: str, uri: str) -> str:
+    parts = [p for p in PurePosixPath(raw).parts if p not in ("", "/", ".")]
+    if ".." in parts:
+        raise UsageError(f"{uri}: '..' is not allowed in the path")
+    return "/".join(parts)
+
+
+def parse_uri(uri: str) -> ArtifactURI:
+    """Split a model URI; raises UsageError naming what is wrong."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise UsageError(
+            f"{uri!r}: unsupported URI; expected one of " + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    if not rest or rest.startswith("/") or any(c.isspace() for c in rest):
+        raise UsageError(f"{uri!r}: missing or malformed location after {scheme}://")
+    if scheme == "hf":
+        repo, _, revision = rest.partition("@")
+        repo = repo.strip("/")
+        if "@" in uri.partition("://")[2] and not revision:
+            raise UsageError(f"{uri!r}: empty revision after '@'")
+        segments = repo.split("/")
+        if len(segments) > 2 or not all(segments):
+            raise UsageError(f"{uri!r}: expected hf://org/name[@revision]")
+        return ArtifactURI("hf", repo, "", revision or None)
+    if scheme == "oci":
+        location, _, path = rest.partition("/")
+        if not path:
+            raise UsageError(f"{uri!r}: expected oci://registry/repository:tag")
+        revision: str | None = None
+        if "@" in path:
+            path, digest = path.split("@", 1)
+            revision = "@" + digest
+        else:
+            last = path.rsplit("/", 1)[-1]
+            if ":" in last:
+                path, tag = path.rsplit(":", 1)
+                revision = ":" + tag
+        if not revision or len(revision) < 2:
+            raise UsageError(f"{uri!r}: an OCI reference needs a :tag or @digest")
+        return ArtifactURI("oci", location, path.strip("/"), revision)
+    location, _, path = rest.partition("/")
+    return ArtifactURI(scheme, location, _clean_path(path, uri))
+
+
+# -- optional dependencies -----------------------------------------------------------------
+
+_INSTALL_HINT = {
+    "huggingface_hub": ("hf://", "pip install huggingface_hub"),
+    "boto3": ("s3://", "pip install boto3"),
+    "google.cloud.storage": ("gs://", "pip install google-cloud-storage"),
+}
+
+
+def require(module: str) -> Any:
+    """Import ``module`` or raise MissingDependency naming the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        scheme, hint = _INSTALL_HINT.get(module, ("this scheme", f"pip install {module}"))
+        raise MissingDependency(
+            f"{scheme} URIs need the Python package {module!r}, which is not installed "
+            f"({hint}; the slmfleet fetcher image ships it)"
+        ) from exc
+
+
+def require_cli(name: str, scheme: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise MissingDependency(
+            f"{scheme} URIs need the {name!r} command on PATH, which was not found "
+            f"(install it from its release packages; the slmfleet fetcher image ships it)"
+        )
+    return path
+
+
+# -- fetchers: each writes the artifact into an empty staging directory ------------------------
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copy2(src, dst)
+    return dst
+
+
+def fetch_pvc(uri: ArtifactURI, staging: Path, *, source_root: Path) -> None:
+    root = Path(source_root)
+    if not root.is_dir():
+        raise FetchError(
+            f"pvc://{uri.location}: the claim is not mounted at {root} "
+            "(the Pod mounts it there; pass --source-root elsewhere)"
+        )
+    source = root / uri.path if uri.path else root
+    if not source.exists():
+        raise FetchError(f"pvc://{uri.location}/{uri.path}: {source} does not exist in the claim")
+    if source.is_dir():
+        shutil.copytree(
+            source,
+            staging,
+            copy_function=_link_or_copy,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(MARKER),
+        )
+    else:
+        _link_or_copy(str(source), str(staging / source.name))
+
+
+def fetch_hf(uri: ArtifactURI, staging: Path) -> None:
+    hub = require("huggingface_hub")
+    try:
+        hub.snapshot_download(
+            repo_id=uri.location,
+            revision=uri.revision,
+            local_dir=str(staging),
+            token=os.environ.get(TOKEN_ENV) or None,
+        )
+    except Exception as exc:
+        raise FetchError(f"hf://{uri.location}: download failed: {exc}") from exc
+    # snapshot_download keeps its bookkeeping in <local_dir>/.cache; it is not the model.
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+
+
+def _relative_key(key: str, prefix: str) -> str | None:
+    if key.endswith("/"):
+        return None  # a "directory" placeholder object
+    if key == prefix:
+        return PurePosixPath(key).name
+    rel = key[len(prefix) :].lstrip("/") if prefix else key
+    return rel or None
+
+
+def fetch_s3(uri: ArtifactURI, staging: Path) -> None:
+    boto3 = require("boto3")
+    try:
+        client = boto3.client("s3")
+        paginator = client.get_paginator("list_objects_v2")
+        count = 0
+        for page in paginator.paginate(Bucket=uri.location, Prefix=uri.path):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if uri.path and key != uri.path and not key.startswith(uri.path.rstrip("/") + "/"):
+                    continue  # prefix "a/b" must not pick up "a/bc"
+                rel = _relative_key(key, uri.path)
+                if rel is None:
+                    continue
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(uri.location, key, str(target))
+                count += 1
+    except FetchError:
+        raise
+    except Exception as exc:
+        raise FetchError(f"s3://{uri.location}/{uri.path}: download failed: {exc}") from exc
+    if not count:
+        raise FetchError(f"s3://{uri.location}/{uri.path}: no objects under this prefix")
+
+
+def fetch_gs(uri: ArtifactURI, staging: Path) -> None:
+    storage = require("google.cloud.storage")
+    try:
+        client = storage.Client()
+        count = 0
+        for blob in client.list_blobs(uri.location, prefix=uri.path or None):
+            name = blob.name
+            if uri.path and name != uri.path and not name.startswith(uri.path.rstrip("/") + "/"):
+                continue
+            rel = _relative_key(name, uri.path)
+            if rel is None:
+                continue
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(str(target))
+            count += 1
+    except FetchError:
+        raise
+    except Exception as exc:
+        raise FetchError(f"gs://{uri.location}/{uri.path}: download failed: {exc}") from exc
+    if not count:
+        raise FetchError(f"gs://{uri.location}/{uri.path}: no objects under this prefix")
+
+
+def fetch_oci(uri: ArtifactURI, staging: Path) -> None:
+    oras = require_cli("oras", "oci://")
+    cmd = [oras, "pull", uri.oci_reference, "--output", str(staging)]
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        user = os.environ.get(USERNAME_ENV)
+        cmd += ["--username", user, "--password-stdin"] if user else ["--identity-token-stdin"]
+    result = subprocess.run(cmd, input=token or "", capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        raise FetchError(f"oci://{uri.oci_reference}: oras pull failed: {detail}")
+
+
+Fetcher = Callable[[ArtifactURI, Path], None]
+
+
+def _fetcher(uri: ArtifactURI, source_root: Path) -> Fetcher:
+    if uri.scheme == "pvc":
+        return lambda u, staging: fetch_pvc(u, staging, source_root=source_root)
+    return {"hf": fetch_hf, "s3": fetch_s3, "gs": fetch_gs, "oci": fetch_oci}[uri.scheme]
+
+
+# -- the atomic, idempotent shell ----------------------------------------------------------
+
+
+def completed(dest: Path, uri: str) -> bool:
+    """DEST holds a finished fetch of ``uri``."""
+    try:
+        marker = json.loads((Path(dest) / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("uri") == uri
+
+
+def _write_marker(directory: Path, uri: str, files: int) -> None:
+    tmp = directory / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"uri": uri, "files": files, "fetchedAt": int(time.time())}))
+    tmp.replace(directory / MARKER)
+
+
+def _count_files(directory: Path) -> int:
+    return sum(1 for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
+
+
+def _stage_beside(dest: Path) -> bool:
+    """Stage beside DEST and rename, unless DEST is a mount point or its parent is
+    read-only (then stage inside DEST)."""
+    if dest.exists() and os.path.ismount(dest):
+        return False
+    return os.access(dest.parent, os.W_OK)
+
+
+def fetch(
+    uri: str,
+    dest: Path | str,
+    *,
+    source_root: Path | str = DEFAULT_SOURCE_ROOT,
+    force: bool = False,
+    fetcher: Fetcher | None = None,
+) -> bool:
+    """Fetch ``uri`` into ``dest``. Returns False when it was already there.
+
+    ``fetcher`` replaces the scheme's fetcher (tests).
+    """
+    parsed = parse_uri(uri)
+    dest = Path(dest).absolute()
+    if not force and completed(dest, uri):
+        return False
+    run = fetcher or _fetcher(parsed, Path(source_root))
+    if not dest.parent.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    if _stage_beside(dest):
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        try:
+            run(parsed, staging)
+            _write_marker(staging, uri, _count_files(staging))
+            _swap(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return True
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".slmfleet-partial-", dir=dest))
+    try:
+        run(parsed, staging)
+        files = _count_files(staging)
+        with contextlib.suppress(FileNotFoundError):
+            (dest / MARKER).unlink()  # the old content is no longer complete from here on
+        for entry in dest.iterdir():
+            if entry != staging:
+                _remove(entry)
+        for entry in staging.iterdir():
+            entry.rename(dest / entry.name)
+        _write_marker(dest, uri, files)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _swap(staging: Path, dest: Path) -> None:
+    """Rename ``staging`` to ``dest``; an old ``dest`` is moved aside first, then removed."""
+    old: Path | None = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        dest.rename(old)
+    try:
+        staging.rename(dest)
+    except OSError:
+        if old is not None:
+            old.rename(dest)  # put the previous content back
+        raise
+    if old is not None:
+        _remove(old)
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m slmfleet.fetch",
+        description="Fetch a model artifact (pvc://, hf://, s3://, gs://, oci://) into a "
+        "directory, atomically; skip it when the directory already holds it.",
+    )
+    p.add_argument("--uri", required=True, help="artifact URI, e.g. hf://org/name@revision")
+    p.add_argument("--dest", required=True, help="directory to fetch into")
+    p.add_argument(
+        "--source-root",
+        default=os.environ.get("SLMFLEET_FETCH_SOURCE_ROOT", DEFAULT_SOURCE_ROOT),
+        help="where the pvc:// claim is mounted (default /source)",
+    )
+    p.add_argument("--force", action="store_true", help="fetch even if already complete")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.monotonic()
+    try:
+        fetched = fetch(args.uri, args.dest, source_root=args.source_root, force=args.force)
+    except FetchError as exc:
+        print(f"slmfleet-fetch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"slmfleet-fetch: error: {args.uri}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if fetched:
+        files = json.loads((Path(args.dest) / MARKER).read_text()).get("files", 0)
+        took = time.monotonic() - start
+        print(f"slmfleet-fetch: fetched {args.uri} into {args.dest} ({files} files, {took:.1f}s)")
+    else:
+        print(f"slmfleet-fetch: {args.dest} already holds {args.uri}; nothing to do")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

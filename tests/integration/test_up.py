@@ -1,0 +1,161 @@
+"""``slmfleet up`` as a user runs it: a subprocess, its printed endpoint, the official
+openai client, and Ctrl-C (SIGINT) stopping everything it started."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import openai
+import psutil
+import pytest
+
+from slmfleet.local.triton import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RETAIL = REPO / "examples" / "retail-support"
+
+
+class Up:
+    """``slmfleet up ...`` with its output collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slmfleet.cli", "up", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} in the output:\n" + "\n".join(self.lines))
+
+    def interrupt(self, timeout: float) -> float:
+        begin = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=timeout)
+        return time.monotonic() - begin
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def up():
+    started: list[Up] = []
+
+    def start(*args: str) -> Up:
+        started.append(Up(*args))
+        return started[-1]
+
+    yield start
+    for u in started:
+        u.kill()
+
+
+def chat(client: openai.OpenAI, model: str, text: str):
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}]
+    )
+    return raw.parse().choices[0].message.content, raw.headers
+
+
+def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up):
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("nvidia-pytriton (which ships tritonserver) is not installed")
+    port = free_port()
+    fleet = up(str(RETAIL), "--port", str(port))
+    line = fleet.wait_for("slmfleet is serving at", timeout=300)
+    url = line.split("serving at", 1)[1].strip()
+    assert url == f"http://127.0.0.1:{port}/v1"
+    out = "\n".join(fleet.lines)
+    assert "Triton ready: 8 models" in out and "Router ready: classifier fitted" in out
+    fleet.wait_for("Press Ctrl-C to stop", timeout=10)
+    printed = "\n".join(fleet.lines)
+    assert "from openai import OpenAI" in printed and "curl -si" in printed
+    children = psutil.Process(fleet.proc.pid).children(recursive=True)
+    assert any("tritonserver" in " ".join(c.cmdline()) for c in children)
+
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    assert {"retail-support", "order-lookup"} <= {m.id for m in client.models.list()}
+
+    text, h = chat(client, "retail-support", "where is my package")
+    assert h["x-slmfleet-policy"] == "retail-support"
+    assert h["x-slmfleet-route"] == "retail-support/shipping"
+    assert h["x-slmfleet-tier"] == "specialist" and text.startswith("tracking:")
+
+    text, h = chat(client, "retail-support", "can you send me a copy of my invoice")
+    assert h["x-slmfleet-route"] == "retail-support/billing" and text.startswith("invoice:")
+
+    # A refund needs 0.97 answer confidence: this one is less sure, so it escalates.
+    text, h = chat(client, "retail-support", "give me my money back")
+    assert h["x-slmfleet-route"] == "retail-support/returns"
+    assert h["x-slmfleet-escalations"] == "specialist:label_threshold:refund"
+    assert h["x-slmfleet-tier"] == "generalist" and "retail generalist" in text
+
+    # Structured extraction: valid JSON is accepted, prose fails the validator.
+    text, h = chat(client, "order-lookup", "order id AB-12345 from bob@example.com")
+    assert h["x-slmfleet-tier"] == "extractor" and '"order_id": "AB-12345"' in text
+    _, h = chat(client, "order-lookup", "hello there")
+    assert h["x-slmfleet-escalations"] == "extractor:validator:order-json"
+
+    fleet.wait_for("escalations=extractor:validator:order-json", timeout=10)  # request log
+
+    took = fleet.interrupt(timeout=30)
+    assert fleet.proc.returncode == 0, "\n".join(fleet.lines)
+    assert took < 15, f"stopping took {took:.1f}s"
+    assert fleet.lines[-1] == "Stopped."
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
+
+
+def test_up_cluster_goes_ready_and_tears_down(up):
+    fleet = up("--cluster", str(RETAIL))
+    fleet.wait_for("all Ready: 11 resources in namespace retail-support", timeout=240)
+    kubeconfig = Path(fleet.wait_for("export KUBECONFIG=", timeout=10).split("=", 1)[1].strip())
+    assert kubeconfig.is_file()
+    out = "\n".join(fleet.lines)
+    assert "rp/retail-support" in out and "TargetsReady" in out
+    children = psutil.Process(fleet.proc.pid).children(recursive=True)
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    assert "kube-apiserver" in names and "kopf" in names
+    took = fleet.interrupt(timeout=60)
+    assert fleet.proc.returncode == 0, "\n".join(fleet.lines)
+    assert took < 30, f"teardown took {took:.1f}s"
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+    assert not kubeconfig.exists()

@@ -1,0 +1,304 @@
+"""The model fetcher: URI parsing, pvc:// end to end on real directories, atomicity,
+idempotence and the missing-dependency errors.
+
+No network exists here, so hf://, s3:// and gs:// are never fetched for real: the hf
+test drives the real code path with ``snapshot_download`` replaced, and s3/gs/oci are
+covered for their error paths only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slmfleet import fetch as F
+
+# -- parsing -----------------------------------------------------------------------------
+
+PARSED = [
+    ("pvc://models/retail/orders", F.ArtifactURI("pvc", "models", "retail/orders")),
+    ("pvc://models", F.ArtifactURI("pvc", "models", "")),
+    ("pvc://models/a//b/./c/", F.ArtifactURI("pvc", "models", "a/b/c")),
+    ("hf://Qwen/Qwen2.5-1.5B-Instruct-AWQ", F.ArtifactURI("hf", "Qwen/Qwen2.5-1.5B-Instruct-AWQ")),
+    ("hf://org/name@v1.2", F.ArtifactURI("hf", "org/name", "", "v1.2")),
+    ("hf://gpt2@abc123", F.ArtifactURI("hf", "gpt2", "", "abc123")),
+    ("s3://bucket/models/x", F.ArtifactURI("s3", "bucket", "models/x")),
+    ("s3://bucket", F.ArtifactURI("s3", "bucket", "")),
+    ("gs://bucket/a/b.onnx", F.ArtifactURI("gs", "bucket", "a/b.onnx")),
+    ("oci://ghcr.io/acme/model:1.0", F.ArtifactURI("oci", "ghcr.io", "acme/model", ":1.0")),
+    (
+        "oci://localhost:5000/m@sha256:abcd",
+        F.ArtifactURI("oci", "localhost:5000", "m", "@sha256:abcd"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("uri", "expected"), PARSED, ids=[u for u, _ in PARSED])
+def test_parse_uri(uri, expected):
+    assert F.parse_uri(uri) == expected
+
+
+def test_oci_reference_round_trips():
+    assert F.parse_uri("oci://ghcr.io/acme/model:1.0").oci_reference == "ghcr.io/acme/model:1.0"
+    assert F.parse_uri("oci://r.io/m@sha256:ab").oci_reference == "r.io/m@sha256:ab"
+
+
+BAD = [
+    ("http://example.com/model", "unsupported URI"),
+    ("model", "unsupported URI"),
+    ("ftp://x/y", "unsupported URI"),
+    ("pvc://", "missing or malformed"),
+    ("s3:///bucket", "missing or malformed"),
+    ("pvc://claim/../etc/passwd", "'..' is not allowed"),
+    ("hf://a/b/c", "hf://org/name"),
+    ("hf://org/name@", "empty revision"),
+    ("oci://ghcr.io", "registry/repository:tag"),
+    ("oci://ghcr.io/acme/model", ":tag or @digest"),
+]
+
+
+@pytest.mark.parametrize(("uri", "message"), BAD, ids=[u for u, _ in BAD])
+def test_parse_uri_refuses(uri, message):
+    with pytest.raises(F.UsageError, match=message.replace(".", r"\.").replace("?", r"\?")):
+        F.parse_uri(uri)
+
+
+# -- pvc:// end to end -------------------------------------------------------------------
+
+
+@pytest.fixture
+def claim(tmp_path: Path) -> Path:
+    root = tmp_path / "source"
+    model = root / "retail" / "orders"
+    (model / "tokenizer").mkdir(parents=True)
+    (model / "model.py").write_text("print('hi')\n")
+    (model / "tokenizer" / "vocab.txt").write_text("a\nb\n")
+    (root / "single.onnx").write_bytes(b"\x00onnx")
+    return root
+
+
+def _files(d: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(d)): p.read_text(errors="replace")
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != F.MARKER
+    }
+
+
+def test_pvc_directory_fetch_is_complete_and_marked(tmp_path, claim):
+    dest = tmp_path / "store" / "weights"
+    assert F.fetch("pvc://models/retail/orders", dest, source_root=claim) is True
+    assert _files(dest) == {"model.py": "print('hi')\n", "tokenizer/vocab.txt": "a\nb\n"}
+    marker = json.loads((dest / F.MARKER).read_text())
+    assert marker["uri"] == "pvc://models/retail/orders" and marker["files"] == 2
+    # Same filesystem: hard links, not copies.
+    assert (dest / "model.py").stat().st_ino == (claim / "retail/orders/model.py").stat().st_ino
+    # No staging debris beside DEST.
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["weights"]
+
+
+def test_pvc_single_file(tmp_path, claim):
+    dest = tmp_path / "d"
+    F.fetch("pvc://models/single.onnx", dest, source_root=claim)
+    assert _files(dest) == {"single.onnx": "\x00onnx"}
+
+
+def test_idempotent_same_uri_is_skipped(tmp_path, claim):
+    dest = tmp_path / "d"
+    assert F.fetch("pvc://models/retail/orders", dest, source_root=claim) is True
+    (dest / "model.py").unlink()  # would come back if it were fetched again
+    assert F.fetch("pvc://models/retail/orders", dest, source_root=claim) is False
+    assert not (dest / "model.py").exists()
+    assert F.fetch("pvc://models/retail/orders", dest, source_root=claim, force=True) is True
+    assert (dest / "model.py").exists()
+
+
+def test_a_different_uri_replaces_the_content(tmp_path, claim):
+    dest = tmp_path / "d"
+    F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+    assert F.fetch("pvc://models/single.onnx", dest, source_root=claim) is True
+    assert _files(dest) == {"single.onnx": "\x00onnx"}
+    assert F.completed(dest, "pvc://models/single.onnx")
+
+
+def test_failure_leaves_previous_content_and_no_debris(tmp_path, claim):
+    dest = tmp_path / "d"
+    F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+
+    def half_then_fail(uri, staging):
+        (staging / "part-1.bin").write_text("half")
+        raise F.FetchError("network went away")
+
+    with pytest.raises(F.FetchError, match="network went away"):
+        F.fetch("pvc://models/other", dest, source_root=claim, fetcher=half_then_fail)
+    assert F.completed(dest, "pvc://models/retail/orders")
+    assert "part-1.bin" not in _files(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "source"]
+
+
+def test_failure_on_empty_dest_leaves_nothing(tmp_path, claim):
+    dest = tmp_path / "fresh"
+    with pytest.raises(F.FetchError, match="does not exist in the claim"):
+        F.fetch("pvc://models/nope", dest, source_root=claim)
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]
+
+
+def test_unmounted_claim_is_a_clear_error(tmp_path):
+    with pytest.raises(F.FetchError, match="not mounted at"):
+        F.fetch("pvc://models/x", tmp_path / "d", source_root=tmp_path / "missing")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere; the fallback is not hit")
+def test_read_only_parent_stages_inside_dest(tmp_path, claim):
+    parent = tmp_path / "ro"
+    dest = parent / "store"
+    dest.mkdir(parents=True)
+    parent.chmod(0o555)
+    try:
+        F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+        assert _files(dest) == {"model.py": "print('hi')\n", "tokenizer/vocab.txt": "a\nb\n"}
+    finally:
+        parent.chmod(0o755)
+
+
+def test_inside_dest_staging_when_parent_is_not_writable(tmp_path, claim, monkeypatch):
+    """The Pod's /store is an emptyDir mount point under a read-only root: stage inside."""
+    dest = tmp_path / "store"
+    dest.mkdir()
+    (dest / "stale.bin").write_text("old")
+    monkeypatch.setattr(F, "_stage_beside", lambda d: False)
+    F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+    assert _files(dest) == {"model.py": "print('hi')\n", "tokenizer/vocab.txt": "a\nb\n"}
+    assert F.completed(dest, "pvc://models/retail/orders")
+
+    def fail(uri, staging):
+        (staging / "x").write_text("partial")
+        raise F.FetchError("boom")
+
+    with pytest.raises(F.FetchError):
+        F.fetch("pvc://models/other", dest, source_root=claim, fetcher=fail)
+    assert F.completed(dest, "pvc://models/retail/orders")  # untouched
+    assert sorted(p.name for p in dest.iterdir()) == [F.MARKER, "model.py", "tokenizer"]
+
+
+# -- hf:// plumbing (no network: snapshot_download is replaced) ----------------------------
+
+
+def test_hf_passes_revision_token_and_drops_bookkeeping(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    calls = []
+
+    def fake_snapshot_download(**kw):
+        calls.append(kw)
+        local = Path(kw["local_dir"])
+        (local / ".cache" / "huggingface").mkdir(parents=True)
+        (local / "config.json").write_text("{}")
+        return str(local)
+
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setenv(F.TOKEN_ENV, "hf_secret")
+    dest = tmp_path / "weights"
+    F.fetch("hf://Qwen/Qwen2.5-1.5B-Instruct-AWQ@main", dest)
+    assert calls[0]["repo_id"] == "Qwen/Qwen2.5-1.5B-Instruct-AWQ"
+    assert calls[0]["revision"] == "main" and calls[0]["token"] == "hf_secret"
+    assert _files(dest) == {"config.json": "{}"}
+
+
+def test_hf_download_error_is_a_fetch_error(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+
+    def offline(**kw):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(hub, "snapshot_download", offline)
+    with pytest.raises(F.FetchError, match="hf://org/name: download failed: no route to host"):
+        F.fetch("hf://org/name", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+# -- missing dependencies ------------------------------------------------------------------
+
+MISSING = [
+    ("hf://org/name", "huggingface_hub", "pip install huggingface_hub"),
+    ("s3://bucket/m", "boto3", "pip install boto3"),
+    ("gs://bucket/m", "google.cloud.storage", "pip install google-cloud-storage"),
+]
+
+
+@pytest.mark.parametrize(("uri", "module", "hint"), MISSING, ids=[m for _, m, _ in MISSING])
+def test_missing_library_names_the_package(tmp_path, monkeypatch, uri, module, hint):
+    monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    if module == "google.cloud.storage":
+        monkeypatch.setitem(sys.modules, "google.cloud", None)
+    with pytest.raises(F.MissingDependency) as err:
+        F.fetch(uri, tmp_path / "d")
+    assert repr(module) in str(err.value) and hint in str(err.value)
+    assert err.value.exit_code == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_oras_names_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setattr(F.shutil, "which", lambda name: None)
+    with pytest.raises(F.MissingDependency, match="'oras' command on PATH"):
+        F.fetch("oci://ghcr.io/acme/model:1.0", tmp_path / "d")
+
+
+def test_oci_runs_oras_pull(tmp_path, monkeypatch):
+    """A fake ``oras`` on PATH records its arguments and 'pulls' one file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    oras = bin_dir / "oras"
+    oras.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > {tmp_path}/args\n'
+        f"cat > {tmp_path}/stdin\n"
+        'while [ "$1" != "--output" ]; do shift; done\n'
+        'echo weights > "$2/model.bin"\n'
+    )
+    oras.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv(F.TOKEN_ENV, "tok")
+    dest = tmp_path / "d"
+    F.fetch("oci://ghcr.io/acme/model:1.0", dest)
+    args = (tmp_path / "args").read_text().split()
+    assert args[:2] == ["pull", "ghcr.io/acme/model:1.0"] and "--identity-token-stdin" in args
+    assert (tmp_path / "stdin").read_text() == "tok"
+    assert _files(dest) == {"model.bin": "weights\n"}
+
+
+# -- the command line (python -m slmfleet.fetch) --------------------------------------------
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slmfleet.fetch", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_cli_fetch_then_skip(tmp_path, claim):
+    dest = tmp_path / "store"
+    args = ("--uri", "pvc://models/retail/orders", "--dest", str(dest))
+    first = _run(*args, "--source-root", str(claim))
+    assert first.returncode == 0, first.stderr
+    assert "fetched pvc://models/retail/orders" in first.stdout and "2 files" in first.stdout
+    again = _run(*args, env={"SLMFLEET_FETCH_SOURCE_ROOT": str(claim)})
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_cli_exit_codes(tmp_path):
+    bad = _run("--uri", "http://x/y", "--dest", str(tmp_path / "d"))
+    assert bad.returncode == 2 and "unsupported URI" in bad.stderr
+    missing = _run("--uri", "pvc://m/x", "--dest", str(tmp_path / "d"), "--source-root", "/nope")
+    assert missing.returncode == 1 and "not mounted at /nope" in missing.stderr
+    usage = _run("--dest", str(tmp_path / "d"))
+    assert usage.returncode == 2 and "--uri" in usage.stderr
