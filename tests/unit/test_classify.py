@@ -74,9 +74,9 @@ OUT_OF_DOMAIN = [
     "what is the capital of mongolia",
 ]
 
-THRESHOLD = 0.2
+THRESHOLD = 0.15
 """A min_confidence for this tiny fleet (6 examples a domain, one keyword-only domain):
-similarities run lower than on CLINC150, whose tuned threshold is ~0.3."""
+similarities run lower than on CLINC150, whose threshold (from oos_train) is ~0.3-0.4."""
 
 MODES = [pytest.param(False, id="tfidf")]
 if HAVE_MODEL:

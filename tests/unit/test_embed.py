@@ -29,7 +29,8 @@ REFERENCE = {
 def encoders() -> dict[str, embed.MiniLMEncoder]:
     out = {"numpy": embed.MiniLMEncoder(backend="numpy")}
     with contextlib.suppress(embed.EmbeddingUnavailable):
-        out["onnxruntime"] = embed.MiniLMEncoder(backend="onnxruntime")
+        out["onnxruntime"] = embed.MiniLMEncoder(backend="onnxruntime", int8=False)
+        out["int8"] = embed.MiniLMEncoder(backend="onnxruntime")
     return out
 
 
@@ -74,6 +75,28 @@ def test_backends_agree(encoders):
     np.testing.assert_allclose(
         encoders["numpy"].encode(texts), encoders["onnxruntime"].encode(texts), atol=1e-5
     )
+
+
+def test_int8_is_the_default_and_close_to_float32(encoders):
+    """The int8 encoder (the router's default) stays within ~1% cosine of float32, keeps
+    unit length, and is a separate embedding space for the cache (its own name)."""
+    if "int8" not in encoders:
+        pytest.skip("onnxruntime not installed")
+    q, f = encoders["int8"], encoders["onnxruntime"]
+    assert q.int8 and not f.int8 and q.name != f.name
+    texts = [
+        "how do i reset my bank pin",
+        "book me a flight to paris next week",
+        "what's the weather tomorrow",
+        "hello world",
+        "can you tell me a joke about cats and dogs",
+    ]
+    vq, vf = q.encode(texts), f.encode(texts)
+    assert vq.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vq, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(vq * vf, axis=1))) > 0.98
+    # Similarity structure survives: each text is nearest to its own float32 vector.
+    assert list(np.argmax(vq @ vf.T, axis=1)) == list(range(len(texts)))
 
 
 def test_empty_batch(encoders):
