@@ -162,6 +162,7 @@ def test_service_and_pdb_select_the_pods():
     for selector in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= pod_labels.items()
     assert {p["name"] for p in svc["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    assert svc["spec"]["clusterIP"] == "None"  # headless: the router balances per Pod
     assert pdb["spec"]["maxUnavailable"] == 1
 
 

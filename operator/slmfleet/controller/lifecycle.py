@@ -1,9 +1,10 @@
 """Operator start-up and clean-up, and the kopf settings chosen on purpose.
 
 See shared/docs/kopf-notes.md: watches reconnect on a timer (silent streams are the
-most reported kopf failure), progress and diff-base live in annotations under our own
-prefix (structural schemas drop unknown status fields), no finalizers (children are
-cleaned up by owner references), bounded workers.
+most reported kopf failure); every handler is a raw-event handler (reconciliation is
+level-triggered on metadata.generation), so kopf writes no diff-base or progress
+annotations and adds no finalizers: children are cleaned up by owner references. The
+storage settings below only name our prefix should a state-keeping handler be added.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 60
-    settings.batching.worker_limit = int(os.environ.get("SLMFLEET_WORKERS", "64"))
+    # kopf keeps one worker (an asyncio task) per object until it has been idle for
+    # idle_timeout; children take workers too. A cap makes new specialists queue
+    # behind busy ones, so there is none unless SLMFLEET_WORKERS sets one.
+    workers = int(os.environ.get("SLMFLEET_WORKERS", "0"))
+    settings.batching.worker_limit = workers or None
+    settings.batching.idle_timeout = 2.0
     settings.posting.level = 30  # WARNING: events for failures, not for every success
     settings.execution.max_workers = 8
     settings.scanning.disabled = True  # the CRDs are installed by the chart, not discovered

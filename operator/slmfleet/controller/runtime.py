@@ -62,9 +62,21 @@ class Store:
     errors: dict[Key, str] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     pending: set[Key] = field(default_factory=set)  # status refreshes scheduled
+    attempts: dict[Key, int] = field(default_factory=dict)  # failed reconciles in a row
+    reconcile_locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, key: Key) -> asyncio.Lock:
+        """Serialises status writes of one specialist."""
         return self.locks.setdefault(key, asyncio.Lock())
+
+    def reconcile_lock(self, key: Key) -> asyncio.Lock:
+        """Serialises reconciles of one specialist (events and retries)."""
+        return self.reconcile_locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: Key) -> None:
+        for table in (self.specialists, self.deployments, self.reconciled, self.errors,
+                      self.locks, self.reconcile_locks, self.attempts):  # fmt: skip
+            table.pop(key, None)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from ..api.base import API_VERSION
 from ..api.specialist import SLMSpecialistSpec
 from ..clients.kube import ApiError
 from ..render import labels as L
@@ -110,60 +111,93 @@ async def recreate_children(key: Key) -> None:
         rt.store.deployments.setdefault(key, deployment)
 
 
-@kopf.on.resume(*SPECIALISTS)
-@kopf.on.create(*SPECIALISTS)
-@kopf.on.update(*SPECIALISTS, field="spec")
-async def reconcile_specialist(
-    body: kopf.Body,
-    name: str,
-    namespace: str,
-    uid: str,
-    meta: kopf.Meta,
-    reason: kopf.Reason,
-    **_: Any,
-) -> None:
+def event_target(key: Key, uid: str | None) -> dict[str, Any]:
+    """What a Kubernetes Event is about (list items may lack apiVersion and kind)."""
+    meta = {"namespace": key[0], "name": key[1], "uid": uid}
+    return {"apiVersion": API_VERSION, "kind": "SLMSpecialist", "metadata": meta}
+
+
+async def reconcile(key: Key) -> None:
+    """Bring the children to the stored spec's generation, once per generation.
+
+    Level-triggered: kopf's change detection (a diff-base annotation written on every
+    object, a deep copy of every body) is not used, so user objects carry no operator
+    bookkeeping and a generation is applied exactly once, whatever events arrive.
+    """
     rt = runtime()
-    key: Key = (namespace, name)
-    rt.store.specialists.setdefault(key, dict(body))
-    generation = meta.get("generation")
-    try:
-        spec = SLMSpecialistSpec.model_validate(body["spec"])
-        new = reason == kopf.Reason.CREATE and generation == 1
-        deployment = await apply_children(Owner(name, namespace, uid), spec, new=new)
-    except (ValidationError, ApiError) as err:
-        message = str(err).splitlines()[0] if isinstance(err, ValidationError) else str(err)
-        rt.store.errors[key] = message
+    async with rt.store.reconcile_lock(key):
+        body = rt.store.specialists.get(key)
+        if body is None or not needs_reconcile(body, rt.store.reconciled.get(key)):
+            return
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        # Never reconciled and at its first generation: the children cannot exist yet.
+        new = generation == 1 and not (body.get("status") or {}).get("observedGeneration")
+        try:
+            spec = SLMSpecialistSpec.model_validate(body["spec"])
+            owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+            deployment = await apply_children(owner, spec, new=new)
+        except (ValidationError, ApiError) as err:
+            message = str(err).splitlines()[0] if isinstance(err, ValidationError) else str(err)
+            rt.store.errors[key] = message
+            rt.store.reconciled[key] = generation
+            await refresh_status(key)
+            kopf.warn(event_target(key, meta.get("uid")), reason="ReconcileFailed", message=message)
+            if isinstance(err, ApiError) and not err.permanent:
+                schedule_retry(key, generation)
+            return
+        rt.store.errors.pop(key, None)
+        rt.store.attempts.pop(key, None)
         rt.store.reconciled[key] = generation
-        await refresh_status(key)
-        kopf.warn(body, reason="ReconcileFailed", message=message)
-        if isinstance(err, ApiError) and not err.permanent:
-            raise kopf.TemporaryError(message, delay=10) from err
-        raise kopf.PermanentError(message) from err
-    rt.store.errors.pop(key, None)
-    rt.store.reconciled[key] = generation
-    if deployment is not None and key not in rt.store.deployments:
-        rt.store.deployments[key] = deployment
+        if deployment is not None and key not in rt.store.deployments:
+            rt.store.deployments[key] = deployment
     # The Deployment's own events follow within moments: one coalesced write for all.
     schedule_refresh(key)
 
 
+def needs_reconcile(body: dict[str, Any], reconciled: int | None) -> bool:
+    meta = body["metadata"]
+    return not meta.get("deletionTimestamp") and meta.get("generation") != reconciled
+
+
+def schedule_retry(key: Key, generation: int | None) -> None:
+    """Transient failures (throttling, conflicts, the API server away) retry with
+    exponential backoff, capped at a minute; a new generation retries at once."""
+    rt = runtime()
+    attempt = rt.store.attempts.get(key, 0) + 1
+    rt.store.attempts[key] = attempt
+
+    async def later() -> None:
+        await asyncio.sleep(min(60.0, 2.0 ** (attempt - 1)))
+        if rt.store.reconciled.get(key) == generation and key in rt.store.errors:
+            rt.store.reconciled.pop(key, None)  # make the same generation due again
+            await reconcile(key)
+
+    spawn(later())
+
+
 @kopf.on.event(*SPECIALISTS)
-async def track_specialist(event: kopf.RawEvent, **_: Any) -> None:
+async def on_specialist(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body = event["object"]
     key = key_of(body)
     if event["type"] == "DELETED":
-        for table in (
-            rt.store.specialists,
-            rt.store.deployments,
-            rt.store.reconciled,
-            rt.store.errors,
-            rt.store.locks,
-        ):
-            table.pop(key, None)
-    elif not remember(rt.store.specialists, body):
+        rt.store.forget(key)
+        rt.fleet_dirty.set()
+        return
+    if not remember(rt.store.specialists, body):
         return
     rt.fleet_dirty.set()
+    if needs_reconcile(body, rt.store.reconciled.get(key)):
+        await reconcile(key)
+
+
+def spawn(coro: Any) -> None:
+    """A background task the operator cancels on clean-up."""
+    rt = runtime()
+    task = asyncio.create_task(coro)
+    rt.background.add(task)
+    task.add_done_callback(rt.background.discard)
 
 
 def schedule_refresh(key: Key) -> None:
@@ -179,9 +213,7 @@ def schedule_refresh(key: Key) -> None:
         rt.store.pending.discard(key)
         await refresh_status(key)
 
-    task = asyncio.create_task(later())
-    rt.background.add(task)
-    task.add_done_callback(rt.background.discard)
+    spawn(later())
 
 
 def owner_key(body: dict[str, Any]) -> Key | None:

@@ -197,7 +197,7 @@ class LocalCluster:
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={api_port}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.96.0.0/16",
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={w / 'tokens.csv'}",
                 "--service-account-issuer=https://kubernetes.default.svc",
@@ -295,6 +295,15 @@ class LocalCluster:
             "current-context": "local",
         }
         self.kubeconfig.write_text(json.dumps(config))
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each control-plane process."""
+        out = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = False

@@ -28,14 +28,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +46,7 @@ from ..api.specialist import SLMSpecialist
 from ..render.fleet import Item, render_fleet
 from .models import StandIn
 from .models.standin import KINDS
+from .router import RouterProcess, log_tail
 from .triton import TritonServer, free_port
 
 __all__ = [
@@ -301,12 +297,6 @@ def local_router_config(fleet: FleetManifests, endpoint: str) -> RouterConfig:
 Progress = Callable[[str], None]
 
 
-def _http_json(url: str, data: bytes | None = None, timeout: float = 2.0) -> Any:
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
@@ -343,7 +333,7 @@ class LocalFleet:
         self.progress = progress or (lambda _msg: None)
         self.startup_timeout = startup_timeout
         self.triton: TritonServer | None = None
-        self.router: subprocess.Popen[bytes] | None = None
+        self.router: RouterProcess | None = None
         self.config: RouterConfig | None = None
         self.on_request: Callable[[dict[str, Any]], None] | None = None
         self._tail: threading.Thread | None = None
@@ -437,32 +427,14 @@ class LocalFleet:
             f"(fitting the routing classifier on the specialists' domain examples)"
         )
         begin = time.monotonic()
-        log = self.router_log.open("wb")
-        self.router = subprocess.Popen(
-            [
-                sys.executable, "-m", "slmfleet.router",
-                "--config", str(config_path),
-                "--host", self.host, "--port", str(self.port),
-                "--log-level", "info",
-            ],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + self.startup_timeout
-        readyz = f"http://127.0.0.1:{self.port}/readyz"
-        while True:
-            if self.router.poll() is not None:
-                raise RuntimeError(
-                    f"the router exited with code {self.router.returncode}; "
-                    f"log {self.router_log}:\n{_tail(self.router_log)}"
-                )
-            with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-                if _http_json(readyz).get("status") == "ready":
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the router was not ready in time:\n{_tail(self.router_log)}")
-            time.sleep(0.2)
+        self.router = RouterProcess(
+            ["--config", str(config_path), "--log-level", "info"],
+            port=self.port,
+            host=self.host,
+            log_path=self.router_log,
+            startup_timeout=self.startup_timeout,
+        )
+        self.router.start()
         self.progress(f"Router ready: classifier fitted ({time.monotonic() - begin:.1f}s)")
         self._tail = threading.Thread(target=self._follow_router_log, daemon=True)
         self._tail.start()
@@ -471,7 +443,7 @@ class LocalFleet:
         """Hand each request's decision line (JSON) to ``on_request``."""
         with self.router_log.open("rb") as f:
             f.seek(0, os.SEEK_END)
-            while self.router is not None and self.router.poll() is None:
+            while self.router is not None and self.router.alive():
                 line = f.readline()
                 if not line:
                     time.sleep(0.2)
@@ -487,22 +459,15 @@ class LocalFleet:
         """Why the fleet is down, or None while both processes run."""
         if self.triton is not None and not self.triton.is_alive():
             return f"tritonserver exited; log {self.triton.log_path}:\n{self.triton.log_tail()}"
-        if self.router is not None and self.router.poll() is not None:
-            return f"the router exited; log {self.router_log}:\n{_tail(self.router_log)}"
+        if self.router is not None and not self.router.alive():
+            return f"the router exited; log {self.router_log}:\n{log_tail(self.router_log)}"
         return None
 
     def stop(self) -> None:
-        proc, self.router = self.router, None
-        if proc is not None and proc.poll() is None:
+        router, self.router = self.router, None
+        if router is not None and router.alive():
             begin = time.monotonic()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            router.stop()
             self.progress(f"  router stopped ({time.monotonic() - begin:.1f}s)")
         server, self.triton = self.triton, None
         if server is not None:
@@ -521,18 +486,11 @@ class LocalFleet:
         self.stop()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def pids(fleet: LocalFleet) -> Iterator[int]:
     """Process ids of the fleet's children (for tests and diagnostics)."""
     if fleet.triton is not None and fleet.triton.pid:
         yield fleet.triton.pid
-    if fleet.router is not None:
+    if fleet.router is not None and fleet.router.pid:
         yield fleet.router.pid
 
 

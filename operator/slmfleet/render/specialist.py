@@ -261,6 +261,9 @@ def build_deployment(
 
 
 def build_service(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
+    """A headless Service: DNS returns every ready Pod, and the router balances its gRPC
+    calls across them (round_robin). A ClusterIP would pin each long-lived HTTP/2
+    connection to one Pod, and allocating one serialises Service creation at scale."""
     del spec  # the Service depends only on identity; kept for a uniform builder signature
     return {
         "apiVersion": "v1",
@@ -268,6 +271,7 @@ def build_service(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
         "metadata": _metadata(owner, L.child_name(owner.name)),
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": L.selector_labels(owner.name),
             "ports": [
                 {"name": "http", "port": L.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
