@@ -40,6 +40,7 @@ crds: $(STAMP)
 	$(PY) -m slmfleet.crdgen --out crds
 	rm -f charts/slmfleet/crds/*.yaml
 	cp crds/*.yaml charts/slmfleet/crds/
+	$(PY) -m slmfleet.crddocs --out docs/crd-reference.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests benchmarks

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slmfleet import crdgen
+from slmfleet import crddocs, crdgen
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -78,3 +78,14 @@ def test_check_mode_reports_drift(tmp_path):
     victim = next(tmp_path.glob("*.yaml"))
     victim.write_text(victim.read_text() + "# edited\n")
     assert crdgen.main(["--out", str(tmp_path), "--check"]) == 1
+
+
+def test_crd_reference_matches_the_models():
+    reference = CRDS.parent / "docs" / "crd-reference.md"
+    assert reference.read_text() == crddocs.render() + "\n", "stale: run `make crds`"
+
+
+def test_crd_reference_documents_every_spec_field():
+    text = crddocs.render()
+    for field in ("spec.model.uri", "spec.cascade[].accept.labelThresholds", "spec.spend[].window"):
+        assert f"| `{field}` |" in text, field
