@@ -30,6 +30,7 @@ import yaml
 from slmfleet.api.routerconfig import CONFIG_KEY, RouterConfig
 from slmfleet.local.cluster import free_port
 from slmfleet.local.operator import OperatorProcess
+from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
 
 pytestmark = pytest.mark.integration
@@ -184,22 +185,6 @@ def release(cluster, kube) -> Iterator[tuple[str, str]]:
     yield ns, name
     helm(cluster, "uninstall", name, "-n", ns, check=False)
     kube("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def specialist(name: str) -> dict:
-    return {
-        "apiVersion": "slmfleet.io/v1alpha1",
-        "kind": "SLMSpecialist",
-        "metadata": {"name": name, "labels": {"fleet": "chart"}},
-        "spec": {
-            "model": {"uri": f"hf://example/{name}", "backend": "python"},
-            "domain": {"description": f"{name} questions", "keywords": [name]},
-            "serving": {
-                "resources": {"gpu": 1, "cpu": "100m", "memory": "256Mi"},
-                "replicas": {"min": 1, "max": 1},
-            },
-        },
-    }
 
 
 def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_path):

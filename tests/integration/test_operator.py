@@ -10,29 +10,13 @@ import pytest
 
 from slmfleet.api.routerconfig import CONFIG_KEY, RouterConfig
 from slmfleet.local.cluster import OPERATOR_AGENTS
+from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
 CHILDREN = ("configmap", "deployment", "service", "poddisruptionbudget")
-
-
-def specialist(name: str, gpu: int = 1, replicas: int = 1, **spec_extra) -> dict:
-    return {
-        "apiVersion": "slmfleet.io/v1alpha1",
-        "kind": "SLMSpecialist",
-        "metadata": {"name": name, "labels": {"fleet": "test"}},
-        "spec": {
-            "model": {"uri": f"hf://slmfleet-tests/{name}", "backend": "python"},
-            "domain": {"description": f"{name} questions", "keywords": [name]},
-            "serving": {
-                "resources": {"gpu": gpu, "cpu": "100m", "memory": "256Mi"},
-                "replicas": {"min": replicas, "max": max(replicas, 1)},
-            },
-            **spec_extra,
-        },
-    }
 
 
 def condition(body: dict | None, type_: str = "Ready") -> dict:

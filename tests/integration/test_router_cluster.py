@@ -15,8 +15,8 @@ import pytest
 
 from slmfleet.local.cluster import free_port
 from slmfleet.local.router import RouterProcess
+from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
-from tests.integration.test_operator import specialist
 
 pytestmark = pytest.mark.integration
 

@@ -103,7 +103,7 @@ class RouterApp:
             try:
                 snap = await asyncio.to_thread(self._build, raw, digest)
             except Exception as exc:
-                m.RELOADS.labels("error").inc()
+                m.bound(m.RELOADS, "error").inc()
                 log.error(
                     "config rejected, keeping %s: %s",
                     self.snapshot.digest if self.snapshot else "nothing",
@@ -111,7 +111,7 @@ class RouterApp:
                 )
                 return False
             self.snapshot = snap
-            m.RELOADS.labels("ok").inc()
+            m.bound(m.RELOADS, "ok").inc()
             log.info(
                 "config %s loaded: %d policies, %d specialists",
                 digest,
@@ -369,9 +369,9 @@ class RouterApp:
 
     def _observe(self, d: Decision, total: float) -> None:
         policy = d.metric_policy
-        m.REQUESTS.labels(policy, d.tier, str(d.status)).inc()
-        m.DURATION.labels(policy).observe(total)
-        m.ADDED.labels(policy).observe(max(0.0, total - d.upstream_s))
+        m.bound(m.REQUESTS, policy, d.tier, str(d.status)).inc()
+        m.bound(m.DURATION, policy).observe(total)
+        m.bound(m.ADDED, policy).observe(max(0.0, total - d.upstream_s))
         if access.isEnabledFor(logging.INFO):
             rec = d.summary()
             rec["status"] = d.status

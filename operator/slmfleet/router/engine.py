@@ -163,8 +163,8 @@ class Engine:
                 win = self.ledger.window(b.id, w)
                 win.add(now, amount)
                 total = win.total(now)
-                m.SPEND.labels(b.id, w.window).set(total)
-                m.BUDGET_EXCEEDED.labels(b.id, w.window, w.action).set(
+                m.bound(m.SPEND, b.id, w.window).set(total)
+                m.bound(m.BUDGET_EXCEEDED, b.id, w.window, w.action).set(
                     1 if total >= w.limit_usd else 0
                 )
 
@@ -188,7 +188,7 @@ class Engine:
         spend = self._verdict(policy.budgets)
         d.budget_exceeded = spend.exceeded
         if spend.reject:
-            m.BUDGET_REJECTIONS.labels(policy.model_name).inc()
+            m.bound(m.BUDGET_REJECTIONS, policy.model_name).inc()
             raise RouterError(
                 429,
                 f"spend budget exceeded ({', '.join(spend.exceeded)}); retry later",
@@ -202,13 +202,13 @@ class Engine:
         d.route = route.specialist or "-"
         d.route_source = route.source
         d.confidence = route.confidence
-        m.ROUTING_CONFIDENCE.labels(policy.model_name).observe(route.confidence)
+        m.bound(m.ROUTING_CONFIDENCE, policy.model_name).observe(route.confidence)
 
         tiers = policy.tier_cfgs
         idx = start_index(tiers, policy.fallback, route.specialist is not None)
         if route.specialist is None:
             d.escalations.append(f"routing:{route.source}")
-            m.ESCALATIONS.labels(policy.model_name, "routing", route.source).inc()
+            m.bound(m.ESCALATIONS, policy.model_name, "routing", route.source).inc()
         cost_of = {sid: c.cost_per_mtok for sid, c in snap.candidates.items()}
         last: Outcome | None = None
         last_error: UpstreamError | None = None
@@ -286,7 +286,7 @@ class Engine:
 
     def _escalate(self, d: Decision, policy: PolicyRuntime, tier: str, reason: str) -> None:
         d.escalations.append(f"{tier}:{reason}")
-        m.ESCALATIONS.labels(policy.model_name, tier, reason).inc()
+        m.bound(m.ESCALATIONS, policy.model_name, tier, reason).inc()
 
     def _route(
         self, snap: Snapshot, policy: PolicyRuntime, req: ParsedRequest, *, degrade: bool
@@ -334,7 +334,7 @@ class Engine:
         if cfg.human is not None:
             d.human_queue = cfg.human.queue
             d.target = f"human:{cfg.human.queue}"
-            m.HUMAN_REVIEWS.labels(policy.model_name, cfg.human.queue).inc()
+            m.bound(m.HUMAN_REVIEWS, policy.model_name, cfg.human.queue).inc()
             cases.warning(
                 orjson.dumps(
                     {
@@ -386,7 +386,7 @@ class Engine:
         finally:
             dt = self.clock() - t0
             d.upstream_s += dt
-            m.UPSTREAM.labels(policy.model_name, "external", cfg.name).observe(dt)
+            m.bound(m.UPSTREAM, policy.model_name, "external", cfg.name).observe(dt)
         pt = ans.prompt_tokens if ans.prompt_tokens is not None else estimate_tokens(req.prompt)
         ct = (
             ans.completion_tokens
@@ -421,12 +421,12 @@ class Engine:
         d.reasoning_tokens += rt
         d.cost_usd += cost
         name = policy.model_name
-        m.TOKENS.labels(name, target, "input").inc(pt)
-        m.TOKENS.labels(name, target, "output").inc(ct)
+        m.bound(m.TOKENS, name, target, "input").inc(pt)
+        m.bound(m.TOKENS, name, target, "output").inc(ct)
         if rt:
-            m.TOKENS.labels(name, target, "reasoning").inc(rt)
+            m.bound(m.TOKENS, name, target, "reasoning").inc(rt)
         if cost:
-            m.COST.labels(name, target).inc(cost)
+            m.bound(m.COST, name, target).inc(cost)
         self._charge(budgets, cost)
 
     async def _specialist(
@@ -462,8 +462,13 @@ class Engine:
         fault = False
         t0 = self.clock()
         prompt_tokens = estimate_tokens(req.prompt)
+        # Nothing to cancel in Triton (no live client, no reasoning cut): the pool's
+        # shared stream, when it has one, saves opening a gRPC stream per request.
+        open_stream = self.pool.stream
+        if emit is None and rcap is None:
+            open_stream = getattr(self.pool, "shared_stream", open_stream)
         try:
-            gen = self.pool.stream(
+            gen = open_stream(
                 endpoint,
                 spec.triton_model,
                 req.prompt,
@@ -487,7 +492,7 @@ class Engine:
             answer_st = st
             if action == "cut":
                 d.truncated = True
-                m.TRUNCATIONS.labels(policy.model_name, spec.id).inc()
+                m.bound(m.TRUNCATIONS, policy.model_name, spec.id).inc()
                 used = st.reasoning_tokens + st.answer_tokens
                 budget = caps.answer_tokens
                 if ocap is not None:
@@ -530,12 +535,12 @@ class Engine:
         finally:
             dt = self.clock() - t0
             d.upstream_s += dt
-            m.UPSTREAM.labels(policy.model_name, spec.id, cfg.name).observe(dt)
+            m.bound(m.UPSTREAM, policy.model_name, spec.id, cfg.name).observe(dt)
             nb = record(
                 self.breakers.get(endpoint, Breaker()), not fault, self.clock(), self.breaker_config
             )
             self.breakers[endpoint] = nb
-            m.CIRCUIT_OPEN.labels(endpoint).set(1 if nb.state == "open" else 0)
+            m.bound(m.CIRCUIT_OPEN, endpoint).set(1 if nb.state == "open" else 0)
         rt = st.reasoning_tokens
         ct = rt + st.answer_tokens + (answer_st.answer_tokens if answer_st is not st else 0)
         cost = cost_usd(

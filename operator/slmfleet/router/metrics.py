@@ -7,6 +7,8 @@ bounded by the config, never by traffic. Unknown models are counted as ``_unknow
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -105,3 +107,16 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+_BOUND: dict[tuple[Any, ...], Any] = {}
+
+
+def bound(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, cached: the hot path skips prometheus-client's label
+    validation and locked child lookup. Bounded like the metrics themselves (label
+    values come from the config)."""
+    key = (metric, *values)
+    child = _BOUND.get(key)
+    if child is None:
+        child = _BOUND[key] = metric.labels(*values)
+    return child

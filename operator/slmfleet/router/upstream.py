@@ -8,6 +8,9 @@ the first token is safe to retry; anything later is not).
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import json
 import os
 import re
 import struct
@@ -35,6 +38,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 30000),
+    # A specialist's Service is headless: DNS names every ready Pod, and each new
+    # stream goes to the next one (the default, pick_first, would use only one Pod).
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
 ]
 RETRY_ATTEMPTS = 2
 RETRY_WAIT_S = 0.05
@@ -116,11 +122,137 @@ def _rpc_error(exc: grpc.aio.AioRpcError, endpoint: str, *, started: bool) -> Up
     )
 
 
+_TIMEOUT = object()
+#: A shared stream unused this long is closed (see _SharedStream._close_if_idle).
+SHARED_IDLE_S = 10.0
+#: Shared streams per endpoint, used in turn; round_robin places each on the next Pod,
+#: so replicas share the load even though a stream stays on the Pod it started on.
+SHARED_STREAMS = 4
+_ABANDONED_MAX = 4096
+
+
+class _Inbox:
+    """A one-consumer queue for one request's responses (cheaper than asyncio.Queue)."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def get(self) -> Any:
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.popleft()
+
+
+class _SharedStream:
+    """One long-lived ``ModelStreamInfer`` stream carrying many requests, as tritonclient's
+    own ``start_stream``/``async_stream_infer`` do; responses are matched by request id.
+
+    A gRPC stream costs far more to open than a message costs to send, so requests that
+    never need cancelling in Triton use this. Triton cancels per stream, so abandoning
+    one of these requests (deadline) only stops waiting for it; its late responses are
+    dropped. Ids still in flight, or abandoned before their final response, are not
+    reused here (the caller gets a dedicated stream instead).
+    """
+
+    def __init__(self, stub: Any, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.call = stub.ModelStreamInfer()
+        self.pending: dict[str, _Inbox] = {}
+        self.abandoned: dict[str, None] = {}
+        self.lock = asyncio.Lock()
+        self.dead = False
+        loop = asyncio.get_running_loop()
+        self.last_used = loop.time()
+        self.reader = loop.create_task(self._read())
+        self._idle_timer = loop.call_later(SHARED_IDLE_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        """An idle open stream would draw keepalive pings "without data", which Triton's
+        gRPC server answers with GOAWAY (too_many_pings), so idle streams are closed and
+        the next request opens a new one."""
+        if self.dead:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_used
+        if not self.pending and idle >= SHARED_IDLE_S:
+            self.close()
+        else:
+            self._idle_timer = loop.call_later(max(0.1, SHARED_IDLE_S - idle), self._close_if_idle)
+
+    def usable(self, request_id: str) -> bool:
+        return not self.dead and request_id not in self.pending and request_id not in self.abandoned
+
+    async def _read(self) -> None:
+        error: BaseException | None = None
+        try:
+            while True:
+                msg = await self.call.read()
+                if msg is grpc.aio.EOF:
+                    break
+                rid = msg.infer_response.id
+                box = self.pending.get(rid)
+                if box is not None:
+                    box.put(msg)
+                elif rid in self.abandoned:
+                    p = msg.infer_response.parameters.get("triton_final_response")
+                    if msg.error_message or (p is not None and p.bool_param):
+                        del self.abandoned[rid]
+        except asyncio.CancelledError:
+            error = grpc.aio.AioRpcError(
+                grpc.StatusCode.CANCELLED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                "stream closed by the router",
+            )
+        except BaseException as exc:  # the stream (connection) failed: fail its requests
+            error = exc
+        finally:
+            self.dead = True
+            for box in self.pending.values():
+                box.put(error if error is not None else grpc.aio.EOF)
+
+    async def send(self, req: Any) -> None:
+        async with self.lock:
+            await self.call.write(req)
+
+    def abandon(self, rid: str) -> None:
+        self.abandoned[rid] = None
+        if len(self.abandoned) > _ABANDONED_MAX:
+            del self.abandoned[next(iter(self.abandoned))]
+
+    def close(self) -> None:
+        self.dead = True
+        self._idle_timer.cancel()
+        self.reader.cancel()
+        self.call.cancel()
+
+
 class TritonPool:
-    """One gRPC channel per endpoint, created lazily on the running loop."""
+    """One gRPC channel per endpoint, created lazily on the running loop.
+
+    ``stream`` opens a dedicated gRPC stream per request (closing it cancels the request
+    in Triton: used when the router may cut a generation short or the client may go
+    away); ``shared_stream`` sends the request on the endpoint's long-lived shared
+    stream (see _SharedStream) and is the fast path for everything else.
+    """
 
     def __init__(self) -> None:
         self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+        self._shared: dict[str, list[_SharedStream | None]] = {}
+        self._turn = 0
 
     def stub(self, endpoint: str) -> Any:
         entry = self._stubs.get(endpoint)
@@ -133,6 +265,11 @@ class TritonPool:
         return entry[1]
 
     async def close(self) -> None:
+        shared, self._shared = self._shared, {}
+        for slots in shared.values():
+            for s in slots:
+                if s is not None:
+                    s.close()
         stubs, self._stubs = self._stubs, {}
         for channel, _ in stubs.values():
             await channel.close()
@@ -140,8 +277,128 @@ class TritonPool:
     async def forget(self, keep: set[str]) -> None:
         """Close channels of endpoints no longer in the config."""
         for endpoint in [e for e in self._stubs if e not in keep]:
+            slots = self._shared.pop(endpoint, [])
             channel, _ = self._stubs.pop(endpoint)
             await channel.close(grace=5.0)
+            for s in slots:
+                if s is not None:
+                    s.close()
+
+    def shared_stream(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        request_id: str = "",
+    ) -> AsyncIterator[Piece]:
+        """Like stream(), on the endpoint's shared stream; closing the iterator early
+        stops waiting but does not cancel the request in Triton."""
+        if not request_id:
+            return self.stream(
+                endpoint, model, prompt, sampling, timeout_s=timeout_s, request_id=request_id
+            )
+        return self._on_shared(endpoint, model, prompt, sampling, timeout_s, request_id)
+
+    def _live_shared(self, endpoint: str) -> _SharedStream:
+        slots = self._shared.setdefault(endpoint, [None] * SHARED_STREAMS)
+        self._turn = turn = (self._turn + 1) % SHARED_STREAMS
+        shared = slots[turn]
+        if shared is None or shared.dead:
+            shared = slots[turn] = _SharedStream(self.stub(endpoint), endpoint)
+        return shared
+
+    async def _on_shared(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        timeout_s: float,
+        request_id: str,
+    ) -> AsyncIterator[Piece]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        shared = self._live_shared(endpoint)
+        if not shared.usable(request_id):  # its id is in flight there: a stream of its own
+            gen = self.stream(
+                endpoint, model, prompt, sampling, timeout_s=timeout_s, request_id=request_id
+            )
+            try:
+                async for piece in gen:
+                    yield piece
+            finally:
+                await gen.aclose()
+            return
+        req = build_request(model, prompt, sampling, request_id)
+        attempt = 0
+        while True:
+            attempt += 1
+            box = _Inbox()
+            shared.pending[request_id] = box
+            timer = loop.call_at(deadline, box.put, _TIMEOUT)
+            started = finished = False
+            try:
+                try:
+                    await shared.send(req)
+                except grpc.aio.AioRpcError as exc:
+                    raise _rpc_error(exc, endpoint, started=False) from exc
+                except Exception as exc:  # the shared stream is gone: nothing was sent
+                    shared.dead = True
+                    raise UpstreamError(f"triton {endpoint}: {exc!r}", retryable=True) from exc
+                while True:
+                    item = await box.get()
+                    if item is _TIMEOUT:
+                        raise UpstreamError(
+                            f"triton {endpoint}: DEADLINE_EXCEEDED: Deadline Exceeded",
+                            timeout=True,
+                        )
+                    if item is grpc.aio.EOF:
+                        finished = True
+                        if not started:
+                            raise UpstreamError(
+                                f"triton {endpoint}: stream closed before any response"
+                            )
+                        return
+                    if isinstance(item, grpc.aio.AioRpcError):
+                        finished = True
+                        raise _rpc_error(item, endpoint, started=started) from item
+                    if isinstance(item, BaseException):
+                        finished = True
+                        raise UpstreamError(
+                            f"triton {endpoint}: {item!r}", retryable=not started
+                        ) from item
+                    if item.error_message:
+                        finished = True
+                        raise UpstreamError(f"triton {endpoint}/{model}: {item.error_message}")
+                    piece, final = parse_response(item.infer_response)
+                    started = True
+                    finished = final
+                    if piece is not None:
+                        yield piece
+                    if final:
+                        return
+            except UpstreamError as exc:
+                if (
+                    exc.retryable
+                    and not started
+                    and attempt < RETRY_ATTEMPTS
+                    and loop.time() + RETRY_WAIT_S < deadline
+                ):
+                    await asyncio.sleep(RETRY_WAIT_S)
+                    shared = self._live_shared(endpoint)
+                    if shared.usable(request_id):
+                        continue
+                raise
+            finally:
+                timer.cancel()
+                shared.last_used = loop.time()
+                if shared.pending.get(request_id) is box:
+                    del shared.pending[request_id]
+                if not finished and not shared.dead:
+                    shared.abandon(request_id)
 
     async def stream(
         self,
