@@ -126,6 +126,13 @@ def test_budgets_apply_by_scope():
     assert out.budget_status["shop/only-p1"]["policies"] == ["p1"]
     assert conds(out.budget_status["shop/everything"])["Ready"]["status"] == "True"
     assert out.budget_status["other/elsewhere"]["policies"] == []
+    # Specialists called directly (model "ns/name") are covered too: an unscoped budget
+    # takes the whole namespace, a scoped one only the specialists it names.
+    specialists = {b.id: b.specialists for b in out.config.budgets}
+    assert specialists["shop/everything"] == ["shop/a", "shop/b"]
+    assert specialists["shop/only-p1"] == []
+    assert specialists["shop/via-b"] == ["shop/b"]
+    assert specialists["other/elsewhere"] == []
 
 
 def test_examples_from_configmap_are_merged():

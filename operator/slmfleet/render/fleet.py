@@ -205,7 +205,11 @@ def render_fleet(
         bspec: BudgetSpec = bud.spec
         covered = sorted(p.model_name for p in policy_configs if bud.id in p.budgets)
         scope = bspec.applies_to
-        named = [f"{bud.namespace}/{n}" for n in (scope.specialists if scope else [])]
+        if scope is None or (not scope.policies and not scope.specialists):
+            # Unscoped: the whole namespace, including specialists called directly.
+            named = sorted(s.id for s in specialists if s.namespace == bud.namespace)
+        else:
+            named = [f"{bud.namespace}/{n}" for n in scope.specialists]
         budget_configs.append(
             BudgetConfig(
                 id=bud.id,
