@@ -16,13 +16,17 @@ Schemes (the optional clients are imported only when their scheme is used):
 ``pvc://claim/path``
     The Pod mounts the claim at ``--source-root`` (default ``/source``); ``path`` (a file
     or a directory, relative to the claim's root) is hard-linked when on the same
-    filesystem, copied otherwise.
+    filesystem, copied otherwise. Symlinks are never followed: one that resolves inside
+    the fetched directory is kept as a (relative) link, any other fails the fetch.
 ``hf://org/name[@revision]``
     ``huggingface_hub.snapshot_download``; token from ``SLMFLEET_FETCH_TOKEN``.
 ``s3://bucket/prefix``
     boto3 (credentials and ``AWS_ENDPOINT_URL`` from the usual AWS environment).
 ``gs://bucket/prefix``
     google-cloud-storage (Application Default Credentials).
+
+For s3:// and gs:// an object key that would land outside DIR (``..`` components, an
+absolute path) fails the fetch.
 ``oci://registry/repo:tag`` or ``oci://registry/repo@sha256:...``
     the ``oras`` CLI (``oras pull``); a token in ``SLMFLEET_FETCH_TOKEN`` is passed on
     stdin, with ``SLMFLEET_FETCH_USERNAME`` as user name when set.
@@ -44,8 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -181,8 +186,41 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
+def _inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both already resolved)."""
+    return os.path.commonpath([path, root]) == root
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _copy_tree(src: str, dst: Path, where: str) -> None:
+    """Copy the resolved directory ``src`` into ``dst`` without following symlinks: a link
+    that resolves inside ``src`` is recreated as a relative link, any other is refused."""
+    for dirpath, dirnames, filenames in os.walk(src, onerror=_raise):
+        out = dst / os.path.relpath(dirpath, src)
+        out.mkdir(exist_ok=True)
+        dirnames[:] = [d for d in dirnames if d != MARKER]
+        for name in [*dirnames, *filenames]:
+            if name == MARKER:
+                continue
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if not _inside(real, src):
+                    raise FetchError(
+                        f"{where}: refusing symlink {os.path.relpath(path, src)!r}: it points "
+                        f"outside the fetched directory (to {real})"
+                    )
+                os.symlink(os.path.relpath(real, dirpath), out / name)
+            elif name in filenames:
+                _link_or_copy(path, str(out / name))
+
+
 def fetch_pvc(uri: ArtifactURI, staging: Path, *, source_root: Path) -> None:
     root = Path(source_root)
+    where = f"pvc://{uri.location}/{uri.path}"
     if not root.is_dir():
         raise FetchError(
             f"pvc://{uri.location}: the claim is not mounted at {root} "
@@ -190,17 +228,14 @@ def fetch_pvc(uri: ArtifactURI, staging: Path, *, source_root: Path) -> None:
         )
     source = root / uri.path if uri.path else root
     if not source.exists():
-        raise FetchError(f"pvc://{uri.location}/{uri.path}: {source} does not exist in the claim")
-    if source.is_dir():
-        shutil.copytree(
-            source,
-            staging,
-            copy_function=_link_or_copy,
-            dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns(MARKER),
-        )
+        raise FetchError(f"{where}: {source} does not exist in the claim")
+    real = os.path.realpath(source)
+    if not _inside(real, os.path.realpath(root)):
+        raise FetchError(f"{where}: {source} is a symlink that points outside the claim ({real})")
+    if os.path.isdir(real):
+        _copy_tree(real, staging, where)
     else:
-        _link_or_copy(str(source), str(staging / source.name))
+        _link_or_copy(real, str(staging / source.name))
 
 
 def fetch_hf(uri: ArtifactURI, staging: Path) -> None:
@@ -227,54 +262,66 @@ def _relative_key(key: str, prefix: str) -> str | None:
     return rel or None
 
 
-def fetch_s3(uri: ArtifactURI, staging: Path) -> None:
-    boto3 = require("boto3")
-    try:
-        client = boto3.client("s3")
-        paginator = client.get_paginator("list_objects_v2")
-        count = 0
-        for page in paginator.paginate(Bucket=uri.location, Prefix=uri.path):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if uri.path and key != uri.path and not key.startswith(uri.path.rstrip("/") + "/"):
-                    continue  # prefix "a/b" must not pick up "a/bc"
-                rel = _relative_key(key, uri.path)
-                if rel is None:
-                    continue
-                target = staging / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(uri.location, key, str(target))
-                count += 1
-    except FetchError:
-        raise
-    except Exception as exc:
-        raise FetchError(f"s3://{uri.location}/{uri.path}: download failed: {exc}") from exc
-    if not count:
-        raise FetchError(f"s3://{uri.location}/{uri.path}: no objects under this prefix")
+def _object_target(staging: Path, key: str, rel: str, where: str) -> Path:
+    """Where object ``key`` (``rel`` below the prefix) goes; refuses keys that would land
+    outside ``staging`` (``..`` components, absolute paths)."""
+    path = PurePosixPath(rel)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise FetchError(f"{where}: refusing object key {key!r}: it is not a path below the prefix")
+    target = staging / path
+    if not target.resolve().is_relative_to(staging.resolve()):
+        raise FetchError(f"{where}: refusing object key {key!r}: it resolves outside the download")
+    return target
 
 
-def fetch_gs(uri: ArtifactURI, staging: Path) -> None:
-    storage = require("google.cloud.storage")
+ObjectListing = Iterable[tuple[str, Callable[[str], object]]]
+
+
+def _download_prefix(where: str, prefix: str, staging: Path, objects: ObjectListing) -> None:
+    """Download every ``(key, download_to(filename))`` of ``objects`` under ``prefix`` into
+    ``staging``. ``objects`` is a generator, so client errors surface here as FetchError."""
+    count = 0
     try:
-        client = storage.Client()
-        count = 0
-        for blob in client.list_blobs(uri.location, prefix=uri.path or None):
-            name = blob.name
-            if uri.path and name != uri.path and not name.startswith(uri.path.rstrip("/") + "/"):
-                continue
-            rel = _relative_key(name, uri.path)
+        for key, download in objects:
+            if prefix and key != prefix and not key.startswith(prefix.rstrip("/") + "/"):
+                continue  # prefix "a/b" must not pick up "a/bc"
+            rel = _relative_key(key, prefix)
             if rel is None:
                 continue
-            target = staging / rel
+            target = _object_target(staging, key, rel, where)
             target.parent.mkdir(parents=True, exist_ok=True)
-            blob.download_to_filename(str(target))
+            download(str(target))
             count += 1
     except FetchError:
         raise
     except Exception as exc:
-        raise FetchError(f"gs://{uri.location}/{uri.path}: download failed: {exc}") from exc
+        raise FetchError(f"{where}: download failed: {exc}") from exc
     if not count:
-        raise FetchError(f"gs://{uri.location}/{uri.path}: no objects under this prefix")
+        raise FetchError(f"{where}: no objects under this prefix")
+
+
+def fetch_s3(uri: ArtifactURI, staging: Path) -> None:
+    boto3 = require("boto3")
+
+    def objects() -> ObjectListing:
+        client = boto3.client("s3")
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=uri.location, Prefix=uri.path):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], partial(client.download_file, uri.location, obj["Key"])
+
+    _download_prefix(f"s3://{uri.location}/{uri.path}", uri.path, staging, objects())
+
+
+def fetch_gs(uri: ArtifactURI, staging: Path) -> None:
+    storage = require("google.cloud.storage")
+
+    def objects() -> ObjectListing:
+        client = storage.Client()
+        for blob in client.list_blobs(uri.location, prefix=uri.path or None):
+            yield blob.name, blob.download_to_filename
+
+    _download_prefix(f"gs://{uri.location}/{uri.path}", uri.path, staging, objects())
 
 
 def fetch_oci(uri: ArtifactURI, staging: Path) -> None:

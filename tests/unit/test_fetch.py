@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -220,6 +221,153 @@ def test_hf_download_error_is_a_fetch_error(tmp_path, monkeypatch):
     with pytest.raises(F.FetchError, match="hf://org/name: download failed: no route to host"):
         F.fetch("hf://org/name", tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+# -- s3:// and gs:// object keys (fake clients: the path logic, not the network) -------------
+
+
+class _FakeS3:
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def get_paginator(self, operation):
+        assert operation == "list_objects_v2"
+        return self
+
+    def paginate(self, **kw):
+        keys = [k for k in self.objects if k.startswith(kw["Prefix"])]
+        yield {"Contents": [{"Key": k} for k in keys]}
+
+    def download_file(self, bucket, key, filename):
+        Path(filename).write_bytes(self.objects[key])
+
+
+class _FakeBlob:
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.data = name, data
+
+    def download_to_filename(self, filename):
+        Path(filename).write_bytes(self.data)
+
+
+class _FakeGCS:
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def list_blobs(self, bucket, prefix=None):
+        return [_FakeBlob(k, v) for k, v in self.objects.items() if k.startswith(prefix or "")]
+
+
+def _fake_bucket(monkeypatch, scheme: str, objects: dict[str, bytes]) -> None:
+    if scheme == "s3":
+        fake = SimpleNamespace(client=lambda service: _FakeS3(objects))
+        monkeypatch.setitem(sys.modules, "boto3", fake)
+    else:
+        fake = SimpleNamespace(Client=lambda: _FakeGCS(objects))
+        monkeypatch.setitem(sys.modules, "google.cloud.storage", fake)
+
+
+BUCKET_REFUSED = [
+    ("traversal", "models/m", {"models/m/ok.bin": b"ok", "models/m/../../escaped": b"x"}),
+    ("deep traversal", "models/m", {"models/m/a/../../../../escaped": b"x"}),
+    ("bare dot-dot", "", {"../escaped": b"x"}),
+    ("absolute key, empty prefix", "", {"{abs}": b"x"}),
+]
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+@pytest.mark.parametrize(
+    ("prefix", "objects"),
+    [(p, o) for _, p, o in BUCKET_REFUSED],
+    ids=[name for name, _, _ in BUCKET_REFUSED],
+)
+def test_bucket_keys_outside_the_prefix_are_refused(tmp_path, monkeypatch, scheme, prefix, objects):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    objects = {k.replace("{abs}", str(outside / "escaped")): v for k, v in objects.items()}
+    _fake_bucket(monkeypatch, scheme, objects)
+    dest = tmp_path / "a" / "b" / "c" / "weights"
+    uri = f"{scheme}://bucket/{prefix}" if prefix else f"{scheme}://bucket"
+    bad = next(k for k in objects if ".." in k or k.startswith("/"))
+    with pytest.raises(F.FetchError, match="refusing object key") as err:
+        F.fetch(uri, dest)
+    assert repr(bad) in str(err.value)
+    assert [p for p in tmp_path.rglob("*") if p.name == "escaped"] == []
+    assert not dest.exists()  # a refused fetch leaves nothing behind either
+
+
+BUCKET_OK = [
+    ("nested keys", "models/m", {"models/m/config.json": b"{}", "models/m/sub/w.bin": b"w"}),
+    ("sibling prefix ignored", "models/m", {"models/m/a.bin": b"a", "models/mm/b.bin": b"b"}),
+    ("dots inside names", "m", {"m/x..y/w.bin": b"w", "m/./z.bin": b"z", "m/": b""}),
+    ("whole bucket", "", {"a/b.bin": b"b", "c.bin": b"c"}),
+]
+BUCKET_OK_FILES = [
+    {"config.json": "{}", "sub/w.bin": "w"},
+    {"a.bin": "a"},
+    {"x..y/w.bin": "w", "z.bin": "z"},
+    {"a/b.bin": "b", "c.bin": "c"},
+]
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+@pytest.mark.parametrize(
+    ("prefix", "objects", "expected"),
+    [(p, o, e) for (_, p, o), e in zip(BUCKET_OK, BUCKET_OK_FILES, strict=True)],
+    ids=[name for name, _, _ in BUCKET_OK],
+)
+def test_bucket_keys_below_the_prefix_are_fetched(
+    tmp_path, monkeypatch, scheme, prefix, objects, expected
+):
+    _fake_bucket(monkeypatch, scheme, objects)
+    dest = tmp_path / "weights"
+    F.fetch(f"{scheme}://bucket/{prefix}" if prefix else f"{scheme}://bucket", dest)
+    assert _files(dest) == expected
+
+
+# -- pvc:// symlinks -------------------------------------------------------------------------
+
+
+def test_pvc_symlink_to_a_file_outside_the_claim_is_refused(tmp_path, claim):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not copy")
+    (claim / "retail" / "orders" / "tokenizer" / "leak.txt").symlink_to(secret)
+    dest = tmp_path / "d"
+    with pytest.raises(F.FetchError, match=r"refusing symlink 'tokenizer/leak\.txt'"):
+        F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt", "source"]
+
+
+def test_pvc_symlink_to_a_directory_outside_the_claim_is_refused(tmp_path, claim):
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0")
+    (claim / "retail" / "orders" / "etc").symlink_to(outside)
+    with pytest.raises(F.FetchError, match="points outside the fetched directory"):
+        F.fetch("pvc://models/retail/orders", tmp_path / "d", source_root=claim)
+    assert not (tmp_path / "d").exists()
+
+
+def test_pvc_source_that_is_a_symlink_out_of_the_claim_is_refused(tmp_path, claim):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not copy")
+    (claim / "model.bin").symlink_to(secret)
+    with pytest.raises(F.FetchError, match="points outside the claim"):
+        F.fetch("pvc://models/model.bin", tmp_path / "d", source_root=claim)
+    assert not (tmp_path / "d").exists()
+
+
+def test_pvc_symlinks_inside_the_tree_stay_relative_links(tmp_path, claim):
+    model = claim / "retail" / "orders"
+    (model / "vocab.txt").symlink_to(model / "tokenizer" / "vocab.txt")  # absolute, inside
+    (model / "tok").symlink_to("tokenizer")  # relative, to a directory
+    dest = tmp_path / "d"
+    F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+    assert os.readlink(dest / "vocab.txt") == "tokenizer/vocab.txt"
+    assert os.readlink(dest / "tok") == "tokenizer"
+    assert (dest / "vocab.txt").read_text() == "a\nb\n"
+    assert (dest / "tok" / "vocab.txt").read_text() == "a\nb\n"
 
 
 # -- missing dependencies ------------------------------------------------------------------

@@ -220,3 +220,30 @@ def test_export_stand_ins_writes_the_claim_layout(tmp_path):
             "standin.py",
         ]
     assert export_stand_ins(load_fleet(RETAIL), tmp_path / "x", claim="other") == []
+
+
+EXPORT_REFUSED = [
+    "pvc://models/../../escaped",
+    "pvc://models/retail/../../../escaped",
+    "pvc://models/{abs}/escaped",  # pvc://models//abs/... : an absolute path
+]
+
+
+@pytest.mark.parametrize("uri", EXPORT_REFUSED)
+def test_export_stand_ins_refuses_paths_outside_the_root(tmp_path, uri):
+    uri = uri.replace("{abs}", str(tmp_path))
+    spec = f"""\
+apiVersion: slmfleet.io/v1alpha1
+kind: SLMSpecialist
+metadata: {{name: sneaky}}
+spec:
+  model: {{uri: "{uri}", backend: python, parameters: {{standin: generalist}}}}
+  domain: {{keywords: [x]}}
+"""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    write(folder, {"s.yaml": spec, "p.yaml": POLICY.replace("[a, b]", "[sneaky]")})
+    root = tmp_path / "a" / "b" / "root"
+    with pytest.raises(ManifestError, match=r"SLMSpecialist 'sneaky'.*inside the claim"):
+        export_stand_ins(load_fleet(folder), root)
+    assert [p for p in tmp_path.rglob("*") if p.name == "escaped"] == []

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -497,6 +497,22 @@ def pids(fleet: LocalFleet) -> Iterator[int]:
 __all__ += ["free_port", "pids", "port_is_free"]
 
 
+def _claim_target(root: Path, sub: str, name: str) -> Path:
+    """``root/sub``, refusing a ``sub`` that would land outside ``root``."""
+    path = PurePosixPath(sub)
+    target = root / path
+    if (
+        path.is_absolute()
+        or ".." in path.parts
+        or not target.resolve().is_relative_to(root.resolve())
+    ):
+        raise ManifestError(
+            f"SLMSpecialist {name!r}: model.uri path {sub!r} must stay inside the claim "
+            "(no '..' components, not absolute)"
+        )
+    return target
+
+
 def export_stand_ins(
     fleet: FleetManifests, root: Path | str, claim: str | None = None
 ) -> list[Path]:
@@ -515,7 +531,7 @@ def export_stand_ins(
         uri_claim, _, sub = model.uri.removeprefix("pvc://").partition("/")
         if claim is not None and uri_claim != claim:
             continue
-        target = Path(root) / sub if sub else Path(root)
+        target = _claim_target(Path(root), sub, item.name)
         target.mkdir(parents=True, exist_ok=True)
         for filename in _FILES:
             shutil.copyfile(_SOURCES / filename, target / filename)
