@@ -111,6 +111,7 @@ class RouterApp:
                 )
                 return False
             self.snapshot = snap
+            self._prune_fit_cache(snap)
             m.bound(m.RELOADS, "ok").inc()
             log.info(
                 "config %s loaded: %d policies, %d specialists",
@@ -120,6 +121,12 @@ class RouterApp:
             )
             await self.pool.forget({s.endpoint for s in snap.config.specialists})
             return True
+
+    def _prune_fit_cache(self, snap: Snapshot) -> None:
+        """Keep only the classifiers the serving snapshot uses (the cache would otherwise
+        hold every classifier ever fitted)."""
+        used = {id(p.classifier) for p in snap.policies.values() if p.classifier is not None}
+        self._fit_cache = {k: v for k, v in self._fit_cache.items() if id(v) in used}
 
     def _build(self, raw: bytes, digest: str) -> Snapshot:
         cfg = parse_config(raw)
@@ -284,6 +291,12 @@ class RouterApp:
         except ClientGone:
             d.status = 499
             d.error = "client disconnected"
+        except Exception as exc:  # a bug: still an OpenAI error body, never text/plain
+            log.exception("internal error serving %s", rid)
+            d.status = 500
+            d.error = f"internal error: {exc!r}"
+            err = _internal_error()
+            await _json(send, 500, err.body(), d.headers())
         finally:
             total = time.perf_counter() - t0
             self._observe(d, total)
@@ -347,6 +360,17 @@ class RouterApp:
                 )
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
                 return
+            except ClientGone:
+                raise
+            except Exception as exc:
+                if not started:
+                    raise  # _completion answers a 500 with an error body
+                log.exception("internal error mid-stream in %s", d.request_id)
+                d.status = 500
+                d.error = f"internal error: {exc!r}"
+                await _sse(send, _internal_error().body())
+                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+                return
             if not started:
                 await start()
                 if out.text:
@@ -398,6 +422,10 @@ def _resp_id(req: ParsedRequest, rid: str) -> str:
 
 def _err(status: int, message: str, *, code: str | None = None) -> dict[str, Any]:
     return RouterError(status, message, code=code).body()
+
+
+def _internal_error() -> RouterError:
+    return RouterError(500, "internal server error", type="server_error", code="internal_error")
 
 
 def _auth_error() -> RouterError:

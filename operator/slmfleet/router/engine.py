@@ -8,9 +8,10 @@ outcome in a Decision that becomes the response headers, the log line and the me
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from .acceptance import evaluate
 from .breaker import Breaker, BreakerConfig, allow, record
 from .cascade import next_index, skip_reason, start_index
 from .errors import RouterError, UpstreamError, unknown_model
-from .protocol import ParsedRequest, estimate_tokens
+from .protocol import ParsedRequest, estimate_tokens, routing_excerpt
 from .routing import RouteDecision, choose_route
 from .snapshot import PolicyRuntime, Snapshot, TierRuntime
 from .spend import SpendLedger, SpendVerdict, cost_usd, verdict
@@ -31,6 +32,37 @@ from .upstream import ExternalClients, TritonPool
 
 log = logging.getLogger("slmfleet.router")
 cases = logging.getLogger("slmfleet.router.review")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _setup_case_log() -> None:
+    """Human-review cases are the review queue (docs/router.md): one JSON line each on
+    stderr, at INFO on a logger of their own that does not propagate, so --log-level
+    (the root logger's level) never drops a case."""
+    if not any(isinstance(h, _StderrHandler) for h in cases.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        h.setLevel(logging.INFO)
+        cases.addHandler(h)
+    cases.setLevel(logging.INFO)
+    cases.propagate = False
+
+
+_setup_case_log()
 
 Emit = Callable[[str], Awaitable[None]]
 
@@ -158,7 +190,11 @@ class Engine:
         if amount <= 0:
             return
         now = self.wallclock()
+        seen: set[str] = set()
         for b in budgets:
+            if b.id in seen:  # each Budget is charged once, however it applies
+                continue
+            seen.add(b.id)
             for w in b.spend:
                 win = self.ledger.window(b.id, w)
                 win.add(now, amount)
@@ -167,6 +203,32 @@ class Engine:
                 m.bound(m.BUDGET_EXCEEDED, b.id, w.window, w.action).set(
                     1 if total >= w.limit_usd else 0
                 )
+
+    @staticmethod
+    def _budgets(
+        snap: Snapshot, policy: PolicyRuntime, sid: str | None
+    ) -> tuple[BudgetConfig, ...]:
+        """The policy's Budgets plus those covering specialist ``sid`` (each once)."""
+        budgets = policy.budgets
+        if sid is not None:
+            ids = {b.id for b in budgets}
+            extra = tuple(b for b in snap.budgets_by_specialist.get(sid, ()) if b.id not in ids)
+            budgets = budgets + extra
+        return budgets
+
+    def _reject(self, policy: PolicyRuntime, spend: SpendVerdict) -> RouterError:
+        m.bound(m.BUDGET_REJECTIONS, policy.model_name).inc()
+        return RouterError(
+            429,
+            f"spend budget exceeded ({', '.join(spend.exceeded)}); retry later",
+            type="rate_limit_error",
+            code="budget_exceeded",
+            headers={"retry-after": str(max(1, spend.retry_after_s))},
+        )
+
+    @staticmethod
+    def _note_exceeded(d: Decision, spend: SpendVerdict) -> None:
+        d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *spend.exceeded)))
 
     # ---- request ----------------------------------------------------------------------
     async def run(
@@ -181,6 +243,7 @@ class Engine:
         policy = snap.policies.get(req.model)
         if policy is None:
             raise unknown_model(req.model)
+        started = self.clock()
         d.policy = policy.model_name
         d.metric_policy = policy.model_name
         d.prompt_tokens = 0
@@ -188,21 +251,30 @@ class Engine:
         spend = self._verdict(policy.budgets)
         d.budget_exceeded = spend.exceeded
         if spend.reject:
-            m.bound(m.BUDGET_REJECTIONS, policy.model_name).inc()
-            raise RouterError(
-                429,
-                f"spend budget exceeded ({', '.join(spend.exceeded)}); retry later",
-                type="rate_limit_error",
-                code="budget_exceeded",
-                headers={"retry-after": str(max(1, spend.retry_after_s))},
-            )
-        d.degraded = spend.degrade
+            raise self._reject(policy, spend)
+        degrade = spend.degrade
 
-        route = self._route(snap, policy, req, degrade=spend.degrade)
+        route = self._route(snap, policy, req, degrade=degrade)
+        if route.specialist is not None and not policy.direct:
+            # The routed specialist's own Budgets count too (reject, or re-route cheaply).
+            routed_spend = self._verdict(self._budgets(snap, policy, route.specialist))
+            self._note_exceeded(d, routed_spend)
+            if routed_spend.reject:
+                raise self._reject(policy, routed_spend)
+            if routed_spend.degrade and not degrade:
+                degrade = True
+                route = self._route(snap, policy, req, degrade=True)
+        d.degraded = degrade
         d.route = route.specialist or "-"
         d.route_source = route.source
         d.confidence = route.confidence
         m.bound(m.ROUTING_CONFIDENCE, policy.model_name).observe(route.confidence)
+
+        # maxLatencyMs is for the whole request (every tier), from its start.
+        latency = self._caps(snap, policy, route.specialist, req)[0].max_latency_ms
+        if latency is not None:
+            budget_deadline = started + latency / 1000
+            deadline = budget_deadline if deadline is None else min(deadline, budget_deadline)
 
         tiers = policy.tier_cfgs
         idx = start_index(tiers, policy.fallback, route.specialist is not None)
@@ -210,14 +282,33 @@ class Engine:
             d.escalations.append(f"routing:{route.source}")
             m.bound(m.ESCALATIONS, policy.model_name, "routing", route.source).inc()
         cost_of = {sid: c.cost_per_mtok for sid, c in snap.candidates.items()}
-        last: Outcome | None = None
+        last: tuple[Outcome, str, str, bool, float | None] | None = None
         last_error: UpstreamError | None = None
+        rejected: SpendVerdict | None = None
+        out_of_time = False
         while idx is not None:
             tier = policy.tiers[idx]
             cfg = tier.cfg
             nxt = next_index(tiers, policy.fallback, idx, failed=False)
+            if deadline is not None and self.clock() >= deadline:
+                out_of_time = True  # the request's time is up: no more escalation
+                self._escalate(d, policy, cfg.name, "timeout")
+                break
+            tier_degrade = degrade
+            if cfg.human is None and cfg.external is None:
+                sid = route.specialist if cfg.routed else cfg.specialist
+                if sid is not None and sid != route.specialist:
+                    tier_spend = self._verdict(self._budgets(snap, policy, sid))
+                    self._note_exceeded(d, tier_spend)
+                    if tier_spend.reject:
+                        rejected = tier_spend
+                        self._escalate(d, policy, cfg.name, "budget_exceeded")
+                        idx = nxt
+                        continue
+                    if tier_spend.degrade:
+                        tier_degrade = d.degraded = True
             reason = skip_reason(
-                cfg, routed_specialist=route.specialist, degrade=spend.degrade, cost_of=cost_of
+                cfg, routed_specialist=route.specialist, degrade=tier_degrade, cost_of=cost_of
             )
             if reason is None and nxt is not None:
                 # Routing confidence is known before the call: don't pay for a doomed answer.
@@ -229,6 +320,7 @@ class Engine:
                 idx = nxt
                 continue
             d.tier = cfg.name
+            d.truncated = False
             live = (
                 emit
                 if (emit is not None and (nxt is None or not tier.accept.checks_answer))
@@ -236,7 +328,7 @@ class Engine:
             )
             try:
                 out, answer_conf = await self._call_tier(
-                    snap, policy, tier, route, req, d, live, deadline
+                    snap, policy, tier, route, req, d, live, deadline, started
                 )
             except UpstreamError as exc:
                 last_error = exc
@@ -246,6 +338,7 @@ class Engine:
                 if d.status == -1:  # already streamed to the client: cannot fall back
                     raise
                 if deadline is not None and self.clock() >= deadline:
+                    out_of_time = True
                     break
                 idx = next_index(tiers, policy.fallback, idx, failed=True)
                 continue
@@ -261,25 +354,29 @@ class Engine:
                 return out
             for r in reasons:
                 self._escalate(d, policy, cfg.name, r)
-            last = out
+            last = (out, d.tier, d.target, d.truncated, answer_conf)
             if out.emitted:
                 d.accepted = False
                 return out
             idx = nxt
         if last is not None:
+            # The headers describe the answer returned, not the tier that failed after it.
+            out, d.tier, d.target, d.truncated, d.answer_confidence = last
             d.accepted = False
-            return last
+            return out
+        if out_of_time or (last_error is not None and last_error.timeout):
+            raise RouterError(
+                504,
+                f"upstream timeout: {last_error or 'request deadline (maxLatencyMs) exceeded'}",
+                type="upstream_error",
+                code="upstream_timeout",
+            )
         if last_error is not None:
-            if last_error.timeout:
-                raise RouterError(
-                    504,
-                    f"upstream timeout: {last_error}",
-                    type="upstream_error",
-                    code="upstream_timeout",
-                )
             raise RouterError(
                 502, f"upstream failure: {last_error}", type="upstream_error", code="upstream_error"
             )
+        if rejected is not None:
+            raise self._reject(policy, rejected)
         raise RouterError(
             502, "no cascade tier could serve the request", type="upstream_error", code="no_tier"
         )
@@ -295,10 +392,11 @@ class Engine:
             return RouteDecision(policy.specialists[0], 1.0, "direct")
         candidates = {sid: snap.candidates[sid] for sid in policy.specialists}
         clf = policy.classifier
-        scores = (lambda: dict(clf.predict(req.routing_text).scores)) if clf is not None else None
+        text = routing_excerpt(req.routing_text)  # bounded: see protocol.routing_excerpt
+        scores = (lambda: dict(clf.predict(text).scores)) if clf is not None else None
         r = policy.routing
         return choose_route(
-            req.routing_text,
+            text,
             rules=policy.rules,
             scores=scores,
             candidates=candidates,
@@ -311,11 +409,7 @@ class Engine:
     def _caps(
         self, snap: Snapshot, policy: PolicyRuntime, sid: str | None, req: ParsedRequest
     ) -> tuple[Caps, tuple[BudgetConfig, ...]]:
-        budgets = policy.budgets
-        if sid is not None:
-            extra = snap.budgets_by_specialist.get(sid, ())
-            if extra:
-                budgets = budgets + tuple(b for b in extra if b not in budgets)
+        budgets = self._budgets(snap, policy, sid)
         limits = [b.per_request for b in budgets if b.per_request is not None]
         return effective_caps(limits, req.max_tokens), budgets
 
@@ -329,6 +423,7 @@ class Engine:
         d: Decision,
         emit: Emit | None,
         deadline: float | None,
+        started: float | None = None,
     ) -> tuple[Outcome, float | None]:
         cfg: CascadeTier = tier.cfg
         if cfg.human is not None:
@@ -351,12 +446,16 @@ class Engine:
         sid = route.specialist if cfg.routed else cfg.specialist
         caps, budgets = self._caps(snap, policy, sid, req)
         now = self.clock()
+        # ``deadline`` is the request's (run() derives it from maxLatencyMs at its start);
+        # a tier's own specialist Budget may be tighter, still counted from that start.
         if caps.max_latency_ms is not None:
-            budget_deadline = now + caps.max_latency_ms / 1000
-            deadline = budget_deadline if deadline is None else min(deadline, budget_deadline)
+            tier_deadline = (now if started is None else started) + caps.max_latency_ms / 1000
+            deadline = tier_deadline if deadline is None else min(deadline, tier_deadline)
         timeout = cfg.timeout_ms / 1000
-        if deadline is not None:
-            timeout = min(timeout, deadline - now)
+        own_timeout = True
+        if deadline is not None and deadline - now < timeout:
+            timeout = deadline - now
+            own_timeout = False
             if timeout <= 0:
                 raise UpstreamError("request deadline exceeded", timeout=True)
         if cfg.external is not None:
@@ -369,7 +468,9 @@ class Engine:
         if not spec.ready:
             raise UpstreamError(f"specialist {sid} is not ready", reason="unready")
         d.target = sid
-        return await self._specialist(policy, cfg, spec, req, d, caps, budgets, timeout, emit)
+        return await self._specialist(
+            policy, cfg, spec, req, d, caps, budgets, timeout, emit, own_timeout=own_timeout
+        )
 
     async def _external(self, policy, cfg, req, d, caps, budgets, timeout) -> Outcome:
         ext = cfg.external
@@ -440,6 +541,8 @@ class Engine:
         budgets: tuple[BudgetConfig, ...],
         timeout: float,
         emit: Emit | None,
+        *,
+        own_timeout: bool = True,
     ) -> tuple[Outcome, float | None]:
         endpoint = spec.endpoint
         now = self.clock()
@@ -460,8 +563,10 @@ class Engine:
         emitted = False
         action = "continue"
         fault = False
+        ok = succeeded = False
         t0 = self.clock()
         prompt_tokens = estimate_tokens(req.prompt)
+        answer_st = st
         # Nothing to cancel in Triton (no live client, no reasoning cut): the pool's
         # shared stream, when it has one, saves opening a gRPC stream per request.
         open_stream = self.pool.stream
@@ -527,8 +632,12 @@ class Engine:
                             break
                 finally:
                     await gen.aclose()
+            ok = succeeded = True
         except UpstreamError as exc:
-            fault = exc.timeout or exc.retryable or "UNAVAILABLE" in str(exc)
+            # A deadline shortened by maxLatencyMs says nothing about the endpoint.
+            fault = (exc.timeout and own_timeout) or exc.retryable or "UNAVAILABLE" in str(exc)
+            # The endpoint answered (e.g. a model error): healthy, as before.
+            ok = not fault and not exc.timeout
             if emitted:
                 d.status = -1  # the client already has part of this answer
             raise
@@ -536,17 +645,27 @@ class Engine:
             dt = self.clock() - t0
             d.upstream_s += dt
             m.bound(m.UPSTREAM, policy.model_name, spec.id, cfg.name).observe(dt)
-            nb = record(
-                self.breakers.get(endpoint, Breaker()), not fault, self.clock(), self.breaker_config
-            )
+            cur = self.breakers.get(endpoint, Breaker())
+            if ok or fault:
+                nb = record(cur, not fault, self.clock(), self.breaker_config)
+            else:
+                # Neither proof of health nor an endpoint fault (client gone, cancelled,
+                # a budget-shortened deadline): only free a half-open probe.
+                nb = replace(cur, probing=False)
             self.breakers[endpoint] = nb
             m.bound(m.CIRCUIT_OPEN, endpoint).set(1 if nb.state == "open" else 0)
-        rt = st.reasoning_tokens
-        ct = rt + st.answer_tokens + (answer_st.answer_tokens if answer_st is not st else 0)
-        cost = cost_usd(
-            prompt_tokens, ct, spec.cost.input_per_million_usd, spec.cost.output_per_million_usd
-        )
-        self._account(policy, spec.id, d, budgets, prompt_tokens, ct, rt, cost)
+            # Charge what was generated, also when the call failed, timed out or the
+            # client went away (then only if the model produced anything).
+            rt = st.reasoning_tokens
+            ct = rt + st.answer_tokens + (answer_st.answer_tokens if answer_st is not st else 0)
+            if succeeded or ct > 0:
+                cost = cost_usd(
+                    prompt_tokens,
+                    ct,
+                    spec.cost.input_per_million_usd,
+                    spec.cost.output_per_million_usd,
+                )
+                self._account(policy, spec.id, d, budgets, prompt_tokens, ct, rt, cost)
         finish = "length" if action == "length" or (ocap is not None and ct >= ocap) else "stop"
         answer = answer_st.answer if answer_st is not st else st.answer
         return Outcome(answer, st.reasoning.strip(), finish, emitted), conf

@@ -18,6 +18,18 @@ from .errors import bad_request
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 #: OpenAI sampling fields forwarded to Triton's sampling_parameters as they are.
 PASSTHROUGH = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+#: Routing (rules and classifier) sees at most the first ROUTING_HEAD_CHARS and the last
+#: ROUTING_TAIL_CHARS of the routing text: char n-gram TF-IDF over a multi-MB message
+#: would block the event loop for seconds.
+ROUTING_HEAD_CHARS = 2000
+ROUTING_TAIL_CHARS = 1000
+
+
+def routing_excerpt(text: str) -> str:
+    """The part of a (possibly huge) message that routing looks at."""
+    if len(text) <= ROUTING_HEAD_CHARS + ROUTING_TAIL_CHARS:
+        return text
+    return text[:ROUTING_HEAD_CHARS] + "\n" + text[-ROUTING_TAIL_CHARS:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +108,12 @@ def parse_chat(body: Any, *, max_messages: int) -> ParsedRequest:
         )
     norm = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        role = m.get("role") if isinstance(m, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise bad_request("each message needs a valid 'role'", param=f"messages[{i}].role")
         norm.append({"role": m["role"], "content": _text_of(m.get("content"), i)})
     users = [m["content"] for m in norm if m["role"] == "user"]
-    routing_text = users[-1] if users else norm[-1]["content"]
+    routing_text = routing_excerpt(users[-1] if users else norm[-1]["content"])
     return ParsedRequest(
         kind="chat",
         model=model,
@@ -125,7 +138,7 @@ def parse_completion(body: Any) -> ParsedRequest:
         kind="completion",
         model=model,
         prompt=prompt,
-        routing_text=prompt,
+        routing_text=routing_excerpt(prompt),
         messages=({"role": "user", "content": prompt},),
         stream=stream,
         include_usage=include_usage,

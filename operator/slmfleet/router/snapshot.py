@@ -151,7 +151,9 @@ def build_snapshot(
             tiers=(TierRuntime(tier, compile_acceptance(tier.accept)),),
             tier_cfgs=(tier,),
             fallback=None,
-            budgets=(),
+            # The Budgets covering this specialist (a Budget without appliesTo covers
+            # every specialist of its namespace): addressing it by id must not bypass them.
+            budgets=by_spec.get(s.id, ()),
             direct=True,
         )
         models.append(

@@ -1,8 +1,9 @@
 """Spend, pure: request cost, rolling spend windows and the verdict of a budget's windows.
 
-Windows are in-process (each router replica keeps its own; the operator aggregates
-spend across replicas from the metrics). Time is passed in, never read, so every
-decision is reproducible in tests.
+Windows are in-process: each router replica keeps its own and enforces the limits on
+its own traffic only, and they start empty when the process restarts (aggregating
+spend across replicas is future work; the slmfleet_router_spend_usd metric is per
+replica). Time is passed in, never read, so every decision is reproducible in tests.
 """
 
 from __future__ import annotations

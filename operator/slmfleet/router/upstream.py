@@ -224,7 +224,16 @@ class _SharedStream:
             for box in self.pending.values():
                 box.put(error if error is not None else grpc.aio.EOF)
 
-    async def send(self, req: Any) -> None:
+    async def send(self, req: Any, timeout_s: float | None = None) -> None:
+        """Write one request; a write (or the wait for the lock) stuck past ``timeout_s``
+        marks the stream dead (new requests open another one) and raises TimeoutError."""
+        try:
+            await asyncio.wait_for(self._send(req), timeout_s)
+        except TimeoutError:
+            self.dead = True
+            raise
+
+    async def _send(self, req: Any) -> None:
         async with self.lock:
             await self.call.write(req)
 
@@ -342,7 +351,12 @@ class TritonPool:
             started = finished = False
             try:
                 try:
-                    await shared.send(req)
+                    await shared.send(req, max(0.0, deadline - loop.time()))
+                except TimeoutError as exc:
+                    raise UpstreamError(
+                        f"triton {endpoint}: DEADLINE_EXCEEDED: stuck writing the request",
+                        timeout=True,
+                    ) from exc
                 except grpc.aio.AioRpcError as exc:
                     raise _rpc_error(exc, endpoint, started=False) from exc
                 except Exception as exc:  # the shared stream is gone: nothing was sent
@@ -550,14 +564,20 @@ class ExternalClients:
                 raise UpstreamError(f"external {url}: {exc}") from exc
 
         resp = None
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(RETRY_ATTEMPTS),
-            wait=wait_fixed(RETRY_WAIT_S),
-            retry=retry_if_exception(_is_retryable),
-            reraise=True,
-        ):
-            with attempt:
-                resp = await once()
+        # httpx's timeout is per phase (connect, read, ...) and a retry starts afresh:
+        # the whole call, retry included, must fit in the time the tier has.
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(RETRY_ATTEMPTS),
+                    wait=wait_fixed(RETRY_WAIT_S),
+                    retry=retry_if_exception(_is_retryable),
+                    reraise=True,
+                ):
+                    with attempt:
+                        resp = await once()
+        except TimeoutError as exc:
+            raise UpstreamError(f"external {url}: timeout", timeout=True) from exc
         assert resp is not None
         if resp.status_code >= 400:
             raise UpstreamError(
