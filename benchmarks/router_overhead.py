@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -61,6 +60,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 
 from slmfleet.local import TritonServer, default_fleet, write_model_repository  # noqa: E402
+from slmfleet.local.procs import stop_group  # noqa: E402
 from slmfleet.router.upstream import TritonPool  # noqa: E402
 
 LITELLM_VERSION = "1.106.0"  # 1.106.1+ and 1.105.x want a certifi newer than PyPI serves here
@@ -116,16 +116,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
 
 
 def stop_proc(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc, timeout=15)
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from .procs import stop_group
 
 REPO = Path(__file__).resolve().parents[3]
 ADMIN_TOKEN = "slmfleet-admin-token"
@@ -326,14 +327,6 @@ class LocalCluster:
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(self.procs.pop(name))
         if self.workdir and not os.environ.get("SLMFLEET_KEEP_CLUSTER"):
             shutil.rmtree(self.workdir, ignore_errors=True)

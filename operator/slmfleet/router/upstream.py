@@ -273,25 +273,23 @@ class TritonPool:
             )
         return entry[1]
 
+    async def _drop(self, endpoint: str, grace: float | None) -> None:
+        # Shared streams never end on their own: close them first, so the channel's
+        # grace period waits only for dedicated streams still in flight.
+        for s in self._shared.pop(endpoint, []):
+            if s is not None:
+                s.close()
+        channel, _ = self._stubs.pop(endpoint)
+        await channel.close(grace=grace)
+
     async def close(self) -> None:
-        shared, self._shared = self._shared, {}
-        for slots in shared.values():
-            for s in slots:
-                if s is not None:
-                    s.close()
-        stubs, self._stubs = self._stubs, {}
-        for channel, _ in stubs.values():
-            await channel.close()
+        for endpoint in list(self._stubs):
+            await self._drop(endpoint, None)
 
     async def forget(self, keep: set[str]) -> None:
         """Close channels of endpoints no longer in the config."""
         for endpoint in [e for e in self._stubs if e not in keep]:
-            slots = self._shared.pop(endpoint, [])
-            channel, _ = self._stubs.pop(endpoint)
-            await channel.close(grace=5.0)
-            for s in slots:
-                if s is not None:
-                    s.close()
+            await self._drop(endpoint, 5.0)
 
     def shared_stream(
         self,
