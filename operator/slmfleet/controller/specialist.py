@@ -52,7 +52,10 @@ async def apply_children(
     configmap, *rest = build_children(owner, spec, fetcher_image=rt.config.fetcher_image)
     await converge(configmap)
     applied = await asyncio.gather(*(converge(child) for child in rest))
-    return next(c for c in applied if c["kind"] == "Deployment")
+    # By what we asked for: bodies from a watch listing may carry no kind.
+    return next(
+        live for want, live in zip(rest, applied, strict=True) if want["kind"] == "Deployment"
+    )
 
 
 async def refresh_status(key: Key) -> None:
@@ -143,7 +146,8 @@ async def reconcile(key: Key) -> None:
             rt.store.reconciled[key] = generation
             await refresh_status(key)
             kopf.warn(event_target(key, meta.get("uid")), reason="ReconcileFailed", message=message)
-            if isinstance(err, ApiError) and not err.permanent:
+            if isinstance(err, ApiError):
+                # Even a refusal (admission, quota) can lift without a spec change.
                 schedule_retry(key, generation)
             return
         rt.store.errors.pop(key, None)
@@ -161,8 +165,9 @@ def needs_reconcile(body: dict[str, Any], reconciled: int | None) -> bool:
 
 
 def schedule_retry(key: Key, generation: int | None) -> None:
-    """Transient failures (throttling, conflicts, the API server away) retry with
-    exponential backoff, capped at a minute; a new generation retries at once."""
+    """Failed applies retry with exponential backoff capped at a minute (throttling and
+    outages heal in seconds, refusals by admission when someone lifts them); a new
+    generation retries at once."""
     rt = runtime()
     attempt = rt.store.attempts.get(key, 0) + 1
     rt.store.attempts[key] = attempt
@@ -211,7 +216,11 @@ def schedule_refresh(key: Key) -> None:
     async def later() -> None:
         await asyncio.sleep(rt.config.status_delay_seconds)
         rt.store.pending.discard(key)
-        await refresh_status(key)
+        try:
+            await refresh_status(key)
+        except ApiError as err:  # the retries inside the client ran out: try again later
+            log.warning("%s/%s: status not written, retrying: %s", *key, err)
+            schedule_refresh(key)
 
     spawn(later())
 
