@@ -202,3 +202,83 @@ def test_domain_texts_use_description_and_keywords():
     assert "Computer and IT support." in texts
     assert "vpn" in texts
     assert "password, laptop, vpn, printer, wifi" in texts
+
+
+# -- out-of-domain examples (negatives) -------------------------------------------------
+NEGATIVES = [
+    "who won the super bowl last year",
+    "what was the score of the football game",
+    "which team won the world cup in 2010",
+    "write a short poem about the sea",
+    "compose a haiku about autumn leaves",
+    "what is the capital of australia",
+    "what is the population of canada",
+    "tell me a fun fact about the moon",
+]
+NEGATIVE_HEAVY = ["who won the football world cup in 2006", "write a poem about the mountains"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("none", [(), [], ["", "  \n"]])
+def test_no_negatives_is_the_old_classifier(mode, none):
+    texts = [t for t, _ in ROUTED] + OUT_OF_DOMAIN + NEGATIVE_HEAVY
+    old = DomainClassifier.fit(FLEET, embed=mode)
+    new = DomainClassifier.fit(FLEET, embed=mode, negatives=none)
+    assert [new.predict(t) for t in texts] == [old.predict(t) for t in texts]
+    assert new.predict_many(texts) == old.predict_many(texts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_negatives_lower_confidence_of_negative_like_requests(mode):
+    old = DomainClassifier.fit(FLEET, embed=mode)
+    neg = DomainClassifier.fit(FLEET, embed=mode, negatives=NEGATIVES)
+    for t in NEGATIVE_HEAVY:
+        a, b = old.predict(t), neg.predict(t)
+        assert b.confidence < a.confidence, (t, a, b)
+        assert b.best in FLEET  # still a domain: the caller's threshold decides
+        assert set(b.scores) == set(FLEET)
+        assert b.confidence == pytest.approx(b.scores[b.best])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_negatives_keep_in_domain_routing(mode):
+    clf = DomainClassifier.fit(FLEET, embed=mode, negatives=NEGATIVES)
+    for text, want in ROUTED:
+        r = clf.predict(text)
+        assert r.best == want, r
+        assert 0.0 <= r.confidence <= 1.0
+    in_conf = sorted(clf.predict(t).confidence for t, _ in ROUTED)
+    oos_conf = [clf.predict(t).confidence for t in OUT_OF_DOMAIN + NEGATIVE_HEAVY]
+    assert max(oos_conf) < in_conf[len(in_conf) // 2], (oos_conf, in_conf)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_negatives_with_a_single_domain(mode):
+    only = {"x/only": FLEET["home/kitchen"]}
+    old = DomainClassifier.fit(only, embed=mode)
+    clf = DomainClassifier.fit(only, embed=mode, negatives=NEGATIVES)
+    r_in = clf.predict("give me a recipe for lasagna")
+    r_out = clf.predict(NEGATIVE_HEAVY[0])
+    assert r_in.best == r_out.best == "x/only"
+    assert r_in.confidence > r_out.confidence
+    assert r_out.confidence < old.predict(NEGATIVE_HEAVY[0]).confidence
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_negatives_deterministic_and_batch_equals_single(mode):
+    texts = [t for t, _ in ROUTED] + OUT_OF_DOMAIN + NEGATIVE_HEAVY
+    a = DomainClassifier.fit(FLEET, embed=mode, negatives=NEGATIVES)
+    b = DomainClassifier.fit(FLEET, embed=mode, negatives=NEGATIVES)
+    ra = [a.predict(t) for t in texts]
+    assert ra == [b.predict(t) for t in texts]
+    for x, y in zip(a.predict_many(texts), ra, strict=True):
+        assert x.best == y.best
+        assert x.confidence == pytest.approx(y.confidence, abs=1e-4)
+
+
+def test_negative_equal_to_a_domain_text_is_ignored():
+    example = FLEET["fin/banking"].examples[0]
+    a = DomainClassifier.fit(FLEET, embed=False, negatives=NEGATIVES)
+    b = DomainClassifier.fit(FLEET, embed=False, negatives=[*NEGATIVES, example, " "])
+    texts = [t for t, _ in ROUTED] + NEGATIVE_HEAVY
+    assert [a.predict(t) for t in texts] == [b.predict(t) for t in texts]
