@@ -60,6 +60,10 @@ class SemanticRouting(KubeModel):
     """Route by similarity to each specialist's domain (description, keywords, examples)."""
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     """Below this routing confidence the request is out of domain and goes to fallback."""
+    out_of_domain_examples: list[str] = Field(default_factory=list, max_length=5000)
+    """Requests that belong to none of the specialists (off-topic traffic seen in
+    production): the classifier learns them as a class of their own, which lowers the
+    confidence of look-alikes so they go to fallback."""
 
 
 class CostAwareRouting(KubeModel):

@@ -33,13 +33,17 @@ class Classifier(Protocol):
         ...
 
 
-ClassifierFactory = Callable[[Mapping[str, DomainConfig]], Classifier]
+#: ``factory(domains)``, or ``factory(domains, negatives)`` when the policy lists
+#: out-of-domain examples.
+ClassifierFactory = Callable[..., Classifier]
 
 
-def default_classifier_factory(domains: Mapping[str, DomainConfig]) -> Classifier:
+def default_classifier_factory(
+    domains: Mapping[str, DomainConfig], negatives: tuple[str, ...] = ()
+) -> Classifier:
     from .classify import DomainClassifier  # the learned classifier (numpy/sklearn only)
 
-    return DomainClassifier.fit(domains)
+    return DomainClassifier.fit(domains, negatives=negatives)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +116,15 @@ def build_snapshot(
         classifier = None
         if p.routing.semantic.enabled and known:
             domains = {sid: by_id[sid].domain for sid in known}
-            key = digest_of(orjson.dumps({k: v.wire() for k, v in sorted(domains.items())}))
+            negatives = tuple(p.routing.semantic.out_of_domain_examples)
+            fitted_on: dict[str, Any] = {k: v.wire() for k, v in sorted(domains.items())}
+            if negatives:
+                fitted_on = {"domains": fitted_on, "negatives": negatives}
+            key = digest_of(orjson.dumps(fitted_on))
             classifier = cache.get(key)
             if classifier is None:
-                classifier = cache[key] = factory(domains)
+                fitted = factory(domains, negatives) if negatives else factory(domains)
+                classifier = cache[key] = fitted
         policies[p.model_name] = PolicyRuntime(
             model_name=p.model_name,
             id=p.id,
