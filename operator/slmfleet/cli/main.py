@@ -55,18 +55,25 @@ class Stop(Exception):
 
 
 @contextlib.contextmanager
+def on_signals(handler: Any) -> Iterator[None]:
+    """Handle SIGINT and SIGTERM with ``handler`` while the body runs."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, before in previous.items():
+            signal.signal(s, before)
+
+
+@contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Turn SIGINT/SIGTERM into ``Stop`` while the body runs."""
 
     def raise_stop(signum: int, frame: Any) -> None:
         raise Stop(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with on_signals(raise_stop):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -76,12 +83,8 @@ def shielded(say: Console) -> Iterator[None]:
     def patience(signum: int, frame: Any) -> None:
         say("  (still stopping; the children are being shut down)")
 
-    previous = {s: signal.signal(s, patience) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with on_signals(patience):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 # -- slmfleet up (local) --------------------------------------------------------------------------
