@@ -58,6 +58,13 @@ def load(split: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def curve_json(rows: list[tuple[float, float, float]]) -> list[dict[str, float]]:
+    return [
+        {"threshold": t, "in_scope_accuracy": round(a, 4), "oos_recall": round(r, 3)}
+        for t, a, r in rows
+    ]
+
+
 def curve(conf_in, correct, conf_oos, thresholds):
     """(threshold, in-scope accuracy, OOS recall) rows: accepted-and-right / escalated."""
     return [
@@ -211,10 +218,7 @@ def main() -> None:
                 "oos_recall": at_tr[2],
             },
             "operating_point_tuned_on_val": best_at_recall(rows),
-            "curve": [
-                {"threshold": t, "in_scope_accuracy": round(a, 4), "oos_recall": round(r, 3)}
-                for t, a, r in rows
-            ],
+            "curve": curve_json(rows),
         }
 
     # -- Out-of-domain examples: oos_train as negatives (see the module docstring) -------
@@ -250,10 +254,7 @@ def main() -> None:
             "oos_recall": at_neg[2],
         },
         "operating_point_tuned_on_val": best_at_recall(rows),
-        "curve": [
-            {"threshold": t, "in_scope_accuracy": round(a, 4), "oos_recall": round(r, 3)}
-            for t, a, r in rows
-        ],
+        "curve": curve_json(rows),
     }
 
     # Decision latency: one predict() per request, the router's path, on one pinned core.

@@ -80,6 +80,13 @@ def build_request(model: str, prompt: str, sampling: Mapping[str, Any], request_
     return req
 
 
+def read_message(msg: Any, endpoint: str, model: str) -> tuple[Piece | None, bool]:
+    """One ModelStreamInfer message: its piece and final flag, or the model's error."""
+    if msg.error_message:
+        raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
+    return parse_response(msg.infer_response)
+
+
 def parse_response(resp: Any) -> tuple[Piece | None, bool]:
     """(piece or None for a flag-only response, final?)."""
     final = False
@@ -382,10 +389,8 @@ class TritonPool:
                         raise UpstreamError(
                             f"triton {endpoint}: {item!r}", retryable=not started
                         ) from item
-                    if item.error_message:
-                        finished = True
-                        raise UpstreamError(f"triton {endpoint}/{model}: {item.error_message}")
-                    piece, final = parse_response(item.infer_response)
+                    finished = bool(item.error_message)
+                    piece, final = read_message(item, endpoint, model)
                     started = True
                     finished = final
                     if piece is not None:
@@ -441,9 +446,7 @@ class TritonPool:
                 raise _rpc_error(exc, endpoint, started=False) from exc
             if msg is grpc.aio.EOF:
                 raise UpstreamError(f"triton {endpoint}: stream closed before any response")
-            if msg.error_message:
-                raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
-            return parse_response(msg.infer_response)
+            return read_message(msg, endpoint, model)
 
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(RETRY_ATTEMPTS),
@@ -465,9 +468,7 @@ class TritonPool:
                     raise _rpc_error(exc, endpoint, started=True) from exc
                 if msg is grpc.aio.EOF:
                     break
-                if msg.error_message:
-                    raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
-                piece, final = parse_response(msg.infer_response)
+                piece, final = read_message(msg, endpoint, model)
                 if piece is not None:
                     yield piece
         finally:
