@@ -49,11 +49,6 @@ class ApiError(Exception):
             self.message = body
         super().__init__(f"{method} {path}: HTTP {status}: {self.message}")
 
-    @property
-    def permanent(self) -> bool:
-        """4xx other than conflicts and throttling will not heal by retrying."""
-        return 400 <= self.status < 500 and self.status not in (409, 429)
-
 
 def _transient(err: BaseException) -> bool:
     if isinstance(err, ApiError):
