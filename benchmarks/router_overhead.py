@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from slmfleet.local import TritonServer, default_fleet, write_model_repository  # noqa: E402
 from slmfleet.local.procs import stop_group  # noqa: E402
-from slmfleet.router.upstream import TritonPool  # noqa: E402
+from slmfleet.router.triton import TritonPool  # noqa: E402
 
 LITELLM_VERSION = "1.106.0"  # 1.106.1+ and 1.105.x want a certifi newer than PyPI serves here
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slmfleet"

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from slmfleet.router.errors import UpstreamError
-from slmfleet.router.upstream import SHARED_STREAMS, TritonPool
+from slmfleet.router.triton import SHARED_STREAMS, TritonPool
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,8 @@ async def test_concurrent_requests_get_their_own_answers(triton):
         )
         for p, a in zip(prompts, answers, strict=True):
             assert f"You asked: {p}" in a
-        streams = [s for s in pool._shared[triton.grpc_url] if s is not None]
-        assert len(pool._shared) == 1  # one endpoint
+        (replica,) = pool.replica_set(triton.grpc_url).replicas  # one endpoint, one server
+        streams = replica.shared_streams()
         assert len(streams) == SHARED_STREAMS  # its few shared streams carried all 40
         assert not any(s.pending for s in streams)
     finally:

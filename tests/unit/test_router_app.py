@@ -12,9 +12,10 @@ from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.router.app import RouterApp, Settings
 from slmfleet.router.engine import Decision, Engine
 from slmfleet.router.errors import RouterError, UpstreamError
+from slmfleet.router.external import ExternalClients
 from slmfleet.router.protocol import chat_prompt, parse_chat, parse_completion
 from slmfleet.router.snapshot import build_snapshot
-from slmfleet.router.upstream import ExternalClients, Piece
+from slmfleet.router.triton import Piece
 
 
 @pytest.mark.parametrize(
@@ -80,7 +81,7 @@ class FakePool:
         self.calls: list[tuple[str, str, dict]] = []
 
     async def stream(
-        self, endpoint, model, prompt, sampling, *, timeout_s, request_id=""
+        self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **_
     ) -> AsyncIterator[Piece]:
         self.calls.append((model, prompt, dict(sampling)))
         out = self.script[model]

@@ -15,14 +15,15 @@ import pytest
 from slmfleet.api.budget import SpendWindow
 from slmfleet.api.policy import ExternalEndpoint
 from slmfleet.api.routerconfig import RouterConfig
-from slmfleet.router import upstream
+from slmfleet.router import errors as upstream
 from slmfleet.router.app import RouterApp, Settings
 from slmfleet.router.breaker import Breaker
 from slmfleet.router.engine import Decision, Engine
 from slmfleet.router.errors import RouterError, UpstreamError
+from slmfleet.router.external import ExternalClients
 from slmfleet.router.protocol import parse_chat, parse_completion
 from slmfleet.router.snapshot import build_snapshot
-from slmfleet.router.upstream import ExternalClients, Piece, TritonPool
+from slmfleet.router.triton import Piece, TritonPool
 from tests.unit.test_router_app import CONFIG, FakePool, KeywordClassifier, spec, words
 
 TINY = [{"window": "1h", "limitUsd": 0.00001, "action": "reject"}]
@@ -54,7 +55,7 @@ class Pool(FakePool):
         super().__init__(script)
         self.timeouts: list[float] = []
 
-    def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id=""):
+    def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **_):
         self.timeouts.append(timeout_s)
         return super().stream(
             endpoint, model, prompt, sampling, timeout_s=timeout_s, request_id=request_id
@@ -81,7 +82,7 @@ async def run(engine, snap, content, model, emit=None, **extra):
 
 
 def spent(engine, budget_id, window="1h"):
-    w = engine.ledger.window(budget_id, SpendWindow(window=window, limit_usd=1, action="alert"))
+    w = engine.accounting.window(budget_id, SpendWindow(window=window, limit_usd=1, action="alert"))
     return w.total(time.time())
 
 
@@ -296,7 +297,7 @@ class PartialPool(Pool):
             yield Piece(p, None)
         raise self.exc
 
-    def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id=""):
+    def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **_):
         self.calls.append((model, prompt, dict(sampling)))
         return self._gen()
 
@@ -466,14 +467,15 @@ class NoChannel:
 
 async def test_stuck_shared_write_times_out_and_kills_the_stream():
     pool = TritonPool()
-    pool._stubs["h:1"] = (NoChannel(), StuckStub())
+    replica = pool.replica_set("h:1").replicas[0]
+    replica._stub = StuckStub()
     t0 = time.monotonic()
     with pytest.raises(UpstreamError) as e:
         async with asyncio.timeout(5):
             async for _ in pool.shared_stream("h:1", "m", "p", {}, timeout_s=0.2, request_id="r"):
                 pass
     assert e.value.timeout and time.monotonic() - t0 < 1.0
-    assert any(s is not None and s.dead for s in pool._shared["h:1"])
+    assert any(s is not None and s.dead for s in replica._shared)
     await pool.close()
 
 

@@ -34,7 +34,13 @@ class SpecialistConfig(KubeModel):
     id: str = Field(pattern=r"^[a-z0-9-.]+/[a-z0-9-.]+$")
     """namespace/name of the SLMSpecialist."""
     endpoint: str
-    """Triton gRPC endpoint, host:port."""
+    """Triton gRPC endpoint, host:port. In a cluster, the specialist's headless Service
+    (``<service>.<namespace>.svc:<port>``): the router balances over the Pods its
+    EndpointSlices list."""
+    replicas: list[str] = Field(default_factory=list)
+    """Triton gRPC endpoints (host:port) of the specialist's replicas when they are known
+    without discovery (the local fleet lists its own servers); requests are balanced over
+    them. Empty: the Pods behind ``endpoint``."""
     triton_model: str
     """Model name inside Triton."""
     backend: Backend

@@ -9,6 +9,7 @@ import sys
 
 from .app import RouterApp, Settings, load_api_keys
 from .source import ConfigMapSource, FileSource
+from .triton.discovery import EndpointSlices, default_access, in_cluster_access
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("SLMFLEET_MAX_BODY_BYTES", str(2 * 1024 * 1024))),
     )
     p.add_argument("--max-messages", type=int, default=int(env("SLMFLEET_MAX_MESSAGES", "256")))
+    p.add_argument(
+        "--discovery",
+        choices=["auto", "kubernetes", "off"],
+        default=env("SLMFLEET_ROUTER_DISCOVERY", "auto"),
+        help="find the Pods behind each specialist from its Service's EndpointSlices "
+        "(kubernetes: in-cluster credentials or the kubeconfig; auto: only in a cluster; "
+        "off: use the endpoint's DNS name) (env SLMFLEET_ROUTER_DISCOVERY)",
+    )
     p.add_argument("--log-level", default=env("SLMFLEET_LOG_LEVEL", "info"))
     p.add_argument(
         "--no-access-log", action="store_true", help="drop the per-request decision log line"
@@ -64,8 +73,21 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         max_body_bytes=args.max_body_bytes,
         max_messages=args.max_messages,
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
+        discovery=args.discovery,
     )
-    return RouterApp(settings=settings, source=source)
+    return RouterApp(settings=settings, source=source, discovery=make_discovery(args.discovery))
+
+
+def make_discovery(mode: str) -> EndpointSlices | None:
+    """The EndpointSlice watcher the mode asks for, or None (DNS names as they are)."""
+    if mode == "off":
+        return None
+    access = in_cluster_access() if mode == "auto" else default_access()
+    if access is None:
+        if mode == "kubernetes":
+            raise SystemExit("--discovery kubernetes: no in-cluster credentials or kubeconfig")
+        return None
+    return EndpointSlices(access)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,76 +1,55 @@
 """The ASGI application: raw ASGI (no framework) to keep the router's own latency tiny.
 
 Handlers are glue: read and bound the body, parse (protocol), run (engine), render,
-and write one JSON log line per request with the same decision as the headers.
+and write one JSON log line per request with the same decision as the headers. A client
+that disconnects cancels its request, streamed or not: the engine task is cancelled, the
+upstream call closed (which cancels the generation in Triton on a dedicated stream),
+no further tier runs, and only what was generated until then is charged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics as m
-from .engine import Decision, Engine, Outcome
+from .decision import Decision
+from .engine import Engine
 from .errors import RouterError, UpstreamError, bad_request
+from .external import ExternalClients
+from .httpio import (
+    DONE,
+    SSE_HEADERS,
+    ClientGone,
+    Disconnect,
+    Receive,
+    Scope,
+    Send,
+    auth_error,
+    error_body,
+    header,
+    internal_error,
+    resp_id,
+    send_json,
+    send_sse,
+    too_large,
+)
 from .protocol import ParsedRequest, chunk, full_response, parse_chat, parse_completion, usage
+from .settings import Settings, load_api_keys, settings_from_env
 from .snapshot import ClassifierFactory, Snapshot, build_snapshot, digest_of, parse_config
-from .upstream import ExternalClients, TritonPool
+from .tiers import Outcome
+from .triton import TritonPool
 
 log = logging.getLogger("slmfleet.router")
 access = logging.getLogger("slmfleet.router.access")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-JSON = (b"content-type", b"application/json")
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-
-
-@dataclass(frozen=True)
-class Settings:
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_messages: int = 256
-    api_keys: frozenset[str] | None = None
-    """When set, /v1/* requires ``Authorization: Bearer <key>``."""
-
-
-def load_api_keys(path: str | None = None, inline: str | None = None) -> frozenset[str] | None:
-    """Keys from a file (one per line, where a Secret is mounted) and/or a comma list."""
-    keys: set[str] = set()
-    if path:
-        keys |= {ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()}
-    if inline:
-        keys |= {k.strip() for k in inline.split(",") if k.strip()}
-    return frozenset(keys) if keys else None
-
-
-def settings_from_env() -> Settings:
-    return Settings(
-        max_body_bytes=int(os.environ.get("SLMFLEET_MAX_BODY_BYTES", 2 * 1024 * 1024)),
-        max_messages=int(os.environ.get("SLMFLEET_MAX_MESSAGES", 256)),
-        api_keys=load_api_keys(
-            os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
-        ),
-    )
-
-
-class ClientGone(Exception):
-    """The client hung up mid-stream: stop generating (closing the upstream stream)."""
+__all__ = ["ClientGone", "RouterApp", "Settings", "load_api_keys", "settings_from_env"]
 
 
 class RouterApp:
@@ -81,11 +60,13 @@ class RouterApp:
         source: Any = None,
         classifier_factory: ClassifierFactory | None = None,
         engine: Engine | None = None,
+        discovery: Any = None,
     ) -> None:
         self.settings = settings or Settings()
         self.source = source
         self.classifier_factory = classifier_factory
-        self.pool = TritonPool()
+        self.discovery = discovery
+        self.pool = TritonPool(discovery=discovery)
         self.external = ExternalClients()
         self.engine = engine or Engine(self.pool, self.external)
         self.snapshot: Snapshot | None = None
@@ -110,6 +91,7 @@ class RouterApp:
                     exc,
                 )
                 return False
+            await self.pool.configure(snap.config.specialists)
             self.snapshot = snap
             self._prune_fit_cache(snap)
             m.bound(m.RELOADS, "ok").inc()
@@ -119,7 +101,6 @@ class RouterApp:
                 len(snap.config.policies),
                 len(snap.config.specialists),
             )
-            await self.pool.forget({s.endpoint for s in snap.config.specialists})
             return True
 
     def _prune_fit_cache(self, snap: Snapshot) -> None:
@@ -143,8 +124,11 @@ class RouterApp:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.pool.close()
         await self.external.close()
+        self.engine.close()
 
     # ---- ASGI -------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -173,23 +157,25 @@ class RouterApp:
         path, method = scope["path"], scope["method"]
         if path == "/v1/chat/completions" or path == "/v1/completions":
             if method != "POST":
-                await _json(send, 405, _err(405, "use POST"))
+                await send_json(send, 405, error_body(405, "use POST"))
                 return
             await self._completion(scope, receive, send, chat=path.endswith("chat/completions"))
         elif path == "/v1/models" and method == "GET":
             if not self._authorized(scope):
-                await _json(send, 401, _auth_error().body())
+                await send_json(send, 401, auth_error().body())
                 return
             snap = self.snapshot
-            await _json(send, 200, {"object": "list", "data": list(snap.models if snap else ())})
+            await send_json(
+                send, 200, {"object": "list", "data": list(snap.models if snap else ())}
+            )
         elif path == "/healthz":
-            await _json(send, 200, {"status": "ok"})
+            await send_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
             snap = self.snapshot
             if snap is None:
-                await _json(send, 503, {"status": "no configuration loaded"})
+                await send_json(send, 503, {"status": "no configuration loaded"})
             else:
-                await _json(send, 200, {"status": "ready", "config": snap.digest})
+                await send_json(send, 200, {"status": "ready", "config": snap.digest})
         elif path == "/metrics":
             body = generate_latest(m.REGISTRY)
             await send(
@@ -201,7 +187,7 @@ class RouterApp:
             )
             await send({"type": "http.response.body", "body": body})
         else:
-            await _json(send, 404, _err(404, f"no route {path}", code="not_found"))
+            await send_json(send, 404, error_body(404, f"no route {path}", code="not_found"))
 
     def _authorized(self, scope: Scope) -> bool:
         keys = self.settings.api_keys
@@ -219,14 +205,16 @@ class RouterApp:
             if k == b"content-length":
                 try:
                     if int(v) > limit:
-                        raise _too_large(limit)
+                        raise too_large(limit)
                 except ValueError:
                     raise bad_request("malformed Content-Length") from None
         msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
         body = msg.get("body", b"")
         if not msg.get("more_body"):
             if len(body) > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
             return body
         parts, size = [body], len(body)
         while True:
@@ -236,19 +224,18 @@ class RouterApp:
             part = msg.get("body", b"")
             size += len(part)
             if size > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
             parts.append(part)
             if not msg.get("more_body"):
                 return b"".join(parts)
 
     async def _completion(self, scope: Scope, receive: Receive, send: Send, *, chat: bool) -> None:
         t0 = time.perf_counter()
-        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        rid = header(scope, b"x-request-id") or uuid.uuid4().hex
         d = Decision(rid)
-        req: ParsedRequest | None = None
         try:
             if not self._authorized(scope):
-                raise _auth_error()
+                raise auth_error()
             raw = await self._read_body(scope, receive)
             try:
                 data = orjson.loads(raw)
@@ -267,27 +254,23 @@ class RouterApp:
                     type="server_error",
                     code="not_ready",
                 )
-            if req.stream:
-                await self._stream(snap, req, d, receive, send)
-            else:
-                out = await self.engine.run(snap, req, d)
-                body = full_response(
-                    req,
-                    rid=_resp_id(req, rid),
-                    created=int(time.time()),
-                    model=req.model,
-                    text=out.text,
-                    reasoning=out.reasoning or None,
-                    finish_reason=out.finish_reason,
-                    usage_=usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens),
-                    decision=d.summary(),
-                )
-                await _json(send, 200, body, d.headers())
+            watch = Disconnect(receive)
+            try:
+                if req.stream:
+                    await self._stream(snap, req, d, watch, send)
+                else:
+                    await self._unary(snap, req, d, watch, send)
+            except asyncio.CancelledError:
+                if not watch.gone:
+                    raise
+                raise watch.client_gone() from None
+            finally:
+                watch.stop()
         except RouterError as exc:
             d.status = exc.status
             d.error = exc.message
             headers = d.headers() + [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-            await _json(send, exc.status, exc.body(), headers)
+            await send_json(send, exc.status, exc.body(), headers)
         except ClientGone:
             d.status = 499
             d.error = "client disconnected"
@@ -295,29 +278,34 @@ class RouterApp:
             log.exception("internal error serving %s", rid)
             d.status = 500
             d.error = f"internal error: {exc!r}"
-            err = _internal_error()
-            await _json(send, 500, err.body(), d.headers())
+            await send_json(send, 500, internal_error().body(), d.headers())
         finally:
-            total = time.perf_counter() - t0
-            self._observe(d, total)
+            self._observe(d, time.perf_counter() - t0)
+
+    async def _unary(
+        self, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
+    ) -> None:
+        out = await self.engine.run(snap, req, d)
+        watch.stop()  # answered: a disconnect from here on is the client's business
+        body = full_response(
+            req,
+            rid=resp_id(req, d.request_id),
+            created=int(time.time()),
+            model=req.model,
+            text=out.text,
+            reasoning=out.reasoning or None,
+            finish_reason=out.finish_reason,
+            usage_=usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens),
+            decision=d.summary(),
+        )
+        await send_json(send, 200, body, d.headers())
 
     async def _stream(
-        self, snap: Snapshot, req: ParsedRequest, d: Decision, receive: Receive, send: Send
+        self, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
     ) -> None:
-        rid = _resp_id(req, d.request_id)
+        rid = resp_id(req, d.request_id)
         created = int(time.time())
         started = False
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    gone = True
-                    return
-
-        watcher = asyncio.create_task(watch())
 
         async def start() -> None:
             nonlocal started
@@ -330,66 +318,68 @@ class RouterApp:
                 }
             )
             if req.kind == "chat":
-                await _sse(
+                await send_sse(
                     send, chunk(req, rid=rid, created=created, model=req.model, role=True, text="")
                 )
 
         async def emit(delta: str) -> None:
-            if gone:
+            if watch.gone:
                 raise ClientGone()
             if not started:
                 await start()
-            await _sse(send, chunk(req, rid=rid, created=created, model=req.model, text=delta))
+            await send_sse(send, chunk(req, rid=rid, created=created, model=req.model, text=delta))
 
         try:
-            try:
-                out: Outcome = await self.engine.run(snap, req, d, emit)
-            except (UpstreamError, RouterError) as exc:
-                if isinstance(exc, RouterError) and not started:
-                    raise  # nothing sent yet: a proper status code and error body
-                # Failed after the first token: the status is gone, end the stream cleanly.
-                d.status = 502
-                d.error = str(exc)
-                if not started:
-                    await start()
-                await _sse(
-                    send,
-                    RouterError(
-                        502, f"upstream failure mid-stream: {exc}", type="upstream_error"
-                    ).body(),
-                )
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-                return
-            except ClientGone:
-                raise
-            except Exception as exc:
-                if not started:
-                    raise  # _completion answers a 500 with an error body
-                log.exception("internal error mid-stream in %s", d.request_id)
-                d.status = 500
-                d.error = f"internal error: {exc!r}"
-                await _sse(send, _internal_error().body())
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-                return
+            out: Outcome = await self.engine.run(snap, req, d, emit)
+        except (UpstreamError, RouterError) as exc:
+            if isinstance(exc, RouterError) and not started:
+                raise  # nothing sent yet: a proper status code and error body
+            watch.stop()
+            # Failed after the first token: the status is gone, end the stream cleanly.
+            d.status = 502
+            d.error = str(exc)
             if not started:
                 await start()
-                if out.text:
-                    await _sse(
-                        send, chunk(req, rid=rid, created=created, model=req.model, text=out.text)
-                    )
-            last = chunk(
-                req, rid=rid, created=created, model=req.model, finish_reason=out.finish_reason
+            await send_sse(
+                send,
+                RouterError(
+                    502, f"upstream failure mid-stream: {exc}", type="upstream_error"
+                ).body(),
             )
-            last["slmfleet"] = d.summary()
-            await _sse(send, last)
-            if req.include_usage:
-                u = chunk(req, rid=rid, created=created, model=req.model)
-                u["choices"] = []
-                u["usage"] = usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens)
-                await _sse(send, u)
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-        finally:
-            watcher.cancel()
+            await send({"type": "http.response.body", "body": DONE})
+            return
+        except (ClientGone, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if not started:
+                raise  # _completion answers a 500 with an error body
+            watch.stop()
+            log.exception("internal error mid-stream in %s", d.request_id)
+            d.status = 500
+            d.error = f"internal error: {exc!r}"
+            await send_sse(send, internal_error().body())
+            await send({"type": "http.response.body", "body": DONE})
+            return
+        # Answered: a disconnect while the last events go out cancels nothing (and the
+        # server reports the end of a response as a disconnect too).
+        watch.stop()
+        if not started:
+            await start()
+            if out.text:
+                await send_sse(
+                    send, chunk(req, rid=rid, created=created, model=req.model, text=out.text)
+                )
+        last = chunk(
+            req, rid=rid, created=created, model=req.model, finish_reason=out.finish_reason
+        )
+        last["slmfleet"] = d.summary()
+        await send_sse(send, last)
+        if req.include_usage:
+            u = chunk(req, rid=rid, created=created, model=req.model)
+            u["choices"] = []
+            u["usage"] = usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens)
+            await send_sse(send, u)
+        await send({"type": "http.response.body", "body": DONE})
 
     def _observe(self, d: Decision, total: float) -> None:
         policy = d.metric_policy
@@ -404,59 +394,3 @@ class RouterApp:
             if d.error:
                 rec["error"] = d.error
             access.info(orjson.dumps(rec).decode())
-
-
-# ---- helpers ---------------------------------------------------------------------------
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return v.decode("latin-1")[:128]
-    return None
-
-
-def _resp_id(req: ParsedRequest, rid: str) -> str:
-    return ("chatcmpl-" if req.kind == "chat" else "cmpl-") + rid
-
-
-def _err(status: int, message: str, *, code: str | None = None) -> dict[str, Any]:
-    return RouterError(status, message, code=code).body()
-
-
-def _internal_error() -> RouterError:
-    return RouterError(500, "internal server error", type="server_error", code="internal_error")
-
-
-def _auth_error() -> RouterError:
-    return RouterError(
-        401, "invalid or missing API key", type="invalid_request_error", code="invalid_api_key"
-    )
-
-
-def _too_large(limit: int) -> RouterError:
-    return RouterError(413, f"request body exceeds {limit} bytes", code="request_too_large")
-
-
-async def _json(
-    send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    data = orjson.dumps(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [JSON, (b"content-length", str(len(data)).encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-async def _sse(send: Send, obj: Any) -> None:
-    await send(
-        {
-            "type": "http.response.body",
-            "body": b"data: " + orjson.dumps(obj) + b"\n\n",
-            "more_body": True,
-        }
-    )

@@ -51,3 +51,9 @@ def record(b: Breaker, ok: bool, now: float, cfg: BreakerConfig) -> Breaker:
     if failures >= cfg.threshold:
         return Breaker("open", failures, now, False)
     return replace(b, failures=failures)
+
+
+def admits(b: Breaker, now: float, cfg: BreakerConfig) -> bool:
+    """Whether ``allow`` would let a request through now, without changing the state
+    (lets a balancer look at every replica and commit only to the one it picks)."""
+    return allow(b, now, cfg)[0]

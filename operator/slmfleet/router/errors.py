@@ -66,3 +66,9 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.reason = "timeout" if timeout else reason
         """Escalation reason: error | timeout | circuit_open | unready."""
+
+
+#: Upstream calls are retried only when nothing was generated yet (a refused or dropped
+#: connection before the first response); one retry, after a short pause.
+RETRY_ATTEMPTS = 2
+RETRY_WAIT_S = 0.05

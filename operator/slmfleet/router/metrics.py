@@ -108,6 +108,54 @@ RELOADS = Counter(
     registry=REGISTRY,
 )
 
+INFLIGHT = Gauge(
+    "slmfleet_router_inflight_requests",
+    "Upstream calls in flight per specialist (every policy and tier; an autoscaling signal).",
+    ["specialist"],
+    registry=REGISTRY,
+)
+WAITING = Gauge(
+    "slmfleet_router_waiting_requests",
+    "Requests waiting for a replica of the specialist (none discovered yet: scale from zero).",
+    ["specialist"],
+    registry=REGISTRY,
+)
+REPLICAS = Gauge(
+    "slmfleet_router_replicas",
+    "Replicas (Pods) the router balances over per upstream endpoint, by state.",
+    ["endpoint", "state"],
+    registry=REGISTRY,
+)
+SPEND_RESERVED = Gauge(
+    "slmfleet_router_spend_reserved_usd",
+    "Worst-case spend held by tier calls in flight, per budget (this replica).",
+    ["budget"],
+    registry=REGISTRY,
+)
+CLASSIFIER_DECISIONS = Counter(
+    "slmfleet_router_classifier_decisions_total",
+    "Classifier decisions by the stage that made them: cache (recent identical text), "
+    "cheap (TF-IDF stage alone), full (the embedding model too).",
+    ["policy", "stage"],
+    registry=REGISTRY,
+)
+CLASSIFIER_QUEUE = Gauge(
+    "slmfleet_router_classifier_queue",
+    "Requests waiting for the classifier worker.",
+    registry=REGISTRY,
+)
+CLASSIFIER_BATCH = Histogram(
+    "slmfleet_router_classifier_batch_size",
+    "Requests per micro-batch through the classifier worker.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
+CLASSIFIER_SHED = Counter(
+    "slmfleet_router_classifier_shed_total",
+    "Requests refused (503) because the classifier worker's queue was full.",
+    registry=REGISTRY,
+)
+
 _BOUND: dict[tuple[Any, ...], Any] = {}
 
 

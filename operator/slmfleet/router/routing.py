@@ -55,6 +55,17 @@ class RouteDecision:
     scores: Mapping[str, float] = field(default_factory=dict)
 
 
+def match_rule(
+    text: str, rules: Sequence[CompiledRule], candidates: Mapping[str, Candidate]
+) -> RouteDecision | None:
+    """The first rule that matches ``text`` and names a ready specialist, as a route."""
+    for rule in rules:
+        c = candidates.get(rule.specialist)
+        if c is not None and c.ready and rule.matches(text):
+            return RouteDecision(rule.specialist, 1.0, f"rule:{rule.name}")
+    return None
+
+
 def choose_route(
     text: str,
     *,
@@ -74,10 +85,9 @@ def choose_route(
     which widens it to every in-domain specialist) picks the cheapest specialist whose
     confidence is within ``tolerance`` of the best.
     """
-    for rule in rules:
-        c = candidates.get(rule.specialist)
-        if c is not None and c.ready and rule.matches(text):
-            return RouteDecision(rule.specialist, 1.0, f"rule:{rule.name}")
+    hit = match_rule(text, rules, candidates)
+    if hit is not None:
+        return hit
     if callable(scores):
         scores = scores()
     if scores is None:

@@ -83,6 +83,16 @@ def digest_of(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:12]
 
 
+def budgets_for(snap: Snapshot, policy: PolicyRuntime, sid: str | None) -> tuple[BudgetConfig, ...]:
+    """The policy's Budgets plus those covering specialist ``sid`` (each once)."""
+    budgets = policy.budgets
+    if sid is not None:
+        ids = {b.id for b in budgets}
+        extra = tuple(b for b in snap.budgets_by_specialist.get(sid, ()) if b.id not in ids)
+        budgets = budgets + extra
+    return budgets
+
+
 def _policy_budgets(cfg: RouterConfig, p: PolicyConfig) -> tuple[BudgetConfig, ...]:
     return tuple(b for b in cfg.budgets if b.id in p.budgets or p.model_name in b.policies)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..api.budget import SpendWindow, window_seconds
@@ -73,14 +73,20 @@ class SpendVerdict:
     """``budget-id/window`` of every exceeded window, for alerts and logs."""
 
 
-def verdict(windows: Iterable[tuple[str, SpendWindow, RollingWindow]], now: float) -> SpendVerdict:
+def verdict(
+    windows: Iterable[tuple[str, SpendWindow, RollingWindow]],
+    now: float,
+    held: Mapping[str, float] | None = None,
+) -> SpendVerdict:
     """Combine exceeded windows: any reject rejects (longest Retry-After wins), any
-    degrade degrades, alert only reports."""
+    degrade degrades, alert only reports. ``held`` (budget id -> USD) is worst-case
+    spend reserved by calls still in flight; it counts against every window of its
+    budget, so concurrent requests cannot all pass a nearly exhausted window."""
     reject = degrade = False
     retry = 0.0
     exceeded: list[str] = []
     for budget_id, spec, win in windows:
-        if win.total(now) < spec.limit_usd:
+        if win.total(now) + (held.get(budget_id, 0.0) if held else 0.0) < spec.limit_usd:
             continue
         exceeded.append(f"{budget_id}/{spec.window}")
         if spec.action == "reject":

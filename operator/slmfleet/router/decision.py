@@ -1,0 +1,93 @@
+"""The Decision record: everything decided about one request.
+
+Rendered as the ``x-slmfleet-*`` response headers, the ``slmfleet`` field of the
+response body and one JSON log line per request; telemetry persists it. The engine and
+the tier adapters fill it in as the request goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Decision:
+    """Everything decided about one request; rendered as headers and one log line."""
+
+    request_id: str
+    policy: str = "-"
+    route: str = "-"
+    route_source: str = "-"
+    classifier_stage: str = "-"
+    """Which classifier stage decided: cache, cheap, full (or - when it did not run)."""
+    tier: str = "-"
+    target: str = "-"
+    """What produced the answer: a specialist id, external:<model> or human:<queue>."""
+    confidence: float = 0.0
+    answer_confidence: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    truncated: bool = False
+    accepted: bool = True
+    escalations: list[str] = field(default_factory=list)
+    human_queue: str | None = None
+    degraded: bool = False
+    budget_exceeded: tuple[str, ...] = ()
+    upstream_s: float = 0.0
+    status: int = 200
+    error: str | None = None
+    metric_policy: str = "_unknown"
+
+    def headers(self, *, streaming: bool = False) -> list[tuple[bytes, bytes]]:
+        """The x-slmfleet-* headers. A stream's headers go out with its first token, so
+        its token and cost totals are only in the final chunk and the log line."""
+        h = [
+            (b"x-slmfleet-request-id", self.request_id.encode()),
+            (b"x-slmfleet-policy", self.policy.encode()),
+            (b"x-slmfleet-route", self.route.encode()),
+            (b"x-slmfleet-tier", self.tier.encode()),
+            (b"x-slmfleet-target", self.target.encode()),
+            (b"x-slmfleet-confidence", f"{self.confidence:.4f}".encode()),
+            (b"x-slmfleet-truncated", b"true" if self.truncated else b"false"),
+            (b"x-slmfleet-escalations", ",".join(self.escalations).encode()),
+        ]
+        if not streaming:
+            h.append((b"x-slmfleet-tokens", str(self.total_tokens).encode()))
+            h.append((b"x-slmfleet-cost-usd", f"{self.cost_usd:.8f}".encode()))
+        if not self.accepted:
+            h.append((b"x-slmfleet-accepted", b"false"))
+        if self.human_queue is not None:
+            h.append((b"x-slmfleet-human-review", self.human_queue.encode()))
+        if self.degraded:
+            h.append((b"x-slmfleet-degraded", b"true"))
+        return h
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "policy": self.policy,
+            "route": self.route,
+            "route_source": self.route_source,
+            "classifier_stage": self.classifier_stage,
+            "tier": self.tier,
+            "target": self.target,
+            "confidence": round(self.confidence, 4),
+            "answer_confidence": self.answer_confidence,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost_usd": round(self.cost_usd, 10),
+            "truncated": self.truncated,
+            "accepted": self.accepted,
+            "escalations": self.escalations,
+            "human_review": self.human_queue,
+            "degraded": self.degraded,
+            "budget_exceeded": list(self.budget_exceeded),
+        }

@@ -1,0 +1,43 @@
+"""The router's own settings (limits, API keys, discovery), from flags or environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Discovery = Literal["auto", "kubernetes", "off"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_messages: int = 256
+    api_keys: frozenset[str] | None = None
+    """When set, /v1/* requires ``Authorization: Bearer <key>``."""
+    discovery: Discovery = "off"
+    """How the Pods behind a specialist's endpoint are found: ``kubernetes`` watches its
+    Service's EndpointSlices (in-cluster credentials, else the kubeconfig); ``auto`` does
+    so only with in-cluster credentials; ``off`` uses the endpoint's DNS name."""
+
+
+def load_api_keys(path: str | None = None, inline: str | None = None) -> frozenset[str] | None:
+    """Keys from a file (one per line, where a Secret is mounted) and/or a comma list."""
+    keys: set[str] = set()
+    if path:
+        keys |= {ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()}
+    if inline:
+        keys |= {k.strip() for k in inline.split(",") if k.strip()}
+    return frozenset(keys) if keys else None
+
+
+def settings_from_env() -> Settings:
+    return Settings(
+        max_body_bytes=int(os.environ.get("SLMFLEET_MAX_BODY_BYTES", 2 * 1024 * 1024)),
+        max_messages=int(os.environ.get("SLMFLEET_MAX_MESSAGES", 256)),
+        api_keys=load_api_keys(
+            os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
+        ),
+        discovery=os.environ.get("SLMFLEET_ROUTER_DISCOVERY", "auto"),  # type: ignore[arg-type]
+    )

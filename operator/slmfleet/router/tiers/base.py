@@ -1,0 +1,89 @@
+"""What a cascade tier is given and what it returns; helpers every tier shares."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ...api.routerconfig import BudgetConfig
+from ..decision import Decision
+from ..errors import UpstreamError
+from ..protocol import ParsedRequest
+from ..routing import RouteDecision
+from ..snapshot import PolicyRuntime, Snapshot, TierRuntime, budgets_for
+from ..tracebudget import Caps, effective_caps
+
+Emit = Callable[[str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Outcome:
+    text: str
+    reasoning: str = ""
+    finish_reason: str = "stop"
+    emitted: bool = False
+    """True when the text already went to the client live (streaming)."""
+
+
+@dataclass(slots=True)
+class Answer:
+    outcome: Outcome
+    confidence: float | None = None
+    """The model's own confidence in its answer, when it reports one."""
+
+
+@dataclass(slots=True)
+class TierCall:
+    """One tier's turn at one request, as the engine hands it over."""
+
+    snap: Snapshot
+    policy: PolicyRuntime
+    tier: TierRuntime
+    route: RouteDecision
+    req: ParsedRequest
+    d: Decision
+    emit: Emit | None
+    """Set when this tier's answer streams to the client live."""
+    deadline: float | None
+    """The request's deadline (engine clock), from maxLatencyMs and the caller."""
+    started: float
+    """When the request started (engine clock): per-request budgets count from here."""
+
+    @property
+    def specialist(self) -> str | None:
+        cfg = self.tier.cfg
+        return self.route.specialist if cfg.routed else cfg.specialist
+
+    def budgets(self, sid: str | None) -> tuple[BudgetConfig, ...]:
+        return budgets_for(self.snap, self.policy, sid)
+
+    def caps(self, sid: str | None) -> tuple[Caps, tuple[BudgetConfig, ...]]:
+        budgets = self.budgets(sid)
+        limits = [b.per_request for b in budgets if b.per_request is not None]
+        return effective_caps(limits, self.req.max_tokens), budgets
+
+    def timeout(self, caps: Caps, now: float) -> tuple[float, bool]:
+        """(seconds this call may take, whether that is the tier's own ``timeoutMs``).
+
+        The request's deadline, and a tighter maxLatencyMs of this tier's own specialist
+        Budget (still counted from the request's start), shorten the tier's timeout; a
+        call cut short by them says nothing about the endpoint's health.
+        """
+        deadline = self.deadline
+        if caps.max_latency_ms is not None:
+            tier_deadline = self.started + caps.max_latency_ms / 1000
+            deadline = tier_deadline if deadline is None else min(deadline, tier_deadline)
+        timeout = self.tier.cfg.timeout_ms / 1000
+        if deadline is not None and deadline - now < timeout:
+            timeout = deadline - now
+            if timeout <= 0:
+                raise UpstreamError("request deadline exceeded", timeout=True)
+            return timeout, False
+        return timeout, True
+
+
+class Tier(Protocol):
+    """A cascade tier adapter: specialist, external endpoint or human review."""
+
+    async def call(self, c: TierCall) -> Answer: ...

@@ -1,0 +1,157 @@
+"""The specialist tier: a Triton model, under the trace budget and a circuit breaker.
+
+One generation streams through the shared loop; when the model is still thinking at its
+reasoning cap the stream is cancelled, the thought closed with the end marker and sent
+back for a short answer (a second, answer-only generation). Tokens generated before a
+failure, a deadline or the client leaving are charged (with the prompt, when the model
+generated anything); nothing more is charged once the request is cancelled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .. import metrics as m
+from ..accounting import Accounting, record_usage
+from ..breaker import Breaker, BreakerConfig, allow, record
+from ..errors import UpstreamError
+from ..protocol import estimate_tokens
+from ..spend import cost_usd
+from ..tracebudget import continuation_prompt, new_state
+from .base import Answer, Outcome, TierCall
+from .stream import Progress, consume
+
+
+class SpecialistTier:
+    def __init__(
+        self,
+        pool: Any,
+        accounting: Accounting,
+        breakers: dict[str, Breaker],
+        breaker_config: BreakerConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.accounting = accounting
+        self.breakers = breakers
+        """Per endpoint: the specialist as a whole (the pool also ejects single Pods)."""
+        self.breaker_config = breaker_config
+        self.clock = clock
+
+    async def call(self, c: TierCall) -> Answer:
+        sid = c.specialist
+        caps, budgets = c.caps(sid)
+        timeout, own_timeout = c.timeout(caps, self.clock())
+        assert sid is not None
+        spec = c.snap.specialists.get(sid)
+        if spec is None:
+            raise UpstreamError(f"unknown specialist {sid}")
+        if not spec.ready:
+            raise UpstreamError(f"specialist {sid} is not ready", reason="unready")
+        d, req, policy = c.d, c.req, c.policy.model_name
+        d.target = sid
+        endpoint = spec.endpoint
+        ok, b = allow(self.breakers.get(endpoint, Breaker()), self.clock(), self.breaker_config)
+        self.breakers[endpoint] = b
+        if not ok:
+            raise UpstreamError(f"circuit open for {endpoint}", reason="circuit_open")
+        markers = spec.reasoning
+        first = Progress(
+            new_state(
+                markers.start_marker if markers else None, markers.end_marker if markers else None
+            )
+        )
+        answer: Progress | None = None
+        rcap = caps.reasoning_cap if markers else None
+        ocap = caps.max_output_tokens
+        sampling = dict(req.sampling)
+        if ocap is not None:
+            sampling["max_tokens"] = ocap
+        prices = (spec.cost.input_per_million_usd, spec.cost.output_per_million_usd)
+        prompt_tokens = estimate_tokens(req.prompt)
+        hold = self.accounting.reserve(
+            budgets, cost_usd(prompt_tokens, ocap or spec.context_length, *prices)
+        )
+        fault = ok = succeeded = False
+        t0 = self.clock()
+        inflight = m.bound(m.INFLIGHT, spec.id)
+        inflight.inc()
+        try:
+            # Nothing to cancel in Triton (no live client, no reasoning cut): a shared
+            # stream saves opening a gRPC stream per request.
+            gen = self.pool.stream(
+                endpoint,
+                spec.triton_model,
+                req.prompt,
+                sampling,
+                timeout_s=timeout,
+                request_id=d.request_id,
+                shared=c.emit is None and rcap is None,
+                specialist=spec.id,
+            )
+            await consume(gen, first, reasoning_cap=rcap, output_cap=ocap, emit=c.emit)
+            if first.action == "cut":
+                d.truncated = True
+                m.bound(m.TRUNCATIONS, policy, spec.id).inc()
+                budget = caps.answer_tokens
+                if ocap is not None:
+                    budget = max(1, min(budget, ocap - first.generated))
+                prompt2 = continuation_prompt(req.prompt, first.state)
+                prompt_tokens += estimate_tokens(prompt2)
+                answer = Progress(
+                    new_state(None, None, answering=True), confidence=first.confidence
+                )
+                remaining = timeout - (self.clock() - t0)
+                if remaining <= 0:
+                    raise UpstreamError("deadline exceeded before the answer", timeout=True)
+                gen = self.pool.stream(
+                    endpoint,
+                    spec.triton_model,
+                    prompt2,
+                    {**req.sampling, "max_tokens": budget},
+                    timeout_s=remaining,
+                    request_id=d.request_id,
+                    specialist=spec.id,
+                )
+                await consume(gen, answer, reasoning_cap=None, output_cap=budget, emit=c.emit)
+            ok = succeeded = True
+        except UpstreamError as exc:
+            # A deadline shortened by maxLatencyMs says nothing about the endpoint.
+            fault = (exc.timeout and own_timeout) or exc.retryable or "UNAVAILABLE" in str(exc)
+            # The endpoint answered (e.g. a model error): healthy, as before.
+            ok = not fault and not exc.timeout
+            if first.emitted or (answer is not None and answer.emitted):
+                d.status = -1  # the client already has part of this answer
+            raise
+        finally:
+            inflight.dec()
+            dt = self.clock() - t0
+            d.upstream_s += dt
+            m.bound(m.UPSTREAM, policy, spec.id, c.tier.cfg.name).observe(dt)
+            cur = self.breakers.get(endpoint, Breaker())
+            if ok or fault:
+                nb = record(cur, not fault, self.clock(), self.breaker_config)
+            else:
+                # Neither proof of health nor an endpoint fault (client gone, cancelled,
+                # a budget-shortened deadline): only free a half-open probe.
+                nb = replace(cur, probing=False)
+            self.breakers[endpoint] = nb
+            m.bound(m.CIRCUIT_OPEN, endpoint).set(1 if nb.state == "open" else 0)
+            rt = first.state.reasoning_tokens
+            ct = first.generated + (answer.state.answer_tokens if answer is not None else 0)
+            cost = 0.0
+            if succeeded or ct > 0:
+                cost = cost_usd(prompt_tokens, ct, *prices)
+                record_usage(d, policy, spec.id, prompt_tokens, ct, rt, cost)
+            self.accounting.settle(hold, cost)
+        final = answer if answer is not None else first
+        action = answer.action if answer is not None else first.action
+        finish = "length" if action == "length" or (ocap is not None and ct >= ocap) else "stop"
+        emitted = first.emitted or (answer is not None and answer.emitted)
+        conf = final.confidence
+        return Answer(
+            Outcome(final.state.answer, first.state.reasoning.strip(), finish, emitted), conf
+        )

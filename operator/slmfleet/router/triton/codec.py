@@ -1,0 +1,135 @@
+"""Triton's gRPC streaming contract, pure: one request in, pieces of text out.
+
+The router speaks the vLLM backend's tensor contract (``text_input`` BYTES, ``stream``
+BOOL, ``sampling_parameters`` BYTES holding JSON; ``text_output`` BYTES and an optional
+``confidence`` FP32 back), which the Python-backend stand-ins share. Requests are built
+straight from tritonclient's protobufs (no numpy on the hot path) and responses are read
+from their raw output buffers. Nothing here does I/O, so every shape is table-tested.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import orjson
+from tritonclient.grpc import service_pb2
+
+from ..errors import UpstreamError
+
+#: Shortest Triton-side timeout sent with a request: Triton reads 0 as "no timeout".
+MIN_TIMEOUT_US = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One streamed delta of a model's answer."""
+
+    text: str
+    confidence: float | None
+
+
+def bytes_tensor(value: bytes) -> bytes:
+    """A one-element BYTES tensor in Triton's raw encoding (little-endian length prefix)."""
+    return struct.pack("<I", len(value)) + value
+
+
+def build_request(
+    model: str,
+    prompt: str,
+    sampling: Mapping[str, Any],
+    request_id: str,
+    *,
+    timeout_s: float | None = None,
+) -> Any:
+    """One streaming ``ModelInferRequest`` in the vLLM-backend tensor contract.
+
+    ``timeout_s`` (the time the request has left) becomes Triton's ``timeout`` request
+    parameter (microseconds, the schedule-policy extension), so the server may drop a
+    request whose caller has given up before it even starts.
+    """
+    req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    for name, dtype in (
+        ("text_input", "BYTES"),
+        ("stream", "BOOL"),
+        ("sampling_parameters", "BYTES"),
+    ):
+        t = req.inputs.add()
+        t.name, t.datatype = name, dtype
+        t.shape.append(1)
+    req.raw_input_contents.extend(
+        [
+            bytes_tensor(prompt.encode()),
+            b"\x01",
+            bytes_tensor(orjson.dumps(dict(sampling))),
+        ]
+    )
+    # A flag-only final response tells us the request is complete without waiting for
+    # the stream to close.
+    req.parameters["triton_enable_empty_final_response"].bool_param = True
+    if timeout_s is not None:
+        req.parameters["timeout"].int64_param = max(MIN_TIMEOUT_US, int(timeout_s * 1e6))
+    return req
+
+
+def is_final(msg: Any) -> bool:
+    """Whether a ``ModelStreamInferResponse`` ends its request (an error always does)."""
+    if msg.error_message:
+        return True
+    p = msg.infer_response.parameters.get("triton_final_response")
+    return p is not None and p.bool_param
+
+
+def read_message(msg: Any, endpoint: str, model: str) -> tuple[Piece | None, bool]:
+    """One ModelStreamInfer message: its piece and final flag, or the model's error."""
+    if msg.error_message:
+        raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
+    return parse_response(msg.infer_response)
+
+
+def parse_response(resp: Any) -> tuple[Piece | None, bool]:
+    """(piece or None for a flag-only response, final?)."""
+    final = False
+    p = resp.parameters.get("triton_final_response")
+    if p is not None:
+        final = p.bool_param
+    text_parts: list[str] = []
+    conf: float | None = None
+    raw = resp.raw_output_contents
+    for i, out in enumerate(resp.outputs):
+        if out.name == "text_output":
+            if i < len(raw):
+                buf, off = raw[i], 0
+                while off + 4 <= len(buf):
+                    (n,) = struct.unpack_from("<I", buf, off)
+                    text_parts.append(buf[off + 4 : off + 4 + n].decode("utf-8", "replace"))
+                    off += 4 + n
+            else:
+                text_parts.extend(b.decode("utf-8", "replace") for b in out.contents.bytes_contents)
+        elif out.name == "confidence":
+            if i < len(raw) and len(raw[i]) >= 4:
+                (conf,) = struct.unpack_from("<f", raw[i], 0)
+            elif out.contents.fp32_contents:
+                conf = out.contents.fp32_contents[0]
+    if not resp.outputs:
+        return None, final
+    return Piece("".join(text_parts), None if conf is None else round(conf, 6)), final
+
+
+def rpc_error(
+    code: grpc.StatusCode, details: str, endpoint: str, *, started: bool
+) -> UpstreamError:
+    """A gRPC status as the router's UpstreamError: DEADLINE_EXCEEDED is a timeout;
+    UNAVAILABLE before the first response is safe to retry (nothing was generated)."""
+    return UpstreamError(
+        f"triton {endpoint}: {code.name}: {details}",
+        timeout=code == grpc.StatusCode.DEADLINE_EXCEEDED,
+        retryable=code == grpc.StatusCode.UNAVAILABLE and not started,
+    )
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError, endpoint: str, *, started: bool) -> UpstreamError:
+    return rpc_error(exc.code(), exc.details() or "", endpoint, started=started)

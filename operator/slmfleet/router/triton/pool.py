@@ -1,0 +1,239 @@
+"""The Triton client of the router: one ``ReplicaSet`` per upstream endpoint, each
+request on the least-loaded replica, with deadlines that reach Triton.
+
+``stream(..., shared=False)`` opens a dedicated gRPC stream for the request: closing the
+iterator cancels the call, and Triton cancels the generation (used when the router may
+cut a generation short or stream it to a client who may leave). ``shared=True`` sends it
+on one of the replica's shared streams (see ``mux``), the cheap path for the rest.
+Either way the request carries its deadline twice: as the gRPC deadline (dedicated
+streams) and as Triton's ``timeout`` request parameter.
+
+Retries happen only where nothing was generated yet, on another replica when there is
+one. Which replicas exist is decided by ``configure``: the specialist's static
+``replicas``, else the Pods a discovery source (EndpointSlices) reports for the Service
+its ``endpoint`` names, else the endpoint itself (a DNS name whose addresses a
+round-robin channel spreads new streams over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Protocol
+
+import grpc
+
+from ...api.routerconfig import SpecialistConfig
+from ..breaker import BreakerConfig
+from ..errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
+from .codec import Piece, build_request, from_rpc_error, read_message
+from .replicas import Replica, ReplicaSet
+
+log = logging.getLogger("slmfleet.router")
+
+
+class Discovery(Protocol):
+    """Tells the pool which Pods serve an endpoint (see ``discovery``)."""
+
+    def track(self, endpoint: str, on_change: Any) -> bool:
+        """Start reporting ``endpoint``'s Pods to ``on_change(addresses)``; False when
+        the endpoint names no Service this source can watch."""
+        ...
+
+    def untrack(self, endpoint: str) -> None: ...
+
+
+class TritonPool:
+    def __init__(
+        self,
+        *,
+        discovery: Discovery | None = None,
+        breaker_config: BreakerConfig | None = None,
+    ) -> None:
+        self.discovery = discovery
+        self.breaker_config = breaker_config
+        self._sets: dict[str, ReplicaSet] = {}
+        self._tracked: set[str] = set()
+
+    # -- which replicas -----------------------------------------------------------------
+    def replica_set(self, endpoint: str) -> ReplicaSet:
+        """The endpoint's replicas; an endpoint never configured is its own replica."""
+        rs = self._sets.get(endpoint)
+        if rs is None:
+            rs = self._sets[endpoint] = ReplicaSet(endpoint, breaker_config=self.breaker_config)
+            rs.update([endpoint], source="dns", round_robin=True)
+        return rs
+
+    async def configure(self, specialists: Iterable[SpecialistConfig]) -> None:
+        """Follow a new configuration: new endpoints get replica sets, static replica
+        lists are applied, endpoints no longer used drain and close."""
+        static: dict[str, list[str]] = {}
+        for s in specialists:
+            static.setdefault(s.endpoint, []).extend(s.replicas)
+        for endpoint, addresses in static.items():
+            rs = self._sets.get(endpoint)
+            if rs is None:
+                rs = self._sets[endpoint] = ReplicaSet(endpoint, breaker_config=self.breaker_config)
+            if addresses:
+                self._untrack(endpoint)
+                rs.update(addresses, source="static")
+                continue
+            if (
+                endpoint not in self._tracked
+                and self.discovery is not None
+                and self.discovery.track(endpoint, self._updater(rs))
+            ):
+                self._tracked.add(endpoint)
+            if rs.source != "endpointslices":
+                # Until discovery answers (or without it): the endpoint's DNS name.
+                rs.update([endpoint], source="dns", round_robin=True)
+        for endpoint in [e for e in self._sets if e not in static]:
+            self._untrack(endpoint)
+            rs = self._sets.pop(endpoint)
+            rs.update([], source=rs.source)  # drain: in-flight requests finish
+
+    @staticmethod
+    def _updater(rs: ReplicaSet) -> Any:
+        def on_change(addresses: list[str]) -> None:
+            rs.update(addresses, source="endpointslices")
+
+        return on_change
+
+    def _untrack(self, endpoint: str) -> None:
+        if endpoint in self._tracked and self.discovery is not None:
+            self.discovery.untrack(endpoint)
+        self._tracked.discard(endpoint)
+
+    async def close(self) -> None:
+        for endpoint in list(self._sets):
+            self._untrack(endpoint)
+            await self._sets.pop(endpoint).close()
+
+    # -- one request --------------------------------------------------------------------
+    def shared_stream(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        request_id: str = "",
+    ) -> AsyncIterator[Piece]:
+        """``stream`` on a shared stream (a request without an id gets its own)."""
+        return self.stream(
+            endpoint,
+            model,
+            prompt,
+            sampling,
+            timeout_s=timeout_s,
+            request_id=request_id,
+            shared=bool(request_id),
+        )
+
+    async def stream(
+        self,
+        endpoint: str,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        request_id: str = "",
+        shared: bool = False,
+        specialist: str = "-",
+    ) -> AsyncIterator[Piece]:
+        """Stream the model's text deltas from the least-loaded replica of ``endpoint``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        rs = self.replica_set(endpoint)
+        tried: list[Replica] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            others = len(rs.active()) > len(tried)
+            replica = await rs.acquire(
+                deadline, exclude=tried if others else (), specialist=specialist
+            )
+            started = ok = fault = False
+            try:
+                gen = self._on(replica, model, prompt, sampling, deadline, request_id, shared)
+                try:
+                    async for piece in gen:
+                        started = True
+                        yield piece
+                finally:
+                    await gen.aclose()
+                ok = True
+                return
+            except UpstreamError as exc:
+                fault = exc.retryable or "UNAVAILABLE" in str(exc)
+                if (
+                    exc.retryable
+                    and not started
+                    and attempt < RETRY_ATTEMPTS
+                    and loop.time() + RETRY_WAIT_S < deadline
+                ):
+                    tried.append(replica)
+                    if not others:
+                        await asyncio.sleep(RETRY_WAIT_S)
+                    continue
+                raise
+            finally:
+                rs.release(replica, ok=ok, fault=fault)
+
+    async def _on(
+        self,
+        replica: Replica,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        deadline: float,
+        request_id: str,
+        shared: bool,
+    ) -> AsyncIterator[Piece]:
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise UpstreamError(f"triton {replica.address}: deadline exceeded", timeout=True)
+        req = build_request(model, prompt, sampling, request_id, timeout_s=remaining)
+        s = replica.shared_for(request_id) if shared and request_id else None
+        if s is not None:
+            gen = s.exchange(req, request_id, model, deadline)
+        else:
+            gen = _dedicated(replica, req, model, remaining)
+        try:
+            async for piece in gen:
+                yield piece
+        finally:
+            await gen.aclose()
+
+
+async def _dedicated(
+    replica: Replica, req: Any, model: str, timeout_s: float
+) -> AsyncIterator[Piece]:
+    """One request on a stream of its own; closing it cancels the call (and Triton's
+    generation); its gRPC deadline is the request's."""
+    address = replica.address
+    call = replica.stub.ModelStreamInfer(iter((req,)), timeout=timeout_s)
+    started = False
+    try:
+        while True:
+            try:
+                msg = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise from_rpc_error(exc, address, started=started) from exc
+            if msg is grpc.aio.EOF:
+                if not started:
+                    raise UpstreamError(f"triton {address}: stream closed before any response")
+                return
+            piece, final = read_message(msg, address, model)
+            started = True
+            if piece is not None:
+                yield piece
+            if final:
+                return
+    finally:
+        if not call.done():
+            call.cancel()
