@@ -42,8 +42,9 @@ def default_classifier_factory(
     domains: Mapping[str, DomainConfig], negatives: tuple[str, ...] = ()
 ) -> Classifier:
     from .classify import DomainClassifier  # the learned classifier (numpy/sklearn only)
+    from .staged import StagedClassifier
 
-    return DomainClassifier.fit(domains, negatives=negatives)
+    return StagedClassifier(DomainClassifier.fit(domains, negatives=negatives))
 
 
 @dataclass(frozen=True, slots=True)
