@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(env("SLMFLEET_MAX_BODY_BYTES", str(2 * 1024 * 1024))),
     )
+    p.add_argument(
+        "--shared-stream-max-tokens",
+        type=int,
+        default=int(env("SLMFLEET_SHARED_STREAM_MAX_TOKENS", "64")),
+        help="non-streamed requests capped at this many output tokens share gRPC streams "
+        "(cheaper, not cancellable in Triton one by one); 0: every request its own stream",
+    )
     p.add_argument("--max-messages", type=int, default=int(env("SLMFLEET_MAX_MESSAGES", "256")))
     p.add_argument(
         "--discovery",
@@ -74,6 +81,7 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         max_messages=args.max_messages,
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
         discovery=args.discovery,
+        shared_stream_max_tokens=args.shared_stream_max_tokens,
     )
     return RouterApp(settings=settings, source=source, discovery=make_discovery(args.discovery))
 

@@ -68,7 +68,11 @@ class RouterApp:
         self.discovery = discovery
         self.pool = TritonPool(discovery=discovery)
         self.external = ExternalClients()
-        self.engine = engine or Engine(self.pool, self.external)
+        self.engine = engine or Engine(
+            self.pool,
+            self.external,
+            shared_stream_max_tokens=self.settings.shared_stream_max_tokens,
+        )
         self.snapshot: Snapshot | None = None
         self._fit_cache: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[Any]] = []

@@ -46,6 +46,7 @@ class Engine:
         ledger: SpendLedger | None = None,
         breaker_config: BreakerConfig | None = None,
         classifier: ClassifierService | None = None,
+        shared_stream_max_tokens: int = 64,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
     ) -> None:
@@ -55,7 +56,9 @@ class Engine:
         self.classifier = classifier or ClassifierService()
         self.clock = clock
         bc = breaker_config or BreakerConfig()
-        self.specialist_tier: Tier = SpecialistTier(pool, self.accounting, self.breakers, bc, clock)
+        self.specialist_tier: Tier = SpecialistTier(
+            pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens
+        )
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock)
         self.human_tier: Tier = HumanTier()
 

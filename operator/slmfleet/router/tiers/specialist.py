@@ -33,8 +33,10 @@ class SpecialistTier:
         breakers: dict[str, Breaker],
         breaker_config: BreakerConfig,
         clock: Callable[[], float] = time.monotonic,
+        shared_max_tokens: int = 64,
     ) -> None:
         self.pool = pool
+        self.shared_max_tokens = shared_max_tokens
         self.accounting = accounting
         self.breakers = breakers
         """Per endpoint: the specialist as a whole (the pool also ejects single Pods)."""
@@ -80,8 +82,15 @@ class SpecialistTier:
         inflight = m.bound(m.INFLIGHT, spec.id)
         inflight.inc()
         try:
-            # Nothing to cancel in Triton (no live client, no reasoning cut): a shared
-            # stream saves opening a gRPC stream per request.
+            # A shared stream saves opening a gRPC stream per request, but Triton cannot
+            # cancel one request on it: only for short, capped answers that neither
+            # stream to a client nor may be cut for reasoning (see Settings).
+            shared = (
+                c.emit is None
+                and rcap is None
+                and ocap is not None
+                and ocap <= self.shared_max_tokens
+            )
             gen = self.pool.stream(
                 endpoint,
                 spec.triton_model,
@@ -89,7 +98,7 @@ class SpecialistTier:
                 sampling,
                 timeout_s=timeout,
                 request_id=d.request_id,
-                shared=c.emit is None and rcap is None,
+                shared=shared,
                 specialist=spec.id,
             )
             await consume(gen, first, reasoning_cap=rcap, output_cap=ocap, emit=c.emit)

@@ -1,0 +1,94 @@
+"""Which Budgets apply to a request, however it reaches a specialist, and their 429."""
+
+from __future__ import annotations
+
+import pytest
+
+from slmfleet.router.errors import RouterError
+from tests.unit.router_fakes import (
+    TINY,
+    cfg_with,
+    make,
+    one_tier,
+    run,
+    spec,
+    spent,
+    words,
+)
+
+
+async def test_spend_reject_is_429_with_retry_after():
+    snap, _pool, eng = make({"ma": words("a b c d e f g h", 0.99)})
+    await run(eng, snap, "alpha", model="money")  # spends past the tiny limit
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "alpha", model="money")
+    assert e.value.status == 429 and int(e.value.headers["retry-after"]) >= 1
+
+
+async def test_direct_specialist_model_is_held_to_its_budgets():
+    config = cfg_with(
+        budgets=[
+            {"id": "ns/cash", "spend": TINY, "specialists": ["ns/a"]},
+            {"id": "ns/caps", "perRequest": {"maxOutputTokens": 2}, "specialists": ["ns/a"]},
+        ]
+    )
+    snap, pool, eng = make({"ma": words("a b c d e f g h", 0.99)}, config)
+    assert {b.id for b in snap.policies["ns/a"].budgets} == {"ns/cash", "ns/caps"}
+    await run(eng, snap, "x" * 100, "ns/a")  # spends past the tiny limit
+    assert pool.calls[0][2]["max_tokens"] == 2
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "x", "ns/a")
+    assert e.value.status == 429 and e.value.code == "budget_exceeded"
+
+
+async def test_routed_specialist_budget_rejects_and_is_charged_once():
+    config = cfg_with(
+        policies=[one_tier("p", "ns/a", budgets=["ns/cash"])],
+        # ns/cash covers the policy and the specialist: charged once per call.
+        budgets=[{"id": "ns/cash", "spend": TINY, "specialists": ["ns/a"], "policies": ["p"]}],
+    )
+    snap, _pool, eng = make({"ma": words("a b", 0.99)}, config)
+    _, d = await run(eng, snap, "x" * 100, "p")
+    assert spent(eng, "ns/cash") == pytest.approx(d.cost_usd)
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "x", "p")
+    assert e.value.status == 429
+
+    # A Budget covering only the specialist (not the policy) counts too.
+    config = cfg_with(
+        policies=[one_tier("p", "ns/a")],
+        budgets=[{"id": "ns/spec", "spend": TINY, "specialists": ["ns/a"]}],
+    )
+    snap, _pool, eng = make({"ma": words("a b c d e f g h", 0.99)}, config)
+    await run(eng, snap, "x", "p")
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "x", "p")
+    assert e.value.status == 429
+
+
+async def test_fixed_tier_specialist_budget_rejects_that_tier_only():
+    config = cfg_with(
+        policies=[
+            {
+                "modelName": "p",
+                "id": "ns/p",
+                "specialists": ["ns/a"],
+                "routing": {"semantic": {"enabled": False}},
+                "cascade": [
+                    {"name": "big", "specialist": "ns/big"},
+                    {"name": "small", "specialist": "ns/a"},
+                ],
+            }
+        ],
+        budgets=[{"id": "ns/bigcash", "spend": TINY, "specialists": ["ns/big"]}],
+        specialists=[
+            spec("a", "ma"),
+            spec("big", "mbig", cost={"inputPerMillionUsd": 10, "outputPerMillionUsd": 10}),
+        ],
+    )
+    snap, _pool, eng = make({"mbig": words("big", 0.99), "ma": words("small", 0.99)}, config)
+    _, d = await run(eng, snap, "x", "p")
+    assert d.tier == "big"
+    out, d = await run(eng, snap, "x", "p")
+    assert d.tier == "small" and d.escalations == ["big:budget_exceeded"]
+    assert out.text.strip() == "small"
