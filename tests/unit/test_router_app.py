@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import orjson
 import pytest
 
 from slmfleet.api.routerconfig import RouterConfig
+from slmfleet.router import metrics as m
 from slmfleet.router.app import RouterApp, Settings
 from slmfleet.router.snapshot import build_snapshot
+from slmfleet.router.triton import Piece
 from tests.unit.router_fakes import (
     CONFIG,
+    FakePool,
     KeywordClassifier,
+    cfg_with,
     make,
+    one_tier,
+    spent,
     words,
 )
 
@@ -123,3 +131,84 @@ async def test_unexpected_exception_mid_stream_ends_with_error_event():
     assert events[-1] == "[DONE]"
     err = orjson.loads(events[-2])["error"]
     assert err["type"] == "server_error" and err["code"] == "internal_error"
+
+
+# ---- a client that leaves cancels its request ----------------------------------------
+
+
+class Hanging(FakePool):
+    """The routed model sends one token, then hangs until cancelled."""
+
+    def __init__(self):
+        super().__init__({})
+        self.cancelled = asyncio.Event()
+
+    async def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **kw):
+        self.calls.append((model, prompt, dict(sampling)))
+        try:
+            yield Piece("partial ", 0.99)
+            await asyncio.Event().wait()
+        finally:
+            self.cancelled.set()
+
+
+async def _drive(app, body: dict, leave_after: float):
+    """One request straight through the ASGI interface; the client leaves after a while."""
+    sent: list[dict] = []
+    first = True
+
+    async def receive():
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
+        await asyncio.sleep(leave_after)
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    return sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_cancels_the_work_and_the_charging(stream):
+    config = cfg_with(
+        policies=[
+            {
+                **one_tier("money", "ns/a", budgets=["ns/cash"]),
+                "cascade": [
+                    {"name": "routed", "routed": True},
+                    {"name": "large", "specialist": "ns/big"},
+                ],
+            }
+        ],
+        budgets=[
+            {"id": "ns/cash", "spend": [{"window": "1h", "limitUsd": 100, "action": "alert"}]}
+        ],
+    )
+    snap, _pool, eng = make({}, config)
+    pool = Hanging()
+    eng.specialist_tier.pool = pool
+    app = RouterApp(settings=Settings(), engine=eng)
+    app.snapshot = snap
+    before = m.REQUESTS.labels("money", "routed", "499")._value.get()
+    body = {"model": "money", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    sent = await _drive(app, body, leave_after=0.1)
+    assert pool.cancelled.is_set()  # the upstream call was closed
+    assert len(pool.calls) == 1  # no further tier ran
+    if stream:  # the first token went out before the client left, nothing after
+        assert [s for s in sent if s["type"] == "http.response.body"][-1]["more_body"]
+    else:
+        assert sent == []  # nothing answered to nobody
+    assert m.REQUESTS.labels("money", "routed", "499")._value.get() == before + 1
+    # Charged for what was generated before the client left (one token), no more.
+    assert spent(eng, "ns/cash") == pytest.approx((1 * 1 + 1 * 2) / 1e6)
+    eng.close()
