@@ -58,12 +58,14 @@ class OverlapClassifier:
 
 
 def classifier_factory(domains: Mapping[str, DomainConfig]) -> Any:
-    """The real classifier when it is importable, else the overlap stand-in."""
+    """The router's real (staged) classifier when it is importable, else the overlap
+    stand-in."""
     try:
         from slmfleet.router.classify import DomainClassifier
+        from slmfleet.router.staged import StagedClassifier
     except ImportError:
         return OverlapClassifier.fit(domains)
-    return DomainClassifier.fit(domains)
+    return StagedClassifier(DomainClassifier.fit(domains))
 
 
 def _flat(examples: Mapping[str, list[str]]) -> list[str]:
@@ -235,13 +237,19 @@ class RouterThread:
     """The real router app behind real uvicorn (uvloop + httptools) in a thread."""
 
     def __init__(
-        self, config_path: Path, *, settings: Settings | None = None, poll_s: float = 0.1
+        self,
+        config_path: Path,
+        *,
+        settings: Settings | None = None,
+        poll_s: float = 0.1,
+        discovery: Any = None,
     ) -> None:
         self.port = free_port()
         self.app = RouterApp(
             settings=settings,
             source=FileSource(config_path, interval_s=poll_s),
             classifier_factory=classifier_factory,
+            discovery=discovery,
         )
         cfg = uvicorn.Config(
             self.app,

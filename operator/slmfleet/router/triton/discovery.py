@@ -166,9 +166,19 @@ OnChange = Callable[[list[str]], None]
 class EndpointSlices:
     """Watches the EndpointSlices of tracked Services; see the module docstring."""
 
-    def __init__(self, access: ApiAccess, *, backoff_max_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        access: ApiAccess,
+        *,
+        backoff_max_s: float = 30.0,
+        map_address: Callable[[str], str] | None = None,
+    ) -> None:
         self.access = access
         self.backoff_max_s = backoff_max_s
+        self.map_address = map_address
+        """Rewrites each discovered ``host:port`` before use (a router that reaches Pods
+        through a translation of its own; the tests, whose Pods listen on loopback,
+        which the API server refuses in EndpointSlices)."""
         self._subs: dict[str, tuple[ServiceRef, OnChange]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._client: httpx.AsyncClient | None = None
@@ -231,7 +241,10 @@ class EndpointSlices:
                 for s in slices.values()
                 if (s.get("metadata", {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == ref.name
             ]
-            on_change(ready_addresses(mine, ref.port))
+            addresses = ready_addresses(mine, ref.port)
+            if self.map_address is not None:
+                addresses = [self.map_address(a) for a in addresses]
+            on_change(addresses)
 
     async def _run(self, namespace: str) -> None:
         path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
