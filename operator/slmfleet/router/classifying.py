@@ -38,7 +38,8 @@ log = logging.getLogger("slmfleet.router")
 #: Texts up to this long get the cheap stage on the event loop (bounded cost).
 INLINE_CHARS = 400
 CACHE_SIZE = 4096
-MAX_QUEUE = 1024
+MAX_QUEUE = 256
+"""~0.6 s of work at ~2.5 ms a full-stage decision: past that, 503 at once."""
 MAX_BATCH = 16
 
 
