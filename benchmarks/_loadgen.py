@@ -75,8 +75,13 @@ class HTTPPool:
         return c
 
     async def acquire(self) -> Conn:
-        if self.free:
-            return self.free.pop()
+        while self.free:
+            c = self.free.pop()
+            if not c.broken and not c.transport.is_closing():
+                return c
+            # The server closed it while idle (keep-alive timeout): forget it.
+            c.transport.close()
+            self.n -= 1
         if self.n < self.max:
             self.n += 1
             try:
@@ -207,6 +212,8 @@ async def open_loop(call, rps: float, seconds: float, grace: float) -> dict[str,
     errors = 0
     lag: list[float] = []
 
+    kinds: collections.Counter[str] = collections.Counter()
+
     async def one(due: float) -> None:
         nonlocal errors
         try:
@@ -214,8 +221,9 @@ async def open_loop(call, rps: float, seconds: float, grace: float) -> dict[str,
             dt = time.perf_counter() - due
             lat.append(dt)
             by_tag[tag].append(dt)
-        except Exception:
+        except Exception as exc:
             errors += 1
+            kinds[str(exc)[:80]] += 1
 
     tasks = []
     start = time.perf_counter() + 0.005
@@ -242,6 +250,7 @@ async def open_loop(call, rps: float, seconds: float, grace: float) -> dict[str,
         "p50_ms": pct(lat, 50),
         "p99_ms": pct(lat, 99),
         "send_lag_p50_ms": pct(lag, 50),
+        "error_kinds": dict(kinds.most_common(5)),
         "by_tag": {
             t: {"n": len(xs), "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99)}
             for t, xs in by_tag.items()
