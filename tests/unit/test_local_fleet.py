@@ -247,3 +247,14 @@ spec:
     with pytest.raises(ManifestError, match=r"SLMSpecialist 'sneaky'.*inside the claim"):
         export_stand_ins(load_fleet(folder), root)
     assert [p for p in tmp_path.rglob("*") if p.name == "escaped"] == []
+
+
+def test_local_replicas_are_listed_for_every_specialist():
+    fleet = load_fleet(RETAIL)
+    single = local_router_config(fleet, "127.0.0.1:9001")
+    assert all(s.replicas == [] for s in single.specialists)
+    endpoints = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+    config = local_router_config(fleet, "127.0.0.1:9001", endpoints)
+    assert config.specialists and all(s.replicas == endpoints for s in config.specialists)
+    assert {s.endpoint for s in config.specialists} == {"127.0.0.1:9001"}
+    assert config.policies == single.policies

@@ -172,6 +172,7 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
             namespace=args.namespace,
             progress=say,
             startup_timeout=args.startup_timeout,
+            replicas=getattr(args, "replicas", 1),
         )
     except ManifestError as exc:
         say(f"error: {exc}")
@@ -276,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("path", metavar="PATH", help="folder (or file) of manifests")
     up.add_argument("--port", type=int, default=8080, help="router port (default 8080)")
     up.add_argument("--host", default="127.0.0.1", help="router address (default 127.0.0.1)")
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="Triton servers to run locally (each serves every model; the router balances "
+        "over them; default 1)",
+    )
     up.add_argument(
         "--namespace", help="namespace of the fleet (default: the folder's name)", default=None
     )

@@ -261,8 +261,12 @@ def stand_ins(fleet: FleetManifests) -> list[StandInChoice]:
     return [stand_in_for(s, fleet.examples) for s in fleet.specialists]
 
 
-def local_router_config(fleet: FleetManifests, endpoint: str) -> RouterConfig:
-    """What the operator would render with every specialist Ready on ``endpoint``."""
+def local_router_config(
+    fleet: FleetManifests, endpoint: str, replicas: list[str] | None = None
+) -> RouterConfig:
+    """What the operator would render with every specialist Ready on ``endpoint``; with
+    ``replicas`` (several local Triton servers, ``endpoint`` among them) every
+    specialist lists them, so the router balances over all of them."""
     ready = [
         Item(
             namespace=s.namespace,
@@ -289,7 +293,12 @@ def local_router_config(fleet: FleetManifests, endpoint: str) -> RouterConfig:
                 problems.append(f"RouterPolicy {pid}: {cond.get('reason')}: {cond.get('message')}")
     if problems:
         raise ManifestError("\n".join(problems))
-    return rendered.config
+    if not replicas or len(replicas) < 2:
+        return rendered.config
+    specialists = [
+        s.model_copy(update={"replicas": list(replicas)}) for s in rendered.config.specialists
+    ]
+    return rendered.config.model_copy(update={"specialists": specialists})
 
 
 # -- the running fleet -------------------------------------------------------------------------
@@ -322,8 +331,11 @@ class LocalFleet:
         workdir: Path | None = None,
         progress: Progress | None = None,
         startup_timeout: float = 300.0,
+        replicas: int = 1,
     ) -> None:
         self.path = Path(path)
+        self.replicas = max(1, replicas)
+        """Triton servers to run, each serving every model; the router balances over them."""
         self.port = port
         self.host = host
         self.fleet = load_fleet(self.path, namespace)
@@ -333,6 +345,7 @@ class LocalFleet:
         self.progress = progress or (lambda _msg: None)
         self.startup_timeout = startup_timeout
         self.triton: TritonServer | None = None
+        self.more_tritons: list[TritonServer] = []
         self.router: RouterProcess | None = None
         self.config: RouterConfig | None = None
         self.on_request: Callable[[dict[str, Any]], None] | None = None
@@ -416,10 +429,21 @@ class LocalFleet:
             f"Triton ready: {len(self.choices)} models on gRPC {server.grpc_url} "
             f"({time.monotonic() - begin:.1f}s)"
         )
+        for i in range(1, self.replicas):
+            more = TritonServer(
+                repo,
+                log_path=self.workdir / f"tritonserver-{i}.log",
+                startup_timeout=self.startup_timeout,
+                stop_timeout=8.0,
+            )
+            self.more_tritons.append(more)
+            more.start()
+            self.progress(f"Triton replica {i + 1}/{self.replicas} ready on {more.grpc_url}")
 
     def _start_router(self) -> None:
         assert self.triton is not None
-        self.config = local_router_config(self.fleet, self.triton.grpc_url)
+        endpoints = [self.triton.grpc_url, *(t.grpc_url for t in self.more_tritons)]
+        self.config = local_router_config(self.fleet, self.triton.grpc_url, endpoints)
         config_path = self.workdir / "router.json"
         config_path.write_text(self.config.model_dump_json(by_alias=True, exclude_none=True))
         self.progress(
@@ -457,8 +481,9 @@ class LocalFleet:
     # -- run / stop -----------------------------------------------------------------------------
     def failure(self) -> str | None:
         """Why the fleet is down, or None while both processes run."""
-        if self.triton is not None and not self.triton.is_alive():
-            return f"tritonserver exited; log {self.triton.log_path}:\n{self.triton.log_tail()}"
+        for t in [self.triton, *self.more_tritons]:
+            if t is not None and not t.is_alive():
+                return f"tritonserver exited; log {t.log_path}:\n{t.log_tail()}"
         if self.router is not None and not self.router.alive():
             return f"the router exited; log {self.router_log}:\n{log_tail(self.router_log)}"
         return None
@@ -469,6 +494,9 @@ class LocalFleet:
             begin = time.monotonic()
             router.stop()
             self.progress(f"  router stopped ({time.monotonic() - begin:.1f}s)")
+        more, self.more_tritons = self.more_tritons, []
+        for t in more:
+            t.stop()
         server, self.triton = self.triton, None
         if server is not None:
             begin = time.monotonic()
