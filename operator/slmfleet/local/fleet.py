@@ -31,234 +31,47 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
-
-from ..api.budget import Budget
-from ..api.policy import RouterPolicy
 from ..api.routerconfig import RouterConfig
-from ..api.specialist import SLMSpecialist
 from ..render.fleet import Item, render_fleet
-from .models import StandIn
-from .models.standin import KINDS
+from .manifests import (
+    Document,
+    FleetManifests,
+    ManifestError,
+    default_namespace,
+    load_fleet,
+    manifest_files,
+    parse_fleet,
+    read_documents,
+)
 from .router import RouterProcess, log_tail
+from .standins import StandInChoice, export_stand_ins, stand_in_for, stand_ins
 from .triton import TritonServer, free_port
 
 __all__ = [
+    "Document",
     "FleetManifests",
     "LocalFleet",
     "ManifestError",
     "StandInChoice",
     "default_namespace",
+    "export_stand_ins",
+    "free_port",
     "load_fleet",
     "local_router_config",
+    "manifest_files",
+    "parse_fleet",
+    "pids",
+    "port_is_free",
     "read_documents",
     "stand_in_for",
     "stand_ins",
 ]
 
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-_KINDS: dict[str, type[BaseModel]] = {
-    "SLMSpecialist": SLMSpecialist,
-    "RouterPolicy": RouterPolicy,
-    "Budget": Budget,
-}
-_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 _LOADED = re.compile(r"successfully loaded '([^']+)'")
-
-
-class ManifestError(ValueError):
-    """A manifest is unreadable or invalid; the message names the file and the field."""
-
-
-@dataclass(frozen=True)
-class Document:
-    source: str
-    """``file.yaml#2``: where the document came from, for error messages."""
-    body: dict[str, Any]
-
-
-@dataclass
-class FleetManifests:
-    namespace: str
-    specialists: list[Item] = field(default_factory=list)
-    policies: list[Item] = field(default_factory=list)
-    budgets: list[Item] = field(default_factory=list)
-    examples: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    """ConfigMap keys in the folder, for ``domain.examplesFrom``."""
-    skipped: list[str] = field(default_factory=list)
-    """``Kind/name`` of objects that mean nothing locally (PVCs, Secrets, ...)."""
-
-
-def default_namespace(path: Path | str) -> str:
-    """The folder's name as a DNS label: ``examples/retail-support`` -> ``retail-support``."""
-    p = Path(path).resolve()
-    name = p.stem if p.is_file() else p.name
-    label = _DNS_LABEL.sub("-", name.lower()).strip("-")[:63].strip("-")
-    return label or "default"
-
-
-def manifest_files(path: Path | str) -> list[Path]:
-    """The manifest files of ``path`` (a file, or a folder's files, as ``kubectl apply -f``)."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise ManifestError(f"{p}: no such file or directory")
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in MANIFEST_SUFFIXES)
-    if not files:
-        raise ManifestError(f"{p}: no manifests (*.yaml, *.yml, *.json) in this folder")
-    return files
-
-
-def read_documents(path: Path | str) -> list[Document]:
-    """Every YAML document of every manifest file, ``List`` objects flattened."""
-    docs: list[Document] = []
-    for file in manifest_files(path):
-        try:
-            loaded = list(yaml.safe_load_all(file.read_text()))
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{file}: not valid YAML: {exc}") from exc
-        for index, body in enumerate(loaded):
-            if body is None:
-                continue
-            where = f"{file.name}#{index + 1}"
-            if not isinstance(body, dict):
-                raise ManifestError(f"{where}: a manifest must be a mapping, got {type(body)}")
-            if body.get("kind") == "List" or str(body.get("kind", "")).endswith("List"):
-                for j, item in enumerate(body.get("items") or []):
-                    docs.append(Document(f"{where}.items[{j}]", item))
-            else:
-                docs.append(Document(where, body))
-    return docs
-
-
-def _field_errors(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors()[:8]:
-        loc = ".".join(str(p) for p in err["loc"])
-        lines.append(f"  {loc}: {err['msg']}")
-    return "\n".join(lines)
-
-
-def parse_fleet(docs: Iterable[Document], namespace: str) -> FleetManifests:
-    """Validate the slmfleet objects with the API models (the CRD schemas' source)."""
-    fleet = FleetManifests(namespace=namespace)
-    seen: dict[tuple[str, str], str] = {}
-    for doc in docs:
-        kind = doc.body.get("kind")
-        meta = doc.body.get("metadata") or {}
-        name = meta.get("name")
-        api_version = str(doc.body.get("apiVersion", ""))
-        if kind == "ConfigMap" and api_version == "v1":
-            ns = meta.get("namespace") or namespace
-            for key, text in (doc.body.get("data") or {}).items():
-                fleet.examples[(ns, str(name), key)] = str(text)
-            continue
-        if kind not in _KINDS or not api_version.startswith("slmfleet.io/"):
-            fleet.skipped.append(f"{kind}/{name}")
-            continue
-        if not name:
-            raise ManifestError(f"{doc.source}: {kind} has no metadata.name")
-        if (kind, name) in seen:
-            raise ManifestError(
-                f"{doc.source}: {kind} {name!r} is also defined in {seen[kind, name]}"
-            )
-        seen[kind, name] = doc.source
-        body = {k: v for k, v in doc.body.items() if k not in ("metadata", "status")}
-        try:
-            obj = _KINDS[kind].model_validate(body)
-        except ValidationError as exc:
-            raise ManifestError(
-                f"{doc.source}: {kind} {name!r} is invalid:\n{_field_errors(exc)}"
-            ) from exc
-        item = Item(
-            namespace=meta.get("namespace") or namespace,
-            name=name,
-            spec=obj.spec,  # type: ignore[attr-defined]
-            generation=1,
-            labels=dict(meta.get("labels") or {}),
-            created=f"{len(seen):06d}",  # file order decides contested model names
-        )
-        {
-            "SLMSpecialist": fleet.specialists,
-            "RouterPolicy": fleet.policies,
-            "Budget": fleet.budgets,
-        }[kind].append(item)
-    if not fleet.specialists:
-        raise ManifestError("no SLMSpecialist in the manifests: nothing to serve")
-    if not fleet.policies:
-        raise ManifestError("no RouterPolicy in the manifests: nothing routes to the specialists")
-    return fleet
-
-
-def load_fleet(path: Path | str, namespace: str | None = None) -> FleetManifests:
-    return parse_fleet(read_documents(path), namespace or default_namespace(path))
-
-
-# -- stand-ins -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StandInChoice:
-    model: str
-    """Model name inside Triton (the specialist's name)."""
-    stand_in: StandIn
-    why: str
-    """One line for the progress output."""
-
-
-def _label(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "answer"
-
-
-def stand_in_for(
-    item: Item, examples: dict[tuple[str, str, str], str] | None = None
-) -> StandInChoice:
-    spec = item.spec
-    model = spec.model
-    params = dict(model.parameters)
-    kind = params.pop("standin", None)
-    if model.backend == "python" and kind is not None:
-        if kind not in KINDS:
-            raise ManifestError(
-                f"SLMSpecialist {item.name!r}: model.parameters.standin must be one of "
-                f"{', '.join(KINDS)}, got {kind!r}"
-            )
-        return StandInChoice(item.name, StandIn(kind, params), f"{kind} stand-in")
-    backend = f"{model.backend}" + (
-        f"/{model.quantization}" if model.quantization != "none" else ""
-    )
-    if model.reasoning is not None:
-        stand_in = StandIn.reasoner(
-            start_marker=model.reasoning.start_marker, end_marker=model.reasoning.end_marker
-        )
-        return StandInChoice(item.name, stand_in, f"reasoner stand-in for {backend} {model.uri}")
-    texts = list(spec.domain.examples)
-    if spec.domain.examples_from:
-        ref = spec.domain.examples_from
-        text = (examples or {}).get((item.namespace, ref.name, ref.key), "")
-        texts += [line.strip() for line in text.splitlines() if line.strip()]
-    texts = texts or [k for k in spec.domain.keywords if k.strip()]
-    if not texts:  # no territory of its own: a general model (an escalation tier)
-        return StandInChoice(
-            item.name,
-            StandIn("generalist", {"display_name": item.name}),
-            f"generalist stand-in for {backend} {model.uri} (no domain examples or keywords)",
-        )
-    label = _label(item.name)
-    reply = spec.domain.description or f"an answer from {item.name}"
-    stand_in = StandIn.domain({label: texts}, {label: reply})
-    return StandInChoice(item.name, stand_in, f"domain stand-in for {backend} {model.uri}")
-
-
-def stand_ins(fleet: FleetManifests) -> list[StandInChoice]:
-    return [stand_in_for(s, fleet.examples) for s in fleet.specialists]
 
 
 def local_router_config(
@@ -523,48 +336,3 @@ def pids(fleet: LocalFleet) -> Iterator[int]:
 
 
 __all__ += ["free_port", "pids", "port_is_free"]
-
-
-def _claim_target(root: Path, sub: str, name: str) -> Path:
-    """``root/sub``, refusing a ``sub`` that would land outside ``root``."""
-    path = PurePosixPath(sub)
-    target = root / path
-    if (
-        path.is_absolute()
-        or ".." in path.parts
-        or not target.resolve().is_relative_to(root.resolve())
-    ):
-        raise ManifestError(
-            f"SLMSpecialist {name!r}: model.uri path {sub!r} must stay inside the claim "
-            "(no '..' components, not absolute)"
-        )
-    return target
-
-
-def export_stand_ins(
-    fleet: FleetManifests, root: Path | str, claim: str | None = None
-) -> list[Path]:
-    """Write the code of every python-backend stand-in whose URI is ``pvc://CLAIM/PATH``
-    into ``root/PATH/`` (``model.py`` + ``standin.py``): the content the fetcher copies
-    into Triton's version directory. Returns the directories written."""
-    from .models import _FILES, _SOURCES
-
-    written = []
-    for item in fleet.specialists:
-        model = item.spec.model
-        if model.backend != "python" or "standin" not in model.parameters:
-            continue
-        if not model.uri.startswith("pvc://"):
-            continue
-        uri_claim, _, sub = model.uri.removeprefix("pvc://").partition("/")
-        if claim is not None and uri_claim != claim:
-            continue
-        target = _claim_target(Path(root), sub, item.name)
-        target.mkdir(parents=True, exist_ok=True)
-        for filename in _FILES:
-            shutil.copyfile(_SOURCES / filename, target / filename)
-        written.append(target)
-    return written
-
-
-__all__ += ["export_stand_ins"]
