@@ -177,8 +177,8 @@ def write_md(path: Path, r: dict) -> None:
         f"{', '.join(f'{v} s' for v in a['seconds_to_first_request_of_new_replicas'].values())}"
         " after the config change (sampled every second).",
         f"Load: {r['load']['completed']} requests completed, {r['load']['errors']} errors, "
-        f"{r['load']['unfinished']} unfinished ({r['load'].get('error_kinds')}); p50 {r['load']['p50_ms']:.1f} ms, p99 "
-        f"{r['load']['p99_ms']:.1f} ms.",
+        f"{r['load']['unfinished']} unfinished ({r['load'].get('error_kinds')}); "
+        f"p50 {r['load']['p50_ms']:.1f} ms, p99 {r['load']['p99_ms']:.1f} ms.",
         "",
         "## Method",
         "",
