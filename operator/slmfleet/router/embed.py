@@ -36,26 +36,6 @@ class Encoder(Protocol):
     dim: int
     name: str
 
-    def clip(self, text: str, max_tokens: int) -> str:
-        """``text`` cut to about ``max_tokens`` tokens: its first two thirds and last
-        third when longer (a long message's point is often at its end)."""
-        if len(text) <= max_tokens:  # a token is at least one character
-            return text
-        with self._tok_lock:
-            enc = self._tok.encode(text, add_special_tokens=False)
-        offsets = enc.offsets
-        if len(offsets) <= max_tokens and not enc.overflowing:
-            return text
-        head_n = max(1, 2 * max_tokens // 3)
-        tail_n = max(1, max_tokens - head_n)
-        head = text[: offsets[head_n - 1][1]]
-        start = max(offsets[head_n - 1][1], len(text) - 8 * tail_n)
-        with self._tok_lock:
-            tail_offsets = self._tok.encode(text[start:], add_special_tokens=False).offsets
-        if len(tail_offsets) > tail_n:
-            start += tail_offsets[-tail_n][0]
-        return head + " " + text[start:]
-
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Return float32 (len(texts), dim) unit vectors."""
         ...
@@ -283,6 +263,28 @@ class MiniLMEncoder:
             ids = self._tok.encode(text, add_special_tokens=True).ids
         return self._forward(np.asarray([ids], dtype=np.int64), None)[0]
 
+    def clip(self, text: str, max_tokens: int) -> str:
+        """``text`` cut to at most ``max_tokens`` tokens: its first two thirds and last
+        third when longer (a long message's point is often at its end), cut between
+        words so the pieces tokenise as they did in place."""
+        if len(text) <= max_tokens:  # a token is at least one character
+            return text
+        with self._tok_lock:
+            enc = self._tok.encode(text, add_special_tokens=False)
+        if len(enc.ids) <= max_tokens and not enc.overflowing:
+            return text
+        head_n = max(1, 2 * max_tokens // 3)
+        tail_n = max(1, max_tokens - head_n)
+        k = _word_start_at_or_before(enc.word_ids, head_n)
+        head = text[: enc.offsets[k - 1][1]] if k > 0 else ""
+        start = max(len(head), len(text) - 16 * tail_n)
+        with self._tok_lock:
+            tail = self._tok.encode(text[start:], add_special_tokens=False)
+        if len(tail.ids) > tail_n:
+            j = _word_start_at_or_after(tail.word_ids, len(tail.ids) - tail_n)
+            start += tail.offsets[j][0] if j < len(tail.ids) else len(text) - start
+        return (head + " " + text[start:]).strip()
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Embed many texts; batches hold texts of similar length so padding stays small."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -314,3 +316,17 @@ def default_encoder() -> MiniLMEncoder:
         if _default is None:
             _default = MiniLMEncoder()
         return _default
+
+
+def _word_start_at_or_before(words: list[int | None], k: int) -> int:
+    """The largest i <= k where token i begins a word (or the end): cut before it."""
+    while 0 < k < len(words) and words[k] is not None and words[k] == words[k - 1]:
+        k -= 1
+    return k
+
+
+def _word_start_at_or_after(words: list[int | None], j: int) -> int:
+    """The smallest i >= j where token i begins a word."""
+    while 0 < j < len(words) and words[j] is not None and words[j] == words[j - 1]:
+        j += 1
+    return j

@@ -1,0 +1,75 @@
+"""The router's staged classifier: the cheap TF-IDF stage decides only when it is sure,
+the full classifier decides the rest, and inputs are clipped in tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from slmfleet.router.classify import DomainClassifier
+from slmfleet.router.classifying import normalise
+from slmfleet.router.staged import StagedClassifier
+from tests.unit.test_classify import FLEET, HAVE_MODEL, MODES, OUT_OF_DOMAIN, ROUTED
+
+BANKING = [
+    "what is my checking account balance please",
+    "what is the balance of my checking account",
+    "transfer 200 dollars from savings to checking now",
+]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def staged(request) -> StagedClassifier:
+    return StagedClassifier(DomainClassifier.fit(FLEET, embed=request.param))
+
+
+def test_the_cheap_stage_decides_only_when_sure(staged):
+    staged.cut = 0.5
+    sure = [staged.cheap(normalise(t)) for t in BANKING]
+    assert all(r is not None and r.best == "fin/banking" for r in sure), sure
+    for r in sure:
+        assert r.confidence >= 0.5 and r.confidence == pytest.approx(r.scores["fin/banking"])
+        assert set(r.scores) == set(FLEET)  # every specialist, the example-less one too
+    staged.cut = 1.01  # never sure: everything goes to the full classifier
+    assert all(staged.cheap(normalise(t)) is None for t in BANKING)
+    staged.cut = staged.full.params.cheap_cut
+
+
+def test_out_of_domain_is_never_decided_by_the_cheap_stage(staged):
+    assert all(staged.cheap(normalise(t)) is None for t in OUT_OF_DOMAIN)
+
+
+@pytest.mark.parametrize(("text", "want"), ROUTED)
+def test_staged_routes_like_the_full_classifier(staged, text, want):
+    ((r, stage),) = staged.predict_staged([normalise(text)])
+    assert r.best == want and stage in ("cheap", "full")
+    full = staged.full.predict(normalise(text))
+    if stage == "full":
+        assert r.confidence == pytest.approx(full.confidence)
+
+
+def test_cheap_done_skips_the_cheap_stage(staged):
+    staged.cut = 0.0  # the cheap stage would decide everything
+    got = staged.predict_staged([normalise(BANKING[0])] * 2, cheap_done=[False, True])
+    assert [s for _, s in got] == ["cheap", "full"]
+    staged.cut = staged.full.params.cheap_cut
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedding model")
+def test_long_inputs_are_clipped_in_tokens_head_and_tail():
+    staged = StagedClassifier(DomainClassifier.fit(FLEET))
+    tok = staged.full.encoder._tok
+    text = "please " + "blah " * 2000 + "what is my checking account balance"
+    clipped = staged.clip(text)
+    n = len(tok.encode(clipped, add_special_tokens=False).ids)
+    assert n <= staged.max_tokens + 2
+    assert clipped.startswith("please blah") and clipped.endswith("checking account balance")
+    assert staged.clip("short text") == "short text"
+    # The end of a long message still routes it.
+    ((r, _),) = staged.predict_staged([normalise(text)])
+    assert r.best == "fin/banking"
+
+
+def test_without_embeddings_inputs_are_clipped_in_characters():
+    staged = StagedClassifier(DomainClassifier.fit(FLEET, embed=False))
+    text = "x" * 10_000
+    assert len(staged.clip(text)) <= 6 * staged.max_tokens + 1
