@@ -90,7 +90,7 @@ def summarize(raw: dict, rates_by: dict[str, list[int]], mix_rate: int) -> dict[
             su[s] = row
         if "direct" in su:
             for s, row in su.items():
-                if s in ("direct", "rates"):
+                if s not in SYSTEMS or s == "direct":
                     continue
                 # Added latency: per repeat (direct and proxy measured back to back), then
                 # the median of those paired differences.

@@ -350,6 +350,10 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.monotonic()
     got = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The measurements first: a report bug must not lose half an hour of them.
+    out.with_suffix(".raw.json").write_text(json.dumps(got, indent=1, default=str) + "\n")
     summary = summarize(
         got["raw"], {"fast": args.rates, "triton": args.triton_rates}, args.mix_rate
     )
@@ -379,9 +383,8 @@ def main() -> None:
         "duration_s": round(time.monotonic() - t0, 1),
         "raw": got["raw"],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".raw.json").unlink(missing_ok=True)
     write_md(out.with_suffix(".md"), result)
     print()
     print(table(summary))

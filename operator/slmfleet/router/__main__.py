@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(env("SLMFLEET_SHARED_STREAM_MAX_TOKENS", "64")),
         help="non-streamed requests capped at this many output tokens share gRPC streams "
-        "(cheaper, not cancellable in Triton one by one); 0: every request its own stream",
+        "(cheaper, not cancellable in Triton one by one); 0: every request its own stream; "
+        "-1: every non-streamed request shares",
     )
     p.add_argument("--max-messages", type=int, default=int(env("SLMFLEET_MAX_MESSAGES", "256")))
     p.add_argument(

@@ -20,7 +20,8 @@ class Settings:
     """Non-streamed requests whose output is capped at this many tokens or fewer ride
     the Pod's shared gRPC streams (~200 us less router CPU per request), where Triton
     cannot cancel them one by one; longer or uncapped generations get a stream of their
-    own, so a client that leaves stops the generation in Triton too. 0: never share."""
+    own, so a client that leaves stops the generation in Triton too. 0: never share;
+    -1: share every non-streamed request (cheapest, none cancellable in Triton)."""
     discovery: Discovery = "off"
     """How the Pods behind a specialist's endpoint are found: ``kubernetes`` watches its
     Service's EndpointSlices (in-cluster credentials, else the kubeconfig); ``auto`` does

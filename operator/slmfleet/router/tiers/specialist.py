@@ -88,8 +88,10 @@ class SpecialistTier:
             shared = (
                 c.emit is None
                 and rcap is None
-                and ocap is not None
-                and ocap <= self.shared_max_tokens
+                and (
+                    self.shared_max_tokens < 0  # every non-streamed request: never cancelled
+                    or (ocap is not None and ocap <= self.shared_max_tokens)
+                )
             )
             gen = self.pool.stream(
                 endpoint,
