@@ -81,7 +81,6 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         max_body_bytes=args.max_body_bytes,
         max_messages=args.max_messages,
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
-        discovery=args.discovery,
         shared_stream_max_tokens=args.shared_stream_max_tokens,
     )
     return RouterApp(settings=settings, source=source, discovery=make_discovery(args.discovery))

@@ -1,13 +1,10 @@
-"""The router's own settings (limits, API keys, discovery), from flags or environment."""
+"""The router's own settings (limits, API keys, shared streams), from flags or environment."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-Discovery = Literal["auto", "kubernetes", "off"]
 
 
 @dataclass(frozen=True)
@@ -22,10 +19,6 @@ class Settings:
     cannot cancel them one by one; longer or uncapped generations get a stream of their
     own, so a client that leaves stops the generation in Triton too. 0: never share;
     -1: share every non-streamed request (cheapest, none cancellable in Triton)."""
-    discovery: Discovery = "off"
-    """How the Pods behind a specialist's endpoint are found: ``kubernetes`` watches its
-    Service's EndpointSlices (in-cluster credentials, else the kubeconfig); ``auto`` does
-    so only with in-cluster credentials; ``off`` uses the endpoint's DNS name."""
 
 
 def load_api_keys(path: str | None = None, inline: str | None = None) -> frozenset[str] | None:
@@ -46,5 +39,4 @@ def settings_from_env() -> Settings:
             os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
         ),
         shared_stream_max_tokens=int(os.environ.get("SLMFLEET_SHARED_STREAM_MAX_TOKENS", 64)),
-        discovery=os.environ.get("SLMFLEET_ROUTER_DISCOVERY", "auto"),  # type: ignore[arg-type]
     )
