@@ -13,11 +13,12 @@ import orjson
 import pytest
 
 from slmfleet.api.budget import SpendWindow
-from slmfleet.api.policy import ExternalEndpoint
+from slmfleet.api.routerconfig import ExternalConfig as ExternalEndpoint
 from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.router import upstream
 from slmfleet.router.app import RouterApp, Settings
 from slmfleet.router.breaker import Breaker
+from slmfleet.router.egress import EgressPolicy
 from slmfleet.router.engine import Decision, Engine
 from slmfleet.router.errors import RouterError, UpstreamError
 from slmfleet.router.protocol import parse_chat, parse_completion
@@ -485,7 +486,8 @@ async def test_external_call_with_retry_is_bounded_by_the_timeout():
         await asyncio.sleep(0.3)
         raise httpx.ConnectError("refused", request=request)
 
-    ext = ExternalClients()
+    # The egress allow-list admits this host over http; the mock stands for the network.
+    ext = ExternalClients(egress_policy=EgressPolicy.parse(["ext"], allow_http=True))
     ext._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     endpoint = ExternalEndpoint.model_validate({"baseUrl": "http://ext/v1", "model": "gpt"})
     t0 = time.monotonic()

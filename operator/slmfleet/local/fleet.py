@@ -23,6 +23,8 @@ for every specialist whatever the manifest's backend.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -40,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..api.budget import Budget
+from ..api.names import CONFIG_KEY, DNS_SUBDOMAIN
 from ..api.policy import RouterPolicy
 from ..api.routerconfig import RouterConfig
 from ..api.specialist import SLMSpecialist
@@ -91,6 +94,8 @@ class FleetManifests:
     budgets: list[Item] = field(default_factory=list)
     examples: dict[tuple[str, str, str], str] = field(default_factory=dict)
     """ConfigMap keys in the folder, for ``domain.examplesFrom``."""
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """(namespace, name) -> keys of the Secrets in the folder (external tiers' API keys)."""
     skipped: list[str] = field(default_factory=list)
     """``Kind/name`` of objects that mean nothing locally (PVCs, Secrets, ...)."""
 
@@ -160,6 +165,10 @@ def parse_fleet(docs: Iterable[Document], namespace: str) -> FleetManifests:
             for key, text in (doc.body.get("data") or {}).items():
                 fleet.examples[(ns, str(name), key)] = str(text)
             continue
+        if kind == "Secret" and api_version == "v1":
+            ns = meta.get("namespace") or namespace
+            fleet.secrets[(ns, str(name))] = secret_data(doc, str(name))
+            continue
         if kind not in _KINDS or not api_version.startswith("slmfleet.io/"):
             fleet.skipped.append(f"{kind}/{name}")
             continue
@@ -195,6 +204,38 @@ def parse_fleet(docs: Iterable[Document], namespace: str) -> FleetManifests:
     if not fleet.policies:
         raise ManifestError("no RouterPolicy in the manifests: nothing routes to the specialists")
     return fleet
+
+
+def secret_data(doc: Document, name: str) -> dict[str, str]:
+    """A Secret manifest's keys (``stringData`` over base64 ``data``), names checked as
+    the API server would: they become files of the router's secrets directory."""
+    if not re.fullmatch(DNS_SUBDOMAIN, name) or len(name) > 253:
+        raise ManifestError(f"{doc.source}: Secret {name!r}: not a valid Secret name")
+    out: dict[str, str] = {}
+    try:
+        for key, value in (doc.body.get("data") or {}).items():
+            out[str(key)] = base64.b64decode(str(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{doc.source}: Secret {name!r}: data is not base64 text") from exc
+    out.update({str(k): str(v) for k, v in (doc.body.get("stringData") or {}).items()})
+    for key in out:
+        if not re.fullmatch(CONFIG_KEY, key):
+            raise ManifestError(f"{doc.source}: Secret {name!r}: invalid key {key!r}")
+    return out
+
+
+def write_secrets(fleet: FleetManifests, root: Path) -> Path:
+    """``root/<namespace>/<name>/<key>`` for the router's ``--secrets dir:root``: the
+    local equivalent of the API's namespaced Secrets (owner-only permissions)."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for (namespace, name), data in fleet.secrets.items():
+        folder = root / namespace / name
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for key, value in data.items():
+            path = folder / key
+            path.touch(mode=0o600)
+            path.write_text(value)
+    return root
 
 
 def load_fleet(path: Path | str, namespace: str | None = None) -> FleetManifests:
@@ -262,7 +303,8 @@ def stand_ins(fleet: FleetManifests) -> list[StandInChoice]:
 
 
 def local_router_config(fleet: FleetManifests, endpoint: str) -> RouterConfig:
-    """What the operator would render with every specialist Ready on ``endpoint``."""
+    """What the operator would render with every specialist Ready on ``endpoint``
+    (Secrets are not checked here: the router reports a missing one per request)."""
     ready = [
         Item(
             namespace=s.namespace,
@@ -272,21 +314,21 @@ def local_router_config(fleet: FleetManifests, endpoint: str) -> RouterConfig:
             ),
             generation=s.generation,
             labels=s.labels,
-            status={
-                "endpoint": endpoint,
-                "tritonModel": s.name,
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
+            status={"conditions": [{"type": "Ready", "status": "True"}]},
             created=s.created,
         )
         for s in fleet.specialists
     ]
-    rendered = render_fleet(ready, fleet.policies, fleet.budgets, fleet.examples)
+    rendered = render_fleet(
+        ready, fleet.policies, fleet.budgets, fleet.examples, endpoint_of=lambda _ns, _n: endpoint
+    )
     problems = []
     for pid, status in rendered.policy_status.items():
         for cond in status.get("conditions", []):
             if cond.get("type") == "Ready" and cond.get("status") != "True":
                 problems.append(f"RouterPolicy {pid}: {cond.get('reason')}: {cond.get('message')}")
+    for sid, problem in rendered.specialist_problems.items():
+        problems.append(f"SLMSpecialist {sid}: {problem.reason}: {problem.message}")
     if problems:
         raise ManifestError("\n".join(problems))
     return rendered.config
@@ -427,8 +469,9 @@ class LocalFleet:
             f"(fitting the routing classifier on the specialists' domain examples)"
         )
         begin = time.monotonic()
+        secrets = write_secrets(self.fleet, self.workdir / "secrets")
         self.router = RouterProcess(
-            ["--config", str(config_path), "--log-level", "info"],
+            ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"],
             port=self.port,
             host=self.host,
             log_path=self.router_log,

@@ -81,12 +81,14 @@ class RouterApp:
         source: Any = None,
         classifier_factory: ClassifierFactory | None = None,
         engine: Engine | None = None,
+        external: ExternalClients | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.source = source
         self.classifier_factory = classifier_factory
         self.pool = TritonPool()
-        self.external = ExternalClients()
+        # Egress policy and Secret resolver of the external tiers (see __main__).
+        self.external = external or ExternalClients()
         self.engine = engine or Engine(self.pool, self.external)
         self.snapshot: Snapshot | None = None
         self._fit_cache: dict[str, Any] = {}

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from ..api.policy import CascadeTier
 from ..api.routerconfig import BudgetConfig, SpecialistConfig
+from ..api.routerconfig import TierConfig as CascadeTier
 from . import metrics as m
 from .acceptance import evaluate
 from .breaker import Breaker, BreakerConfig, allow, record

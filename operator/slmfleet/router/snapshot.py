@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..api.policy import CascadeTier, FallbackSpec, RoutingSpec
 from ..api.routerconfig import (
     BudgetConfig,
     DomainConfig,
@@ -21,6 +20,9 @@ from ..api.routerconfig import (
     RouterConfig,
     SpecialistConfig,
 )
+from ..api.routerconfig import FallbackConfig as FallbackSpec
+from ..api.routerconfig import RoutingConfig as RoutingSpec
+from ..api.routerconfig import TierConfig as CascadeTier
 from .acceptance import CompiledAcceptance, compile_acceptance
 from .routing import Candidate, CompiledRule, compile_rule
 
