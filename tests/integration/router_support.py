@@ -209,7 +209,7 @@ def fleet_config(
                         "external": {
                             "baseUrl": router_url,
                             "model": "shop/generalist",
-                            "apiKey": {"name": "vendor", "key": "token"},
+                            "apiKey": {"namespace": "shop", "name": "vendor", "key": "token"},
                             "inputPerMillionUsd": 1.0,
                             "outputPerMillionUsd": 2.0,
                         },
@@ -235,13 +235,19 @@ class RouterThread:
     """The real router app behind real uvicorn (uvloop + httptools) in a thread."""
 
     def __init__(
-        self, config_path: Path, *, settings: Settings | None = None, poll_s: float = 0.1
+        self,
+        config_path: Path,
+        *,
+        settings: Settings | None = None,
+        poll_s: float = 0.1,
+        external: Any = None,
     ) -> None:
         self.port = free_port()
         self.app = RouterApp(
             settings=settings,
             source=FileSource(config_path, interval_s=poll_s),
             classifier_factory=classifier_factory,
+            external=external,  # egress policy and Secret resolver of external tiers
         )
         cfg = uvicorn.Config(
             self.app,
