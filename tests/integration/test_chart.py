@@ -31,6 +31,7 @@ from slmfleet.api.fragments import FRAGMENT_LABEL
 from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.local.cluster import free_port
 from slmfleet.local.operator import OperatorProcess
+from tests.fixtures.chart import can_i, helm, sa_kubeconfig
 from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
 
@@ -43,21 +44,6 @@ MONITORING = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/
 FORBIDDEN_MARKERS = ("Forbidden", "forbidden", " 403")
 
 
-def helm(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm-cache"),
-             "HELM_CONFIG_HOME": str(cluster.workdir / "helm-config"),
-             "HELM_DATA_HOME": str(cluster.workdir / "helm-data")},
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def render(cluster, *args: str) -> list[dict]:
     out = helm(cluster, "template", "rel", str(CHART), *args).stdout
     return [d for d in yaml.safe_load_all(out) if d]
@@ -65,26 +51,6 @@ def render(cluster, *args: str) -> list[dict]:
 
 def kinds(docs: list[dict]) -> set[str]:
     return {d["kind"] for d in docs}
-
-
-def sa_kubeconfig(cluster, kube, namespace: str, sa: str, path: Path) -> Path:
-    token = kube("create", "token", sa, "-n", namespace, "--duration=1h").strip()
-    server = json.loads(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
-                ],
-                "users": [{"name": sa, "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 def external_policy(secret: str) -> dict:
@@ -101,11 +67,6 @@ def external_policy(secret: str) -> dict:
             ],
         },
     }  # fmt: skip
-
-
-def can_i(kube, sa: str, *args: str) -> bool:
-    out = kube("auth", "can-i", f"--as={sa}", *args, check=False).strip().splitlines()
-    return bool(out) and out[-1] == "yes"
 
 
 # -- without installing ----------------------------------------------------------------
