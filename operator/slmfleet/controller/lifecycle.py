@@ -38,8 +38,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # idle_timeout; children take workers too. A cap makes new specialists queue
     # behind busy ones, so there is none unless SLMFLEET_WORKERS sets one.
     workers = int(os.environ.get("SLMFLEET_WORKERS", "0"))
-    settings.batching.worker_limit = workers or None
-    settings.batching.idle_timeout = 2.0
+    queueing = getattr(settings, "queueing", None) or settings.batching  # renamed in kopf 1.39
+    queueing.worker_limit = workers or None
+    queueing.idle_timeout = 2.0
     settings.posting.level = 30  # WARNING: events for failures, not for every success
     settings.execution.max_workers = 8
     settings.scanning.disabled = True  # the CRDs are installed by the chart, not discovered
