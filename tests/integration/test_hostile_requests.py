@@ -112,6 +112,13 @@ CASES = [
         headers={**KEY, **JSON, "content-length": str(50 * 1024 * 1024)},
     ),
     # contained: answered normally, nothing leaks, nothing hangs
+    # an upstream failure names no internal endpoint (Service name, port, address)
+    Case(
+        "upstream-failure-hides-the-endpoint",
+        chat(model="{team_b}/failing"),
+        (502,),
+        code="upstream_error",
+    ),
     Case(
         "null-bytes", messages({"role": "user", "content": "refund \u0000\u0000 invoice"}), (200,)
     ),
@@ -127,7 +134,11 @@ CASES = [
 
 
 def _fill(case: Case, fleet) -> tuple[bytes | None, str]:
-    names = {"{support}": fleet.model("support"), "{team_a}": fleet.team_a}
+    names = {
+        "{support}": fleet.model("support"),
+        "{team_a}": fleet.team_a,
+        "{team_b}": fleet.team_b,
+    }
     body, path = case.body, case.path
     for token, value in names.items():
         if body is not None:
@@ -173,7 +184,9 @@ def test_hostile_request(hostile_fleet, case):
         if case.code:
             assert error["code"] == case.code, error
     lowered = raw.lower()
-    for secret in (b"sk-team", b"traceback", b"169.254", b"127.0.0.88", b"kubernetes.default"):
+    leaks = (b"sk-team", b"traceback", b"169.254", b"127.0.0.88", b"kubernetes.default",
+             b".svc", b":8001", b"stand-in model failure")  # fmt: skip
+    for secret in leaks:
         assert secret not in lowered, (case.id, secret)
     if case.id == "huge-request-id":
         echoed = [

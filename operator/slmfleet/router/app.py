@@ -357,7 +357,10 @@ class RouterApp:
                 await _sse(
                     send,
                     RouterError(
-                        502, f"upstream failure mid-stream: {exc}", type="upstream_error"
+                        502,
+                        "upstream failure mid-stream: "
+                        + (exc.public_message if isinstance(exc, UpstreamError) else exc.message),
+                        type="upstream_error",
                     ).body(),
                 )
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})

@@ -545,13 +545,14 @@ class ExternalClients:
         try:
             self.egress.check_url(url)
         except egress.EgressDenied as exc:
-            raise UpstreamError(f"external tier: {exc}") from None
+            raise UpstreamError(f"external tier: {exc}", public=f"external tier: {exc}") from None
         if ext.api_key is not None:
             try:
                 key = await self.secrets.get(secrets.of(ext.api_key))
             except secrets.SecretUnavailable as exc:
                 log.warning("external tier API key unavailable: %s", exc.reason)
-                raise UpstreamError(f"external tier: API key unavailable ({exc.reason})") from None
+                msg = f"external tier: API key unavailable ({exc.reason})"
+                raise UpstreamError(msg, public=msg) from None
             headers["authorization"] = f"Bearer {key}"
 
         async def once() -> httpx.Response:
@@ -562,7 +563,8 @@ class ExternalClients:
             except httpx.ConnectError as exc:
                 denied = "not allowed" in str(exc)
                 reason = str(exc) if denied else "connection failed"
-                raise UpstreamError(f"external tier: {reason}", retryable=not denied) from None
+                msg = f"external tier: {reason}"
+                raise UpstreamError(msg, retryable=not denied, public=msg) from None
             except httpx.TimeoutException:
                 raise UpstreamError("external tier: timeout", timeout=True) from None
             except httpx.HTTPError as exc:
@@ -586,9 +588,8 @@ class ExternalClients:
         assert resp is not None
         if resp.status_code >= 400:
             # The upstream's body may echo the request or the key: never passed on.
-            raise UpstreamError(
-                f"external tier: HTTP {resp.status_code}", timeout=resp.status_code == 504
-            )
+            msg = f"external tier: HTTP {resp.status_code}"
+            raise UpstreamError(msg, timeout=resp.status_code == 504, public=msg)
         try:
             data = orjson.loads(resp.content)
             choice = data["choices"][0]
