@@ -21,6 +21,25 @@ from .api import GROUP, VERSION, Budget, RouterPolicy, SLMSpecialist
 _DROP = {"title", "examples"}
 
 
+def _key_rule(names: dict[str, Any]) -> dict[str, str]:
+    """A map's ``propertyNames`` bounds (from pydantic's key type) as one CEL rule."""
+    checks, words = [], []
+    if "minLength" in names:
+        checks.append(f"size(k) >= {names['minLength']}")
+        words.append(f"at least {names['minLength']}")
+    if "maxLength" in names:
+        checks.append(f"size(k) <= {names['maxLength']}")
+        words.append(f"at most {names['maxLength']}")
+    message = "keys must have " + " and ".join(words) + " characters" if words else "keys"
+    if "pattern" in names:
+        checks.append(f"k.matches(r'{names['pattern']}')")
+        message += f" and match {names['pattern']}"
+    unknown = set(names) - {"minLength", "maxLength", "pattern"}
+    if unknown or not checks:
+        raise ValueError(f"cannot express propertyNames {names} in CEL")
+    return {"rule": f"self.all(k, {' && '.join(checks)})", "message": message}
+
+
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_structural(n, defs) for n in node]
@@ -41,8 +60,18 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             merged.pop("default")
         return _structural(merged, defs)
     out: dict[str, Any] = {}
+    key_rules: list[dict[str, str]] = []
+    # Structural schemas have neither propertyNames nor patternProperties: a map's key
+    # bounds (pydantic's key type) become one CEL rule, its values additionalProperties.
+    key_bounds = dict(node.get("propertyNames", {}))
+    if "patternProperties" in node:
+        ((pattern, values),) = node["patternProperties"].items()
+        key_bounds["pattern"] = pattern
+        out["additionalProperties"] = _structural(values, defs)
+    if key_bounds:
+        key_rules.append(_key_rule(key_bounds))
     for key, value in node.items():
-        if key in _DROP or key == "$defs":
+        if key in _DROP or key in ("$defs", "propertyNames", "patternProperties"):
             continue
         if key == "properties":
             out[key] = {k: _structural(v, defs) for k, v in value.items()}
@@ -54,6 +83,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = True
         else:
             out[key] = _structural(value, defs)
+    if key_rules:
+        out["x-kubernetes-validations"] = [*out.get("x-kubernetes-validations", []), *key_rules]
     if out.get("x-kubernetes-preserve-unknown-fields") and out.get("additionalProperties") is True:
         out.pop("additionalProperties")
     if out.get("type") == "object" and out.get("additionalProperties") is False:

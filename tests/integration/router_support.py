@@ -211,7 +211,7 @@ def fleet_config(
                         "external": {
                             "baseUrl": router_url,
                             "model": "shop/generalist",
-                            "apiKey": {"name": "vendor", "key": "token"},
+                            "apiKey": {"namespace": "shop", "name": "vendor", "key": "token"},
                             "inputPerMillionUsd": 1.0,
                             "outputPerMillionUsd": 2.0,
                         },
@@ -243,6 +243,7 @@ class RouterThread:
         settings: Settings | None = None,
         poll_s: float = 0.1,
         discovery: Any = None,
+        external: Any = None,
     ) -> None:
         self.port = free_port()
         self.app = RouterApp(
@@ -250,6 +251,7 @@ class RouterThread:
             source=FileSource(config_path, interval_s=poll_s),
             classifier_factory=classifier_factory,
             discovery=discovery,
+            external=external,  # egress policy and Secret resolver of external tiers
         )
         cfg = uvicorn.Config(
             self.app,

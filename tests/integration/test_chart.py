@@ -27,9 +27,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slmfleet.api.routerconfig import CONFIG_KEY, RouterConfig
+from slmfleet.api.fragments import FRAGMENT_LABEL
+from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.local.cluster import free_port
 from slmfleet.local.operator import OperatorProcess
+from tests.fixtures.chart import can_i, helm, sa_kubeconfig
 from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
 
@@ -42,21 +44,6 @@ MONITORING = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/
 FORBIDDEN_MARKERS = ("Forbidden", "forbidden", " 403")
 
 
-def helm(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(cluster.bin_dir / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HELM_CACHE_HOME": str(cluster.workdir / "helm-cache"),
-             "HELM_CONFIG_HOME": str(cluster.workdir / "helm-config"),
-             "HELM_DATA_HOME": str(cluster.workdir / "helm-data")},
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def render(cluster, *args: str) -> list[dict]:
     out = helm(cluster, "template", "rel", str(CHART), *args).stdout
     return [d for d in yaml.safe_load_all(out) if d]
@@ -66,29 +53,20 @@ def kinds(docs: list[dict]) -> set[str]:
     return {d["kind"] for d in docs}
 
 
-def sa_kubeconfig(cluster, kube, namespace: str, sa: str, path: Path) -> Path:
-    token = kube("create", "token", sa, "-n", namespace, "--duration=1h").strip()
-    server = json.loads(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
-                ],
-                "users": [{"name": sa, "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
-
-
-def can_i(kube, sa: str, *args: str) -> bool:
-    out = kube("auth", "can-i", f"--as={sa}", *args, check=False).strip().splitlines()
-    return bool(out) and out[-1] == "yes"
+def external_policy(secret: str) -> dict:
+    return {
+        "apiVersion": "slmfleet.io/v1alpha1",
+        "kind": "RouterPolicy",
+        "metadata": {"name": "escalating"},
+        "spec": {
+            "specialists": {"names": ["refunds"]},
+            "cascade": [
+                {"name": "small", "routed": True},
+                {"name": "large", "external": {"baseUrl": "https://api.example.com/v1",
+                 "model": "big", "apiKey": {"name": secret, "key": "token"}}},
+            ],
+        },
+    }  # fmt: skip
 
 
 # -- without installing ----------------------------------------------------------------
@@ -216,14 +194,20 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
     )
 
     # Least privilege, asked of the API server's authorizer.
+    secrets_role = f"{config_cm}-secrets"
     for verb, what, where in [
-        ("get", "secrets", namespace),
         ("list", "secrets", ns),
+        ("watch", "secrets", namespace),
         ("create", "pods", namespace),
         ("delete", "namespaces", ""),
         ("delete", "deployments.apps", namespace),
-        ("delete", "configmaps", ns),
+        ("delete", "configmaps", namespace),
         ("update", "deployments.apps", namespace),
+        ("patch", "roles.rbac.authorization.k8s.io/other", namespace),
+        ("create", "roles.rbac.authorization.k8s.io/other", namespace),
+        ("delete", f"roles.rbac.authorization.k8s.io/{secrets_role}", namespace),
+        ("escalate", "roles.rbac.authorization.k8s.io", namespace),
+        ("bind", "roles.rbac.authorization.k8s.io", namespace),
         ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
         ("list", "namespaces", ""),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
@@ -233,16 +217,23 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
     ]:
         scope = ["-n", where] if where else []
         assert not can_i(kube, operator_sa, verb, what, *scope), f"operator may {verb} {what}"
-    for verb, what in [("patch", "deployments.apps"), ("list", "slmspecialists.slmfleet.io")]:
-        assert can_i(kube, operator_sa, verb, what, "-n", namespace)
-    assert can_i(kube, router_sa, "get", f"configmaps/{config_cm}", "-n", ns)
-    assert can_i(kube, router_sa, "watch", f"configmaps/{config_cm}", "-n", ns)
     for verb, what, where in [
-        ("get", "configmaps/other", ns),
-        ("list", "configmaps", ns),
-        ("get", f"configmaps/{config_cm}", namespace),
+        ("patch", "deployments.apps", namespace),
+        ("list", "slmspecialists.slmfleet.io", namespace),
+        ("patch", "networkpolicies.networking.k8s.io", namespace),
+        ("get", "secrets/llm", namespace),  # to grant it; only metadata is read
+        ("patch", f"roles.rbac.authorization.k8s.io/{secrets_role}", namespace),
+        ("patch", f"rolebindings.rbac.authorization.k8s.io/{secrets_role}", namespace),
+        ("delete", "configmaps", ns),  # stale fragments, in the release namespace only
+    ]:
+        assert can_i(kube, operator_sa, verb, what, "-n", where), f"operator may not {verb} {what}"
+    assert can_i(kube, router_sa, "list", "configmaps", "-n", ns)
+    assert can_i(kube, router_sa, "watch", "configmaps", "-n", ns)
+    for verb, what, where in [
+        ("list", "configmaps", namespace),
         ("patch", f"configmaps/{config_cm}", ns),
         ("get", "secrets", ns),
+        ("get", "secrets/llm", namespace),  # not before a policy references it
         ("list", "slmspecialists.slmfleet.io", ns),
         ("get", "pods", ns),
     ]:
@@ -252,7 +243,12 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
     # ServiceAccounts, reconcile a specialist and serve its configuration.
     op_kc = sa_kubeconfig(cluster, kube, ns, f"{name}-operator", tmp_path / "operator.kubeconfig")
     rt_kc = sa_kubeconfig(cluster, kube, ns, f"{name}-router", tmp_path / "router.kubeconfig")
-    op = OperatorProcess(op_kc, router_configmap=f"{ns}/{config_cm}", log_path=tmp_path / "op.log")
+    op = OperatorProcess(
+        op_kc,
+        router_configmap=f"{ns}/{config_cm}",
+        log_path=tmp_path / "op.log",
+        extra_env={"SLMFLEET_ROUTER_SERVICEACCOUNT": f"{name}-router"},
+    )
     router = RouterProcess(rt_kc, f"{ns}/{config_cm}", tmp_path / "router.log")
     try:
         op.start()
@@ -261,11 +257,7 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         assert "condition met" in out
 
         def configured() -> RouterConfig | None:
-            cm = kube.get("configmap", config_cm, ns)
-            raw = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
-            if raw is None:
-                return None
-            config = RouterConfig.model_validate_json(raw)
+            config = kube.router_assembly(ns, config_cm).config
             ready = {s.id for s in config.specialists if s.ready}
             return config if f"{namespace}/refunds" in ready else None
 
@@ -275,8 +267,18 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         )
         if not shared_operator:  # nobody else could have created these children
             for kind in ("configmap/slm-refunds-model", "deployment/slm-refunds",
-                         "service/slm-refunds", "poddisruptionbudget/slm-refunds"):  # fmt: skip
+                         "service/slm-refunds", "poddisruptionbudget/slm-refunds",
+                         "networkpolicy/slm-refunds"):  # fmt: skip
                 assert kube("get", kind, "-n", namespace, "-o", "name").strip()
+
+        # A policy's external tier reads a Secret of its namespace: the SA operator
+        # grants the router exactly that Secret (a Role it may write, rules it holds).
+        kube("create", "secret", "generic", "llm", "--from-literal=token=sk-test", "-n", namespace)
+        kube.apply(external_policy("llm"), namespace)
+        wait_for(lambda: can_i(kube, router_sa, "get", "secrets/llm", "-n", namespace), 60,
+                 "the router granted the referenced Secret")  # fmt: skip
+        assert not can_i(kube, router_sa, "get", "secrets/other", "-n", namespace)
+        assert not can_i(kube, router_sa, "list", "secrets", "-n", namespace)
         wait_for(lambda: router.status("/readyz") == 200, 60, "router ready from its ConfigMap")
         assert router.status("/healthz") == 200
         for log in (op.log_path, router.log_path):
@@ -289,12 +291,12 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         op.stop()
 
     # Upgrade: a changed value rolls out; the operator's configuration survives it.
-    before = kube.get("configmap", config_cm, ns)["data"][CONFIG_KEY]
+    before = kube.router_assembly(ns, config_cm).config
     helm(cluster, "upgrade", name, str(CHART), "-n", ns, "--reuse-values",
          "--set", "router.replicas=3", "--wait", "--timeout=120s")  # fmt: skip
     assert kube.get("deployment", f"{name}-router", ns)["spec"]["replicas"] == 3
     wait_for(lambda: running("router", 3), 60, "3 router pods")
-    assert kube.get("configmap", config_cm, ns)["data"][CONFIG_KEY] == before
+    assert kube.router_assembly(ns, config_cm).config == before
     assert "REVISION: 2" in helm(cluster, "status", name, "-n", ns).stdout
 
     # Uninstall: nothing of the release is left but the CRDs.
@@ -309,6 +311,11 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
     cluster_left = kube("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name")
     assert cluster_left.strip() == "", cluster_left
     assert kube.get("configmap", config_cm, ns) is None
+    wait_for(  # the fragments are owned by the anchor ConfigMap: garbage-collected with it
+        lambda: not kube.items("configmaps", ns, f"{FRAGMENT_LABEL}={config_cm}"),
+        60,
+        "fragments collected",
+    )
     assert kube("get", "crd", "slmspecialists.slmfleet.io", "-o", "name").strip()
     wait_for(lambda: not kube.items("pods", ns), 60, "release pods gone")
     assert time.monotonic() - started < 240

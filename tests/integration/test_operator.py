@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slmfleet.api.routerconfig import CONFIG_KEY, RouterConfig
+from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.local.cluster import OPERATOR_AGENTS
 from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
@@ -35,8 +35,7 @@ def ready(kube, kind, name, ns) -> bool:
 
 
 def router_config(kube) -> RouterConfig:
-    cm = kube.get("configmap", "slmfleet-router", "slmfleet-system")
-    return RouterConfig.model_validate_json(cm["data"][CONFIG_KEY])
+    return kube.router_assembly().config
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])

@@ -9,6 +9,9 @@ import openai
 import pytest
 
 from slmfleet.router.app import Settings
+from slmfleet.router.egress import EgressPolicy
+from slmfleet.router.external import ExternalClients
+from slmfleet.router.secrets import DirectorySecretResolver
 
 from .router_support import RouterThread, fleet_config, write_config
 
@@ -20,16 +23,22 @@ KEY = "test-key"
 @pytest.fixture(scope="module")
 def router(triton, tmp_path_factory, request):
     path = tmp_path_factory.mktemp("router") / "router.json"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SLMFLEET_SECRET_VENDOR_TOKEN", KEY)  # the external tier's key, by reference
+    # The external tier's key, by reference: Secret shop/vendor, key token.
+    secrets = path.parent / "secrets"
+    (secrets / "shop" / "vendor").mkdir(parents=True)
+    (secrets / "shop" / "vendor" / "token").write_text(KEY)
+    # The external endpoint is this router on loopback over http: allowed explicitly.
+    egress = EgressPolicy.parse(["127.0.0.1"], ["127.0.0.1/32"], allow_http=True)
     port_holder = RouterThread(
         path,
         settings=Settings(max_body_bytes=64 * 1024, max_messages=16, api_keys=frozenset({KEY})),
+        external=ExternalClients(
+            egress_policy=egress, secret_resolver=DirectorySecretResolver(secrets)
+        ),
     )
     write_config(path, fleet_config(triton.grpc_url, router_url=port_holder.url + "/v1"))
     with port_holder as r:
         yield r
-    mp.undo()
 
 
 @pytest.fixture

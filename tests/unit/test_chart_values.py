@@ -65,7 +65,10 @@ def test_every_value_has_a_schema_and_a_readme_entry():
         {"router": {"replica": 2}},
         {"operator": {"logLevel": "verbose"}},
         {"router": {"service": {"type": "Ingress"}}},
-        {"router": {"externalSecrets": ["Not_A_Name"]}},
+        {"router": {"externalSecrets": ["shared-keys"]}},  # gone: Secrets stay in their namespace
+        {"router": {"egress": {"allowHosts": ["https://api.example.com"]}}},
+        {"router": {"egress": {"allowCIDRs": ["10.0.0.0"]}}},
+        {"router": {"guard": {"bodyTimeoutSeconds": 0}}},
     ],
 )
 def test_schema_refuses_mistakes(bad):

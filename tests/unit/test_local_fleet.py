@@ -145,7 +145,8 @@ data: {lines: "b extra one\\nb extra two\\n"}
     fleet = load_fleet(path)
     assert fleet.namespace == "my-fleet"
     assert [s.name for s in fleet.specialists] == ["a", "b"]
-    assert fleet.skipped == ["Secret/s"]
+    assert fleet.skipped == []
+    assert fleet.secrets == {("my-fleet", "s"): {}}  # Secrets are kept, in their namespace
     config = local_router_config(fleet, "h:1")
     b_cfg = next(s for s in config.specialists if s.id == "my-fleet/b")
     assert b_cfg.domain.examples == ["b extra one", "b extra two"]

@@ -1,12 +1,16 @@
-"""Fleet -> router configuration and policy/budget status."""
+"""Fleet -> one router-configuration fragment per object, and policy/budget status."""
+
+import pytest
 
 from slmfleet.api.budget import BudgetSpec
+from slmfleet.api.fragments import FRAGMENT_KEY, FRAGMENT_LABEL, MAX_FRAGMENT_BYTES, assemble
 from slmfleet.api.policy import RouterPolicySpec
-from slmfleet.api.routerconfig import CONFIG_KEY, RouterConfig
 from slmfleet.api.specialist import SLMSpecialistSpec
-from slmfleet.render.fleet import Item, render_fleet, router_configmap
+from slmfleet.render.fleet import MAX_EXAMPLES_BYTES, Invalid, Item, render_fleet
+from slmfleet.render.router_objects import RouterTarget, fragment_configmap, secret_reader
 
-READY = {"conditions": [{"type": "Ready", "status": "True"}], "endpoint": "e:8001"}
+# A status endpoint a tenant could write: the renderer must never read it back.
+READY = {"conditions": [{"type": "Ready", "status": "True"}], "endpoint": "evil:1"}
 
 
 def specialist(name, ns="shop", ready=True, labels=None, **domain):
@@ -141,16 +145,139 @@ def test_examples_from_configmap_are_merged():
     assert out.config.specialists[0].domain.examples == ["inline one", "first", "second"]
 
 
-def test_configmap_round_trips_through_the_shared_model():
+def test_fragments_assemble_into_the_config_and_carry_their_identity():
     out = render_fleet([specialist("a")], [policy("p", specialists={"names": ["a"]})], [])
-    cm = router_configmap(out.config, "sys", "router")
-    parsed = RouterConfig.model_validate_json(cm["data"][CONFIG_KEY])
-    assert parsed == out.config
-    assert cm["metadata"] == {
-        "name": "router",
-        "namespace": "sys",
-        "labels": cm["metadata"]["labels"],
-    }
+    assert set(out.fragments) == {("specialist", "shop/a"), ("policy", "shop/p")}
+    target = RouterTarget("sys", "router-config", "router")
+    cm = fragment_configmap(out.fragments[("policy", "shop/p")], target, "uid-1")
+    assert cm["metadata"]["labels"][FRAGMENT_LABEL] == "router-config"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert cm["metadata"]["name"].startswith("router-config-p-")
+    assembled = assemble({cm["metadata"]["name"]: cm["data"][FRAGMENT_KEY]})
+    assert [p.id for p in assembled.config.policies] == ["shop/p"]
+    assert assembled.rejected == {}
+
+
+def test_endpoints_are_computed_never_read_back_from_status():
+    out = render_fleet([specialist("a")], [policy("p", specialists={"names": ["a"]})], [])
+    assert out.config.specialists[0].endpoint == "slm-a.shop.svc:8001"
+    assert out.config.specialists[0].triton_model == "a"
+    (target,) = out.policy_status["shop/p"]["resolvedTargets"]
+    assert target["endpoint"] == "slm-a.shop.svc:8001"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (None, "ExamplesNotFound"),
+        ("x\n" * (MAX_EXAMPLES_BYTES // 2 + 1), "ExamplesTooLarge"),
+        ("y" * 2000 + "\n", "ExamplesTooLarge"),
+    ],
+)
+def test_a_specialist_with_broken_examples_is_left_out_alone(text, reason):
+    bad = specialist("bad", examplesFrom={"name": "ex", "key": "lines"})
+    out = render_fleet(
+        [specialist("good"), bad],
+        [policy("p", specialists={"names": ["good", "bad"]})],
+        [],
+        {("shop", "ex", "lines"): text},
+    )
+    assert out.specialist_problems["shop/bad"].reason == reason
+    assert [s.id for s in out.config.specialists] == ["shop/good"]
+    # The policy is still served, routing to the good one, and says why bad is not there.
+    assert out.config.policies[0].specialists == ["shop/bad", "shop/good"]  # router skips bad
+    assert conds(out.policy_status["shop/p"])["Ready"]["reason"] == "TargetsNotReady"
+
+
+def test_a_policy_too_large_for_its_fragment_is_left_out_alone():
+    examples = ["z" * 1000] * 1000  # ~1 MB of out-of-domain examples
+    out = render_fleet(
+        [specialist("a")],
+        [
+            policy(
+                "huge",
+                specialists={"names": ["a"]},
+                routing={"semantic": {"outOfDomainExamples": examples}},
+            ),
+            policy("small", specialists={"names": ["a"]}),
+        ],
+        [],
+    )
+    assert [p.id for p in out.config.policies] == ["shop/small"]
+    ready = conds(out.policy_status["shop/huge"])["Ready"]
+    assert ready["reason"] == "RouterConfigTooLarge" and str(MAX_FRAGMENT_BYTES) in ready["message"]
+    assert conds(out.policy_status["shop/small"])["Ready"]["status"] == "True"
+
+
+def test_invalid_objects_get_a_condition_and_nothing_else_changes():
+    out = render_fleet(
+        [specialist("a")],
+        [policy("p", specialists={"names": ["a"]})],
+        [],
+        invalid=[Invalid("RouterPolicy", "shop", "bad", 3, "spec.x: not RE2")],
+    )
+    ready = conds(out.policy_status["shop/bad"])["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "not RE2" in ready["message"]
+    assert [p.id for p in out.config.policies] == ["shop/p"]
+
+
+def test_secret_references_resolve_in_the_policys_namespace_and_are_granted_there():
+    tiers = [
+        {"name": "small", "routed": True},
+        {"name": "big", "external": {"baseUrl": "https://api.example.com/v1", "model": "m",
+                                     "apiKey": {"name": "llm", "key": "token"}}},
+    ]  # fmt: skip
+    out = render_fleet(
+        [specialist("a"), specialist("a", ns="other")],
+        [
+            policy("p", specialists={"names": ["a"]}, cascade=tiers),
+            policy("q", ns="other", modelName="q", specialists={"names": ["a"]}, cascade=tiers),
+        ],
+        [],
+        secrets={("shop", "llm"): True, ("other", "llm"): False},
+    )
+    by_id = {p.id: p for p in out.config.policies}
+    assert by_id["shop/p"].cascade[1].external.api_key.namespace == "shop"
+    assert by_id["other/q"].cascade[1].external.api_key.namespace == "other"
+    assert out.secret_grants == {"shop": ["llm"], "other": ["llm"]}
+    assert conds(out.policy_status["shop/p"])["Ready"]["status"] == "True"
+    missing = conds(out.policy_status["other/q"])["Ready"]
+    assert missing["reason"] == "SecretNotFound"
+    assert "spec.cascade[1].external.apiKey" in missing["message"]
+    role, binding = secret_reader("shop", ["llm"], RouterTarget("sys", "cfg", "router"))
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["llm"], "verbs": ["get"]}
+    ]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "router", "namespace": "sys"}]
+    assert secret_reader("shop", [], RouterTarget("sys", "cfg", "router"))[0]["rules"] == []
+
+
+def test_a_name_conflict_keeps_the_older_policy_across_namespaces():
+    out = render_fleet(
+        [specialist("a"), specialist("a", ns="team-b")],
+        [
+            policy(
+                "mine",
+                ns="team-b",
+                created="2026-03-01T00:00:00Z",
+                modelName="shared",
+                specialists={"names": ["a"]},
+            ),
+            policy(
+                "first",
+                created="2026-01-01T00:00:00Z",
+                modelName="shared",
+                specialists={"names": ["a"]},
+            ),
+        ],
+        [],
+    )
+    assert [p.id for p in out.config.policies] == ["shop/first"]
+    later = conds(out.policy_status["team-b/mine"])["Ready"]
+    assert later["reason"] == "ModelNameConflict" and "shop/first" in later["message"]
+    # Specialists stay addressable by their namespaced id, whatever policies are named.
+    assert {s.id for s in out.config.specialists} == {"shop/a", "team-b/a"}
 
 
 def test_rendering_is_deterministic():

@@ -40,6 +40,7 @@ def test_children_in_apply_order_and_owned():
     children = build_children(OWNER, spec())
     assert [c["kind"] for c in children] == [
         "ConfigMap",
+        "NetworkPolicy",  # before the Pods it protects
         "Deployment",
         "Service",
         "PodDisruptionBudget",
@@ -205,8 +206,8 @@ def test_pvc_uri_mounts_the_claim_read_only_in_the_fetcher(uri, claim):
 
 def test_fetcher_image_default_comes_from_the_operator_and_spec_overrides_it():
     chart_default = build_children(OWNER, spec(), fetcher_image="registry.local/fetch:1")
-    assert pod(chart_default[1])["initContainers"][0]["image"] == "registry.local/fetch:1"
+    assert pod(chart_default[2])["initContainers"][0]["image"] == "registry.local/fetch:1"
     own = build_children(
         OWNER, spec(serving__fetcherImage="mine:2"), fetcher_image="registry.local/fetch:1"
     )
-    assert pod(own[1])["initContainers"][0]["image"] == "mine:2"
+    assert pod(own[2])["initContainers"][0]["image"] == "mine:2"

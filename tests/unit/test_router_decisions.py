@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from slmfleet.api.policy import Acceptance, CascadeTier, FallbackSpec, Rule, Validator
+from slmfleet.api.routerconfig import AcceptanceConfig as Acceptance
+from slmfleet.api.routerconfig import FallbackConfig as FallbackSpec
+from slmfleet.api.routerconfig import RuleConfig as Rule
+from slmfleet.api.routerconfig import TierConfig as CascadeTier
+from slmfleet.api.routerconfig import ValidatorConfig as Validator
 from slmfleet.router.acceptance import compile_acceptance, evaluate, label_of
 from slmfleet.router.cascade import next_index, skip_reason, start_index
 from slmfleet.router.routing import Candidate, choose_route, compile_rule

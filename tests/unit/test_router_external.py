@@ -8,8 +8,9 @@ import time
 import httpx
 import pytest
 
-from slmfleet.api.policy import ExternalEndpoint
+from slmfleet.api.routerconfig import ExternalConfig as ExternalEndpoint
 from slmfleet.router import errors as upstream
+from slmfleet.router.egress import EgressPolicy
 from slmfleet.router.errors import UpstreamError
 from slmfleet.router.external import ExternalClients
 
@@ -19,7 +20,8 @@ async def test_external_call_with_retry_is_bounded_by_the_timeout():
         await asyncio.sleep(0.3)
         raise httpx.ConnectError("refused", request=request)
 
-    ext = ExternalClients()
+    # The egress allow-list admits this host over http; the mock stands for the network.
+    ext = ExternalClients(egress_policy=EgressPolicy.parse(["ext"], allow_http=True))
     ext._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     endpoint = ExternalEndpoint.model_validate({"baseUrl": "http://ext/v1", "model": "gpt"})
     t0 = time.monotonic()

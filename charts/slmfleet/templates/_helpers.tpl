@@ -108,6 +108,30 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
+{{/* The operator's Pods as a NetworkPolicyPeer (it scrapes metrics). */}}
+{{- define "slmfleet.operatorPeer" -}}
+namespaceSelector:
+  matchLabels:
+    kubernetes.io/metadata.name: {{ .Release.Namespace }}
+podSelector:
+  matchLabels:
+    {{- include "slmfleet.selectorLabels" (list . "operator") | nindent 4 }}
+{{- end }}
+
+{{/* Who may scrape metrics ports: the operator, then networkPolicy.metricsFrom. */}}
+{{- define "slmfleet.metricsPeers" -}}
+{{- $peers := list (include "slmfleet.operatorPeer" . | fromYaml) }}
+{{- range .Values.networkPolicy.metricsFrom }}
+{{- $peers = append $peers . }}
+{{- end }}
+{{- toJson $peers }}
+{{- end }}
+
+{{/* The Role (per tenant namespace) granting the router the Secrets policies reference. */}}
+{{- define "slmfleet.router.secretsRoleName" -}}
+{{- printf "%s-secrets" (include "slmfleet.router.configMapName" .) }}
+{{- end }}
+
 {{/* NetworkPolicy egress to the API server (and DNS), shared by both policies. */}}
 {{- define "slmfleet.np.apiServerEgress" -}}
 - to:

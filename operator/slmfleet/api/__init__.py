@@ -1,7 +1,9 @@
 """The slmfleet API: pydantic models, the one source of the CRD schemas and router config."""
 
-from .base import API_VERSION, GROUP, VERSION, Condition
+from .base import Condition
 from .budget import Budget, BudgetSpec, BudgetStatus
+from .fragments import Fragment, assemble
+from .names import API_VERSION, GROUP, VERSION
 from .policy import RouterPolicy, RouterPolicySpec, RouterPolicyStatus
 from .routerconfig import RouterConfig
 from .specialist import SLMSpecialist, SLMSpecialistSpec, SLMSpecialistStatus
@@ -14,6 +16,7 @@ __all__ = [
     "BudgetSpec",
     "BudgetStatus",
     "Condition",
+    "Fragment",
     "RouterConfig",
     "RouterPolicy",
     "RouterPolicySpec",
@@ -21,4 +24,5 @@ __all__ = [
     "SLMSpecialist",
     "SLMSpecialistSpec",
     "SLMSpecialistStatus",
+    "assemble",
 ]

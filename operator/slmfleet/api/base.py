@@ -8,14 +8,14 @@ docstrings become schema descriptions, so ``kubectl explain`` shows them.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "slmfleet.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from .names import API_VERSION, GROUP, VERSION, ConfigKey, DnsSubdomain
+
+__all__ = ["API_VERSION", "GROUP", "VERSION"]
 
 
 class KubeModel(BaseModel):
@@ -49,20 +49,21 @@ def list_map(*keys: str) -> dict[str, object]:
 
 
 class SecretKeyRef(KubeModel):
-    """A key in a Secret of the resource's namespace. Secrets never appear inline."""
+    """A key in a Secret of the resource's own namespace (never another's). Secrets
+    never appear inline; the name and key are Kubernetes names, never paths."""
 
-    name: str = Field(min_length=1, max_length=253)
-    """Name of the Secret."""
-    key: str = Field(min_length=1, max_length=253)
+    name: DnsSubdomain
+    """Name of the Secret, in the namespace of the object holding the reference."""
+    key: ConfigKey
     """Key inside the Secret."""
 
 
 class ConfigMapKeyRef(KubeModel):
-    """A key in a ConfigMap of the resource's namespace."""
+    """A key in a ConfigMap of the resource's own namespace."""
 
-    name: str = Field(min_length=1, max_length=253)
-    """Name of the ConfigMap."""
-    key: str = Field(min_length=1, max_length=253)
+    name: DnsSubdomain
+    """Name of the ConfigMap, in the namespace of the object holding the reference."""
+    key: ConfigKey
     """Key inside the ConfigMap."""
 
 
@@ -90,21 +91,25 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
+LabelValue = Annotated[str, Field(max_length=63)]
+
+
 class LabelSelectorRequirement(KubeModel):
-    key: str
+    key: LabelKey
     """Label key the selector applies to."""
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     """How the key relates to the values."""
-    values: list[str] = Field(default_factory=list)
+    values: list[LabelValue] = Field(default_factory=list, max_length=64)
     """Values for In and NotIn; empty for Exists and DoesNotExist."""
 
 
 class LabelSelector(KubeModel):
     """A standard label selector; an empty selector matches nothing here, on purpose."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=32)
     """Labels that must all be present with these values."""
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
     """Set-based requirements, all of which must hold."""
 
     def matches(self, labels: dict[str, str]) -> bool:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from .base import Condition, KubeModel, LabelSelector, SecretKeyRef, cel, list_map
+from .names import DnsLabel, Identifier, ModelName, SpecialistName
+from .regex import Re2Pattern
+from .schemacheck import check_schema
+from .specialist import Example, Keyword
 
 Confidence = Field(ge=0.0, le=1.0)
+#: Base URL of an external tier: http(s), a host (name, IPv4 or [IPv6]) with an optional
+#: port, a path; no credentials in the URL (``user:pass@``), no query, no fragment.
+BASE_URL_PATTERN = (
+    r"^https?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+    r"(/[-A-Za-z0-9._~%!$&'()*+,;=:@/]*)?$"
+)
+#: A per-label threshold map: label -> confidence.
+LabelThresholds = dict[
+    Annotated[str, Field(min_length=1, max_length=63)], Annotated[float, Field(ge=0.0, le=1.0)]
+]
 
 
 class SpecialistSelection(KubeModel):
@@ -24,7 +38,7 @@ class SpecialistSelection(KubeModel):
         }
     }
 
-    names: list[str] = Field(default_factory=list, max_length=1000)
+    names: list[SpecialistName] = Field(default_factory=list, max_length=1000)
     """SLMSpecialists of this namespace, by name."""
     selector: LabelSelector | None = None
     """SLMSpecialists of this namespace, by label."""
@@ -45,14 +59,15 @@ class Rule(KubeModel):
         }
     }
 
-    name: str = Field(min_length=1, max_length=63)
+    name: Identifier
     """Rule name, shown in the decision headers."""
-    keywords: list[str] = Field(default_factory=list, max_length=256)
+    keywords: list[Keyword] = Field(default_factory=list, max_length=256)
     """Matches when any keyword occurs as a whole word (case-insensitive)."""
-    regex: str | None = Field(default=None, max_length=1024)
-    """Matches when this regular expression (Python syntax) finds a match."""
-    specialist: str = Field(min_length=1, max_length=253)
-    """Specialist that receives matching requests."""
+    regex: Re2Pattern | None = None
+    """Matches when this RE2 regular expression finds a match (linear-time matching: no
+    lookaround, no backreferences)."""
+    specialist: SpecialistName
+    """Specialist (of this namespace) that receives matching requests."""
 
 
 class SemanticRouting(KubeModel):
@@ -60,7 +75,7 @@ class SemanticRouting(KubeModel):
     """Route by similarity to each specialist's domain (description, keywords, examples)."""
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     """Below this routing confidence the request is out of domain and goes to fallback."""
-    out_of_domain_examples: list[str] = Field(default_factory=list, max_length=5000)
+    out_of_domain_examples: list[Example] = Field(default_factory=list, max_length=2000)
     """Requests that belong to none of the specialists (off-topic traffic seen in
     production): the classifier learns them as a class of their own, which lowers the
     confidence of look-alikes so they go to fallback."""
@@ -95,14 +110,16 @@ class Validator(KubeModel):
         }
     }
 
-    name: str = Field(min_length=1, max_length=63)
+    name: Identifier
     """Validator name, reported as the escalation reason when it fails."""
-    json_schema: dict[str, Any] | None = Field(
-        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    json_schema: Annotated[dict[str, Any] | None, AfterValidator(check_schema)] = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "maxProperties": 64},
     )
-    """The answer must be JSON valid against this JSON Schema."""
-    regex: str | None = Field(default=None, max_length=1024)
-    """The answer must fully match this regular expression."""
+    """The answer must be JSON valid against this JSON Schema (Draft 2020-12; local
+    references only, patterns in RE2 syntax, at most 32 KiB)."""
+    regex: Re2Pattern | None = None
+    """The answer must fully match this RE2 regular expression."""
 
 
 class Acceptance(KubeModel):
@@ -112,19 +129,21 @@ class Acceptance(KubeModel):
     """Routing confidence the request must have reached."""
     min_answer_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     """Answer confidence the model must report (when it reports one)."""
-    label_thresholds: dict[str, float] = Field(default_factory=dict)
+    label_thresholds: LabelThresholds = Field(default_factory=dict, max_length=256)
     """Per-label answer-confidence thresholds, e.g. {refund: 0.97, greeting: 0.8}."""
     validators: list[Validator] = Field(default_factory=list, max_length=16)
     """Deterministic checks the answer must pass."""
 
 
 class ExternalEndpoint(KubeModel):
-    base_url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
-    """Base URL of an OpenAI-compatible API, e.g. https://api.example.com/v1."""
-    model: str = Field(min_length=1, max_length=253)
+    base_url: str = Field(pattern=BASE_URL_PATTERN, max_length=2048)
+    """Base URL of an OpenAI-compatible API, e.g. https://api.example.com/v1 (no
+    credentials, query or fragment; the router's egress allow-list decides whether it
+    may be reached)."""
+    model: str = Field(min_length=1, max_length=253, pattern=r"^[^\s\x00-\x1f\x7f]+$")
     """Model name to request there."""
     api_key: SecretKeyRef | None = None
-    """Secret key holding the API key."""
+    """Secret (of this namespace) holding the API key, sent as a Bearer token."""
     input_per_million_usd: float = Field(default=0.0, ge=0)
     """Price per million input tokens, in USD."""
     output_per_million_usd: float = Field(default=0.0, ge=0)
@@ -132,7 +151,7 @@ class ExternalEndpoint(KubeModel):
 
 
 class HumanReview(KubeModel):
-    queue: str = Field(default="default", min_length=1, max_length=63)
+    queue: Identifier = "default"
     """Review queue the case is filed to."""
     message: str = Field(default="Your request was sent to a human reviewer.", max_length=1024)
     """Answer returned to the caller meanwhile."""
@@ -152,12 +171,12 @@ class CascadeTier(KubeModel):
         }
     }
 
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: DnsLabel
     """Tier name, shown in the decision headers."""
     routed: bool = False
     """This tier is the specialist chosen by routing."""
-    specialist: str | None = Field(default=None, max_length=253)
-    """A fixed specialist, usually a larger one."""
+    specialist: SpecialistName | None = None
+    """A fixed specialist of this namespace, usually a larger one."""
     external: ExternalEndpoint | None = None
     """An external OpenAI-compatible endpoint."""
     human: HumanReview | None = None
@@ -169,9 +188,9 @@ class CascadeTier(KubeModel):
 
 
 class FallbackSpec(KubeModel):
-    on_unknown_domain: str | None = Field(default=None, max_length=63)
+    on_unknown_domain: DnsLabel | None = None
     """Tier that takes out-of-domain requests (default: the tier after the routed one)."""
-    on_error: str | None = Field(default=None, max_length=63)
+    on_error: DnsLabel | None = None
     """Tier that takes requests whose tier failed or timed out (default: the next tier)."""
 
 
@@ -201,10 +220,10 @@ class RouterPolicySpec(KubeModel):
         }
     }
 
-    model_name: str | None = Field(
-        default=None, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
-    )
-    """Name clients pass as `model`; defaults to metadata.name."""
+    model_name: ModelName | None = None
+    """Name clients pass as `model`; defaults to metadata.name. Unique across the fleet:
+    the oldest policy keeps a contested name, later ones are Ready=False with
+    ModelNameConflict. Never contains `/` (`namespace/name` addresses a specialist)."""
     specialists: SpecialistSelection
     """The specialists this policy routes across."""
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
@@ -257,6 +276,18 @@ class RouterPolicyStatus(KubeModel):
 
 class RouterPolicy(KubeModel):
     """A virtual model: routing, cascade and fallback across specialists."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.spec.modelName) || size(self.metadata.name) <= 128",
+                    "a RouterPolicy whose metadata.name is longer than 128 characters needs "
+                    "spec.modelName",
+                )
+            ]
+        }
+    }
 
     api_version: Literal["slmfleet.io/v1alpha1"] = "slmfleet.io/v1alpha1"
     kind: Literal["RouterPolicy"] = "RouterPolicy"

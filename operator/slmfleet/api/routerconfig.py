@@ -1,22 +1,47 @@
 """The router configuration: what the operator renders and the router serves.
 
-One validated document, shared by both sides. Specialists are identified by
-``namespace/name`` ids; the renderer resolves every name in a policy (targets, rules,
-cascade tiers) into ids, so the router sees one flat, already-resolved world.
+The router protocol has its own types: the CRD classes describe what users write in
+one API version, these describe what the router is told, already resolved (names
+became ``namespace/name`` ids, Secret references carry their namespace). A new CRD
+version can change its classes without changing what a running router accepts, and
+the router never sees a field it does not serve.
+
+The user-supplied parts keep their guards here too (RE2 patterns, bounded JSON
+Schemas, names), so a configuration the operator did not write, or one written by an
+older operator, is refused object by object (see ``fragments``), never half-served.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from .base import KubeModel
 from .budget import PerRequestLimits, SpendWindow
-from .policy import CascadeTier, FallbackSpec, RoutingSpec
-from .specialist import Backend, CostSpec, ReasoningSpec
+from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
+from .policy import BASE_URL_PATTERN, LabelThresholds
+from .regex import Re2Pattern
+from .schemacheck import check_schema
+from .specialist import Backend
 
 CONFIG_KEY = "router.json"
+
+
+class CostConfig(KubeModel):
+    replica_hour_usd: float = Field(default=0.0, ge=0)
+    """Price of one replica for one hour, in USD."""
+    input_per_million_usd: float = Field(default=0.0, ge=0)
+    """Price per million input tokens, in USD."""
+    output_per_million_usd: float = Field(default=0.0, ge=0)
+    """Price per million output tokens, in USD."""
+
+
+class ReasoningConfig(KubeModel):
+    start_marker: str = Field(default="<think>", min_length=1, max_length=64)
+    """Text that opens the reasoning section."""
+    end_marker: str = Field(default="</think>", min_length=1, max_length=64)
+    """Text that closes the reasoning section."""
 
 
 class DomainConfig(KubeModel):
@@ -31,17 +56,17 @@ class DomainConfig(KubeModel):
 
 
 class SpecialistConfig(KubeModel):
-    id: str = Field(pattern=r"^[a-z0-9-.]+/[a-z0-9-.]+$")
+    id: ObjectId
     """namespace/name of the SLMSpecialist."""
-    endpoint: str
+    endpoint: str = Field(min_length=1, max_length=512)
     """Triton gRPC endpoint, host:port. In a cluster, the specialist's headless Service
     (``<service>.<namespace>.svc:<port>``): the router balances over the Pods its
     EndpointSlices list."""
-    replicas: list[str] = Field(default_factory=list)
+    replicas: list[str] = Field(default_factory=list, max_length=1000)
     """Triton gRPC endpoints (host:port) of the specialist's replicas when they are known
     without discovery (the local fleet lists its own servers); requests are balanced over
     them. Empty: the Pods behind ``endpoint``."""
-    triton_model: str
+    triton_model: str = Field(min_length=1, max_length=253)
     """Model name inside Triton."""
     backend: Backend
     """Triton backend (selects the request tensors)."""
@@ -49,28 +74,139 @@ class SpecialistConfig(KubeModel):
     """Whether the specialist reported Ready; unready targets are skipped."""
     domain: DomainConfig = Field(default_factory=DomainConfig)
     """The specialist's territory."""
-    cost: CostSpec = Field(default_factory=CostSpec)
+    cost: CostConfig = Field(default_factory=CostConfig)
     """Prices for cost-aware routing and spend."""
-    reasoning: ReasoningSpec | None = None
+    reasoning: ReasoningConfig | None = None
     """Reasoning markers, when the model thinks before answering."""
     context_length: int = 4096
     """Context length in tokens."""
 
 
+class RuleConfig(KubeModel):
+    name: Identifier
+    """Rule name, shown in the decision headers."""
+    keywords: list[str] = Field(default_factory=list)
+    """Whole-word, case-insensitive keywords."""
+    regex: Re2Pattern | None = None
+    """An RE2 pattern searched in the request text."""
+    specialist: ObjectId
+    """Specialist id that receives matching requests."""
+
+
+class SemanticConfig(KubeModel):
+    enabled: bool = True
+    """Route by similarity to each specialist's domain."""
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Below this routing confidence the request is out of domain."""
+    out_of_domain_examples: list[str] = Field(default_factory=list)
+    """Off-topic requests the classifier learns as a class of their own."""
+
+
+class CostAwareConfig(KubeModel):
+    enabled: bool = False
+    """Among specialists nearly as confident as the best, choose the cheapest."""
+    tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    """How far below the best confidence a cheaper specialist may be."""
+
+
+class RoutingConfig(KubeModel):
+    rules: list[RuleConfig] = Field(default_factory=list)
+    """Explicit rules, first match wins."""
+    semantic: SemanticConfig = Field(default_factory=SemanticConfig)
+    """The learned classifier."""
+    cost_aware: CostAwareConfig = Field(default_factory=CostAwareConfig)
+    """Cost-aware choice among eligible specialists."""
+
+
+class ValidatorConfig(KubeModel):
+    name: Identifier
+    """Validator name, reported as the escalation reason when it fails."""
+    json_schema: Annotated[dict[str, Any] | None, AfterValidator(check_schema)] = None
+    """The answer must be JSON valid against this (bounded, local-only) JSON Schema."""
+    regex: Re2Pattern | None = None
+    """The answer must fully match this RE2 pattern."""
+
+
+class AcceptanceConfig(KubeModel):
+    min_routing_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Routing confidence the request must have reached."""
+    min_answer_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Answer confidence the model must report (when it reports one)."""
+    label_thresholds: LabelThresholds = Field(default_factory=dict)
+    """Per-label answer-confidence thresholds."""
+    validators: list[ValidatorConfig] = Field(default_factory=list)
+    """Deterministic checks the answer must pass."""
+
+
+class SecretRefConfig(KubeModel):
+    """A Secret key, with the namespace it must be read from (the policy's own)."""
+
+    namespace: DnsLabel
+    """Namespace of the Secret: always the namespace of the object holding the reference."""
+    name: DnsSubdomain
+    """Name of the Secret."""
+    key: ConfigKey
+    """Key inside the Secret."""
+
+
+class ExternalConfig(KubeModel):
+    base_url: str = Field(pattern=BASE_URL_PATTERN, max_length=2048)
+    """Base URL of an OpenAI-compatible API."""
+    model: str = Field(min_length=1, max_length=253)
+    """Model name to request there."""
+    api_key: SecretRefConfig | None = None
+    """Where the API key is read from."""
+    input_per_million_usd: float = Field(default=0.0, ge=0)
+    """Price per million input tokens, in USD."""
+    output_per_million_usd: float = Field(default=0.0, ge=0)
+    """Price per million output tokens, in USD."""
+
+
+class HumanConfig(KubeModel):
+    queue: Identifier = "default"
+    """Review queue the case is filed to."""
+    message: str = "Your request was sent to a human reviewer."
+    """Answer returned to the caller meanwhile."""
+
+
+class TierConfig(KubeModel):
+    name: DnsLabel
+    """Tier name, shown in the decision headers."""
+    routed: bool = False
+    """This tier is the specialist chosen by routing."""
+    specialist: ObjectId | None = None
+    """A fixed specialist id."""
+    external: ExternalConfig | None = None
+    """An external OpenAI-compatible endpoint."""
+    human: HumanConfig | None = None
+    """Human review."""
+    accept: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
+    """When this tier's answer is accepted."""
+    timeout_ms: int = Field(default=30000, ge=1, le=600000)
+    """Deadline of one call to this tier."""
+
+
+class FallbackConfig(KubeModel):
+    on_unknown_domain: DnsLabel | None = None
+    """Tier that takes out-of-domain requests."""
+    on_error: DnsLabel | None = None
+    """Tier that takes requests whose tier failed or timed out."""
+
+
 class PolicyConfig(KubeModel):
-    model_name: str
+    model_name: ModelName
     """Name clients pass as `model`."""
-    id: str
+    id: ObjectId
     """namespace/name of the RouterPolicy."""
-    specialists: list[str]
+    specialists: list[ObjectId]
     """Specialist ids routed across (resolved; may include unready ones)."""
-    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     """Rules (specialists as ids), semantic and cost-aware routing."""
-    cascade: list[CascadeTier]
+    cascade: list[TierConfig] = Field(min_length=1)
     """Tiers, specialist tiers as ids."""
-    fallback: FallbackSpec | None = None
+    fallback: FallbackConfig | None = None
     """Out-of-domain and error fallbacks."""
-    budgets: list[str] = Field(default_factory=list)
+    budgets: list[ObjectId] = Field(default_factory=list)
     """Ids of the Budgets that apply."""
 
 

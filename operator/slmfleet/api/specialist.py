@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from .base import Condition, ConfigMapKeyRef, KubeModel, SecretKeyRef, cel, list_map
+from .names import SPECIALIST_NAME, Identifier
 
 Backend = Literal["vllm", "tensorrtllm", "python", "onnxruntime"]
 Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
 
 URI_SCHEMES = ("hf", "s3", "gs", "pvc", "oci")
-URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s]+$"
+#: No whitespace or control characters: the URI is an argument of the fetcher.
+URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s\x00-\x1f\x7f]+$"
+#: pvc://<claim>/<path>: the claim is a PersistentVolumeClaim of the specialist's namespace.
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/.*)?$"
+#: Image references: no whitespace or control characters.
+IMAGE_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+
+#: A Triton/vLLM backend parameter name.
+ParameterKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+#: Free text a tenant writes (examples, keywords): bounded, so one specialist's domain
+#: stays a small part of the router's configuration.
+Example = Annotated[str, Field(min_length=1, max_length=1024)]
+Keyword = Annotated[str, Field(min_length=1, max_length=128)]
 
 #: Which quantization each backend can serve; the CRD's CEL rule is built from it.
 QUANTIZATION_BY_BACKEND: dict[str, tuple[str, ...]] = {
@@ -53,6 +66,12 @@ class ModelSpec(KubeModel):
                     "onnxruntime: none/int8; python: none)",
                     ".quantization",
                 ),
+                cel(
+                    f"!self.uri.startsWith('pvc://') || self.uri.matches(r'{PVC_URI_PATTERN}')",
+                    "a pvc:// URI starts with the name of a PersistentVolumeClaim "
+                    "(pvc://<claim>/<path>)",
+                    ".uri",
+                ),
             ]
         }
     }
@@ -68,7 +87,9 @@ class ModelSpec(KubeModel):
     """Maximum context length in tokens."""
     max_batch_size: int = Field(default=0, ge=0, le=4096)
     """Triton max_batch_size (0: the backend batches on its own, as vLLM does)."""
-    parameters: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[ParameterKey, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=64
+    )
     """Backend parameters passed through (e.g. gpu_memory_utilization for vLLM)."""
     credentials: SecretKeyRef | None = None
     """Secret key holding the token used to fetch the artifact (e.g. a Hugging Face token)."""
@@ -81,22 +102,23 @@ class DomainSpec(KubeModel):
 
     description: str = Field(default="", max_length=4096)
     """What the specialist handles, in a sentence or two."""
-    keywords: list[str] = Field(default_factory=list, max_length=512)
+    keywords: list[Keyword] = Field(default_factory=list, max_length=256)
     """Words that strongly suggest this domain."""
-    examples: list[str] = Field(default_factory=list, max_length=5000)
+    examples: list[Example] = Field(default_factory=list, max_length=2000)
     """Example requests this specialist should receive."""
     examples_from: ConfigMapKeyRef | None = None
-    """A ConfigMap key holding more examples, one per line."""
-    labels: list[str] = Field(default_factory=list, max_length=256)
+    """A ConfigMap key of this namespace holding more examples, one per line; at most
+    256 KiB are read (more: the specialist is Ready=False with ExamplesTooLarge)."""
+    labels: list[Identifier] = Field(default_factory=list, max_length=256)
     """Output labels the model can answer with (for per-label acceptance thresholds)."""
 
 
 class GPUToleration(KubeModel):
-    key: str
+    key: str = Field(min_length=1, max_length=317)
     """Taint key to tolerate."""
     operator: Literal["Exists", "Equal"] = "Exists"
     """Exists or Equal."""
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
     """Taint value, with Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to tolerate; all when unset."""
@@ -127,17 +149,20 @@ class ReplicasSpec(KubeModel):
 
 
 class ServingSpec(KubeModel):
-    image: str | None = Field(default=None, max_length=512)
+    image: str | None = Field(default=None, max_length=512, pattern=IMAGE_PATTERN)
     """tritonserver image; a default matching the backend is used when unset."""
-    fetcher_image: str | None = Field(default=None, max_length=512)
+    fetcher_image: str | None = Field(default=None, max_length=512, pattern=IMAGE_PATTERN)
     """Image of the init container that fetches the model; the chart's default when unset."""
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     """Resources of each replica."""
     replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
     """Replica bounds."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[
+        Annotated[str, Field(min_length=1, max_length=317)],
+        Annotated[str, Field(max_length=63)],
+    ] = Field(default_factory=dict, max_length=32)
     """Node labels the Pods must land on."""
-    tolerations: list[GPUToleration] = Field(default_factory=list)
+    tolerations: list[GPUToleration] = Field(default_factory=list, max_length=32)
     """Taints the Pods tolerate (GPU nodes are often tainted)."""
     model_cache_size: str = Field(default="20Gi", pattern=r"^[0-9]+([EPTGMK]i?)?$")
     """Size limit of the emptyDir the model is fetched into."""
@@ -201,7 +226,7 @@ class SLMSpecialistStatus(KubeModel):
 
 
 NAME_RULE = cel(
-    "self.metadata.name.matches('^[a-z]([-a-z0-9]{0,50}[a-z0-9])?$')",
+    f"self.metadata.name.matches('{SPECIALIST_NAME}')",
     "metadata.name must be a DNS label of at most 52 characters starting with a letter "
     "(children are named slm-<name>-...)",
 )

@@ -190,7 +190,7 @@ def up_cluster(args: argparse.Namespace, say: Console) -> int:
             say(f"    export KUBECONFIG={cluster.kubeconfig}")
             say(f"    alias kubectl={cluster.bin_dir}/kubectl")
             say(f"    kubectl get slm,rp,slmbudget,deploy,pods -n {ns}")
-            say("    kubectl get configmap slmfleet-router -n slmfleet-system -o yaml")
+            say("    kubectl get configmap -n slmfleet-system -l slmfleet.io/router-config")
             say("(the kubeconfig and the cluster are deleted on exit; "
                 "SLMFLEET_KEEP_CLUSTER=1 keeps the files)")  # fmt: skip
             say("Press Ctrl-C to stop.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 from collections import Counter
 from typing import Any
@@ -22,9 +23,10 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ..render.labels import FIELD_MANAGER
+from ..api.names import DNS_SUBDOMAIN, FIELD_MANAGER, GROUP, VERSION
 
 USER_AGENT = "slmfleet-operator/0.1"
+_CRDS = f"/apis/{GROUP}/{VERSION}"
 
 #: kind -> (API path prefix, plural) for the kinds the operator touches.
 KINDS: dict[str, tuple[str, str]] = {
@@ -33,10 +35,16 @@ KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("/api/v1", "secrets"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "SLMSpecialist": ("/apis/slmfleet.io/v1alpha1", "slmspecialists"),
-    "RouterPolicy": ("/apis/slmfleet.io/v1alpha1", "routerpolicies"),
-    "Budget": ("/apis/slmfleet.io/v1alpha1", "budgets"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "SLMSpecialist": (_CRDS, "slmspecialists"),
+    "RouterPolicy": (_CRDS, "routerpolicies"),
+    "Budget": (_CRDS, "budgets"),
 }
+#: Only the metadata of an object (a Secret's existence without its data).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_NAME = re.compile(DNS_SUBDOMAIN)
 
 
 class ApiError(Exception):
@@ -56,8 +64,25 @@ def _transient(err: BaseException) -> bool:
     return isinstance(err, aiohttp.ClientError | TimeoutError)
 
 
+def _segment(value: str, what: str) -> str:
+    """A namespace or a name, checked before it becomes part of a URL path.
+
+    Names reach this client from user objects (``examplesFrom.name``, a Secret
+    reference); the API models already refuse anything but Kubernetes names, and this
+    refuses them again where the path is built: no ``/``, ``..``, ``%`` or query can
+    ever take a request to another namespace or another resource.
+    """
+    if len(value) > 253 or not _NAME.fullmatch(value):
+        raise ValueError(f"not a Kubernetes {what}: {value!r}")
+    return value
+
+
 def object_path(kind: str, namespace: str | None, name: str | None = None) -> str:
     prefix, plural = KINDS[kind]
+    if namespace is not None:
+        namespace = _segment(namespace, "namespace")
+    if name is not None:
+        name = _segment(name, "name")
     path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
     return f"{path}/{name}" if name else path
 
@@ -143,10 +168,30 @@ class KubeClient:
                 return None
             raise
 
+    async def get_metadata(
+        self, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """An object's metadata only: the server never sends its data (used to check
+        that a Secret exists without the operator ever receiving its value)."""
+        try:
+            return await self._request(
+                "GET", object_path(kind, namespace, name), headers={"Accept": METADATA_ONLY}
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
     async def list(
-        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            params["fieldSelector"] = field_selector
         items: list[dict[str, Any]] = []
         cont = None
         while True:

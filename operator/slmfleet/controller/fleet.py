@@ -1,6 +1,8 @@
 """The fleet-wide loop: every change to a specialist, policy or budget re-renders the
-router configuration (debounced), writes its ConfigMap if it changed, and reports the
-status of policies and budgets. One loop, not one task per object."""
+router configuration (debounced), writes the fragments that changed, deletes those of
+objects that are gone, grants the router the Secrets each namespace's policies
+reference, and reports the status of policies and budgets. One loop, not one task per
+object; it runs under the supervisor (``loops.py``)."""
 
 from __future__ import annotations
 
@@ -13,87 +15,159 @@ import kopf
 from pydantic import ValidationError
 
 from ..api.budget import BudgetSpec
+from ..api.fragments import FRAGMENT_KEY, FRAGMENT_LABEL, fragment_name
+from ..api.names import BUDGETS, POLICIES
 from ..api.policy import RouterPolicySpec
-from ..api.routerconfig import CONFIG_KEY
 from ..api.specialist import SLMSpecialistSpec
 from ..clients.kube import ApiError
 from ..render.conditions import merge_conditions, status_changed
-from ..render.fleet import FleetRender, Item, render_fleet, router_configmap
-from .runtime import BUDGETS, POLICIES, Key, Runtime, key_of, remember, runtime
+from ..render.fleet import FleetRender, Invalid, Item, render_fleet
+from ..render.router_objects import (
+    anchor_configmap,
+    fragment_configmap,
+    fragment_selector,
+    secret_reader,
+)
+from .runtime import Key, Runtime, key_of, remember, runtime
+from .specialist import schedule_refresh
+from .supervisor import Beat
 
 log = logging.getLogger("slmfleet.fleet")
 
-KIND_TABLE = {"RouterPolicy": "policies", "Budget": "budgets", "SLMSpecialist": "specialists"}
+KIND_TABLE = {"RouterPolicy": "policies", "Budget": "budgets"}
 
 
-_SPECS: dict[tuple[str, str, str, int | None], Any] = {}
-
-
-def _spec(model: Any, namespace: str, name: str, body: dict[str, Any]) -> Any:
-    """Validated spec, cached by generation: status changes do not re-validate."""
-    key = (model.__name__, namespace, name, body["metadata"].get("generation"))
-    if key not in _SPECS:
-        if len(_SPECS) > 100_000:
-            _SPECS.clear()
-        _SPECS[key] = model.model_validate(body.get("spec") or {})
-    return _SPECS[key]
-
-
-def _items(table: dict[Key, dict[str, Any]], model: Any) -> list[Item]:
-    items = []
+def _items(
+    rt: Runtime, kind: str, table: dict[Key, dict[str, Any]], model: Any
+) -> tuple[list[Item], list[Invalid]]:
+    items, invalid = [], []
     for (namespace, name), body in table.items():
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             continue
+        generation = meta.get("generation")
         try:
-            spec = _spec(model, namespace, name, body)
+            spec = rt.specs.get(
+                (kind, namespace, name, generation),
+                lambda b=body: model.model_validate(b.get("spec") or {}),
+            )
         except ValidationError as err:
-            log.warning("skipping %s/%s: %s", namespace, name, err)
+            first = err.errors()[0]
+            where = ".".join(["spec", *(str(p) for p in first["loc"])])
+            invalid.append(Invalid(kind, namespace, name, generation, f"{where}: {first['msg']}"))
             continue
         items.append(
             Item(
                 namespace=namespace,
                 name=name,
                 spec=spec,
-                generation=meta.get("generation"),
+                generation=generation,
                 labels=meta.get("labels") or {},
                 status=body.get("status") or {},
                 created=meta.get("creationTimestamp", ""),
             )
         )
-    return items
+    return items, invalid
 
 
-async def _examples(rt: Runtime, specialists: list[Item]) -> dict[tuple[str, str, str], str]:
-    out: dict[tuple[str, str, str], str] = {}
-    for item in specialists:
-        ref = item.spec.domain.examples_from
-        if ref is None:
-            continue
-        cm = await rt.kube.get("ConfigMap", item.namespace, ref.name)
-        out[(item.namespace, ref.name, ref.key)] = ((cm or {}).get("data") or {}).get(ref.key, "")
-    return out
+async def _examples(rt: Runtime, specialists: list[Item]) -> dict[tuple[str, str, str], Any]:
+    """The ``examplesFrom`` keys, read from the specialist's own namespace only."""
+    refs = {
+        (s.namespace, s.spec.domain.examples_from.name, s.spec.domain.examples_from.key)
+        for s in specialists
+        if s.spec.domain.examples_from is not None
+    }
+
+    async def read(ref: tuple[str, str, str]) -> str | None:
+        cm = await rt.kube.get("ConfigMap", ref[0], ref[1])
+        return ((cm or {}).get("data") or {}).get(ref[2])
+
+    texts = await asyncio.gather(*(read(ref) for ref in sorted(refs)))
+    return dict(zip(sorted(refs), texts, strict=True))
+
+
+async def _secrets(rt: Runtime, policies: list[Item]) -> dict[tuple[str, str], bool]:
+    """Whether each referenced Secret exists: its metadata only, never its data."""
+    refs = sorted(
+        {
+            (p.namespace, t.external.api_key.name)
+            for p in policies
+            for t in p.spec.cascade
+            if t.external is not None and t.external.api_key is not None
+        }
+    )
+
+    async def exists(ref: tuple[str, str]) -> bool:
+        return await rt.kube.get_metadata("Secret", *ref) is not None
+
+    found = await asyncio.gather(*(exists(ref) for ref in refs))
+    return dict(zip(refs, found, strict=True))
 
 
 async def render(rt: Runtime) -> FleetRender:
     store = rt.store
-    specialists = _items(store.specialists, SLMSpecialistSpec)
+    specialists, _ = _items(rt, "SLMSpecialist", store.bodies(), SLMSpecialistSpec)
+    policies, bad_policies = _items(rt, "RouterPolicy", store.policies, RouterPolicySpec)
+    budgets, bad_budgets = _items(rt, "Budget", store.budgets, BudgetSpec)
     return render_fleet(
         specialists,
-        _items(store.policies, RouterPolicySpec),
-        _items(store.budgets, BudgetSpec),
+        policies,
+        budgets,
         await _examples(rt, specialists),
+        secrets=await _secrets(rt, policies),
+        invalid=[*bad_policies, *bad_budgets],
     )
 
 
-async def write_router_config(rt: Runtime, rendered: FleetRender) -> bool:
-    cfg = rt.config
-    desired = router_configmap(rendered.config, cfg.router_namespace, cfg.router_configmap)
-    live = await rt.kube.get("ConfigMap", cfg.router_namespace, cfg.router_configmap)
-    if live and (live.get("data") or {}).get(CONFIG_KEY) == desired["data"][CONFIG_KEY]:
-        return False
-    await rt.kube.apply(desired)
-    return True
+async def ensure_anchor(rt: Runtime) -> str:
+    """The uid of the ConfigMap that owns every fragment (created by the chart; by us
+    when absent, e.g. without the chart)."""
+    target = rt.config.router
+    live = await rt.kube.get("ConfigMap", target.namespace, target.config_name)
+    if live is None:
+        live = await rt.kube.apply(anchor_configmap(target))
+    return str(live["metadata"]["uid"])
+
+
+async def write_fragments(rt: Runtime, rendered: FleetRender) -> tuple[int, int]:
+    """Apply the fragments whose data changed, delete the ones no object needs."""
+    target = rt.config.router
+    live = rt.store.fragments
+    owner = await ensure_anchor(rt)
+    wanted: dict[str, Any] = {}
+    for (kind, ident), frag in rendered.fragments.items():
+        wanted[fragment_name(target.config_name, kind, ident)] = frag  # type: ignore[arg-type]
+    changed = [name for name, frag in wanted.items() if live.get(name) != frag.encode()]
+
+    async def put(name: str) -> None:
+        body = await rt.kube.apply(fragment_configmap(wanted[name], target, owner))
+        live[name] = (body.get("data") or {}).get(FRAGMENT_KEY, "")
+
+    async def drop(name: str) -> None:
+        await rt.kube.delete("ConfigMap", target.namespace, name)
+        live.pop(name, None)
+
+    stale = [name for name in live if name not in wanted]
+    await asyncio.gather(*(put(n) for n in changed), *(drop(n) for n in stale))
+    return len(changed), len(stale)
+
+
+async def write_secret_grants(rt: Runtime, rendered: FleetRender) -> None:
+    """Per namespace, a Role granting the router ``get`` on exactly the Secrets that
+    namespace's policies reference (an empty Role where none are left)."""
+    target = rt.config.router
+    if not target.service_account:
+        return  # no router ServiceAccount configured (a router outside the cluster)
+    applied = rt.store.secret_grants or {}
+    wanted = rendered.secret_grants
+    for namespace in sorted(set(wanted) | set(applied)):
+        names = wanted.get(namespace, [])
+        if applied.get(namespace) == names:
+            continue
+        for obj in secret_reader(namespace, names, target):
+            await rt.kube.apply(obj)
+        applied[namespace] = names
+    rt.store.secret_grants = applied
 
 
 async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, Any]]) -> None:
@@ -117,22 +191,32 @@ async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, A
                 raise
 
 
+def note_problems(rt: Runtime, rendered: FleetRender) -> None:
+    """Hand each specialist's routing problem to its status writer (the one writer of
+    its conditions), and refresh the ones whose problem changed."""
+    for key, state in rt.store.specialists.items():
+        problem = rendered.specialist_problems.get(f"{key[0]}/{key[1]}")
+        if problem != state.problem:
+            state.problem = problem
+            schedule_refresh(rt, key, 0.0)
+
+
 async def sync_once(rt: Runtime) -> None:
     rendered = await render(rt)
-    if await write_router_config(rt, rendered):
-        log.info(
-            "router configuration updated: %d policies, %d specialists, %d budgets",
-            len(rendered.config.policies),
-            len(rendered.config.specialists),
-            len(rendered.config.budgets),
-        )
+    applied, deleted = await write_fragments(rt, rendered)
+    if applied or deleted:
+        log.info("router configuration: %d fragments written, %d deleted", applied, deleted)
+    await write_secret_grants(rt, rendered)
+    note_problems(rt, rendered)
     await write_statuses(rt, "RouterPolicy", rendered.policy_status)
     await write_statuses(rt, "Budget", rendered.budget_status)
 
 
-async def fleet_loop(rt: Runtime) -> None:
+async def fleet_loop(rt: Runtime, beat: Beat) -> None:
     """Debounced and rate-limited: a burst of events costs one render, and a fleet in
-    rollout rewrites the router configuration at most once per min_interval."""
+    rollout rewrites the router configuration at most once per min_interval. The API
+    server being away is expected (retried here); anything else is a bug the supervisor
+    restarts the loop for."""
     last = 0.0
     loop = asyncio.get_running_loop()
     while True:
@@ -148,16 +232,38 @@ async def fleet_loop(rt: Runtime) -> None:
             log.warning("fleet sync failed, retrying: %s", err)
             await asyncio.sleep(1.0)
             rt.fleet_dirty.set()
+        beat()
 
 
 async def prime(rt: Runtime) -> None:
-    """List everything once, so the first render after a restart is complete."""
+    """List everything once, so the first render after a restart is complete and knows
+    which fragments and grants already exist."""
     namespaces: tuple[str | None, ...] = rt.config.watch_namespaces or (None,)
-    for kind, table in KIND_TABLE.items():
-        target: dict[Key, dict[str, Any]] = getattr(rt.store, table)
-        for namespace in namespaces:
+    for namespace in namespaces:
+        for body in await rt.kube.list("SLMSpecialist", namespace):
+            state = rt.store.specialist(key_of(body))
+            state.body = state.body or body
+        for kind, table in KIND_TABLE.items():
+            target: dict[Key, dict[str, Any]] = getattr(rt.store, table)
             for body in await rt.kube.list(kind, namespace):
                 target.setdefault(key_of(body), body)
+    router = rt.config.router
+    for cm in await rt.kube.list("ConfigMap", router.namespace, fragment_selector(router)):
+        rt.store.fragments[cm["metadata"]["name"]] = (cm.get("data") or {}).get(FRAGMENT_KEY, "")
+    if router.service_account:
+        try:
+            roles = await rt.kube.list(
+                "Role", None, field_selector=f"metadata.name={router.secrets_role}"
+            )
+        except ApiError as err:
+            log.warning("cannot list the router's Secret Roles (%s); rewriting them", err)
+            roles = []
+        rt.store.secret_grants = {
+            r["metadata"]["namespace"]: sorted(
+                n for rule in r.get("rules") or [] for n in rule.get("resourceNames") or []
+            )
+            for r in roles
+        }
 
 
 def _tracker(table: str):  # type: ignore[no-untyped-def]
@@ -176,3 +282,24 @@ def _tracker(table: str):  # type: ignore[no-untyped-def]
 
 track_policy = kopf.on.event(*POLICIES)(_tracker("policies"))
 track_budget = kopf.on.event(*BUDGETS)(_tracker("budgets"))
+
+
+@kopf.on.event("", "v1", "configmaps", labels={FRAGMENT_LABEL: kopf.PRESENT})
+async def track_fragment(event: kopf.RawEvent, **_: Any) -> None:
+    """A fragment edited or deleted by someone else is put back by the next render."""
+    rt = runtime()
+    body = event["object"]
+    meta = body["metadata"]
+    router = rt.config.router
+    if meta.get("namespace") != router.namespace:
+        return
+    if (meta.get("labels") or {}).get(FRAGMENT_LABEL) != router.config_name:
+        return
+    name = meta["name"]
+    data = None if event["type"] == "DELETED" else (body.get("data") or {}).get(FRAGMENT_KEY)
+    if rt.store.fragments.get(name) != data:
+        if data is None:
+            rt.store.fragments.pop(name, None)
+        else:
+            rt.store.fragments[name] = data
+        rt.fleet_dirty.set()

@@ -1,4 +1,5 @@
-"""Operator start-up and clean-up, and the kopf settings chosen on purpose.
+"""Operator start-up and clean-up, the liveness probe, and the kopf settings chosen on
+purpose.
 
 See shared/docs/kopf-notes.md: watches reconnect on a timer (silent streams are the
 most reported kopf failure); every handler is a raw-event handler (reconciliation is
@@ -9,8 +10,6 @@ storage settings below only name our prefix should a state-keeping handler be ad
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from typing import Any
 
@@ -18,7 +17,9 @@ import kopf
 
 from ..clients.kube import KubeClient
 from . import fleet
+from .loops import LOOPS
 from .runtime import OperatorConfig, Runtime, runtime, set_runtime
+from .supervisor import Supervisor
 
 PREFIX = "slmfleet.io"
 
@@ -37,8 +38,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # idle_timeout; children take workers too. A cap makes new specialists queue
     # behind busy ones, so there is none unless SLMFLEET_WORKERS sets one.
     workers = int(os.environ.get("SLMFLEET_WORKERS", "0"))
-    settings.batching.worker_limit = workers or None
-    settings.batching.idle_timeout = 2.0
+    queueing = getattr(settings, "queueing", None) or settings.batching  # renamed in kopf 1.39
+    queueing.worker_limit = workers or None
+    queueing.idle_timeout = 2.0
     settings.posting.level = 30  # WARNING: events for failures, not for every success
     settings.execution.max_workers = 8
     settings.scanning.disabled = True  # the CRDs are installed by the chart, not discovered
@@ -51,18 +53,29 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     set_runtime(rt)
     await fleet.prime(rt)
     rt.fleet_dirty.set()
-    rt.tasks.append(asyncio.create_task(fleet.fleet_loop(rt), name="slmfleet-fleet"))
+    rt.supervisor = Supervisor(list(LOOPS))
+    rt.supervisor.start(rt)
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     rt = runtime()
-    for task in [*rt.tasks, *rt.background]:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if rt.supervisor is not None:
+        await rt.supervisor.stop()
     await rt.kube.close()
     set_runtime(None)
+
+
+@kopf.on.probe(id="loops")
+def loops(**_: Any) -> dict[str, Any]:
+    """Liveness: red (HTTP 500) while any supervised loop is dead or stalled."""
+    supervisor = runtime().supervisor
+    if supervisor is None:
+        raise kopf.PermanentError("the supervisor has not started")
+    alive, problems, report = supervisor.health()
+    if not alive:
+        raise kopf.PermanentError("; ".join(problems))
+    return report
 
 
 @kopf.on.probe(id="writes")

@@ -1,4 +1,5 @@
-"""Process-wide state of the operator: its settings, API client and caches.
+"""Process-wide state of the operator: its settings, API client, per-object records,
+work queues and the supervisor of its loops.
 
 Handlers are thin glue; what they share lives here, created at start-up and torn down
 at clean-up, so tests can run several operators one after another in one process.
@@ -8,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api.names import BUDGETS, POLICIES, SPECIALISTS
 from ..clients.kube import KubeClient
+from ..render.fleet import Problem
+from ..render.network import TritonPeers
+from ..render.router_objects import RouterTarget
 from ..render.specialist import DEFAULT_FETCHER_IMAGE
+from .supervisor import Supervisor
+from .workqueue import DelayQueue
 
-GROUP, VERSION = "slmfleet.io", "v1alpha1"
-SPECIALISTS = (GROUP, VERSION, "slmspecialists")
-POLICIES = (GROUP, VERSION, "routerpolicies")
-BUDGETS = (GROUP, VERSION, "budgets")
+__all__ = ["BUDGETS", "POLICIES", "SPECIALISTS"]
+
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -31,6 +37,19 @@ class OperatorConfig:
     min_interval_seconds: float = 1.0
     fetcher_image: str = DEFAULT_FETCHER_IMAGE
     watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
+    router_service_account: str = ""
+    """The router's ServiceAccount (in router_namespace); empty: no Secret grants."""
+    peers: TritonPeers | None = None
+
+    @property
+    def router(self) -> RouterTarget:
+        return RouterTarget(
+            self.router_namespace, self.router_configmap, self.router_service_account
+        )
+
+    @property
+    def triton_peers(self) -> TritonPeers:
+        return self.peers or TritonPeers(router_namespace=self.router_namespace)
 
     @classmethod
     def from_environment(cls) -> OperatorConfig:
@@ -46,37 +65,74 @@ class OperatorConfig:
             watch_namespaces=tuple(
                 n for n in os.environ.get("SLMFLEET_WATCH_NAMESPACES", "").split(",") if n
             ),
+            router_service_account=os.environ.get("SLMFLEET_ROUTER_SERVICEACCOUNT", ""),
+            peers=TritonPeers.from_environment(namespace),
         )
 
 
 @dataclass
-class Store:
-    """Latest known bodies, fed by watch events and by our own write responses."""
+class SpecialistState:
+    """Everything the operator knows about one SLMSpecialist, in one record."""
 
-    specialists: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    """Latest known body (watch events and our own write responses)."""
+    deployment: dict[str, Any] | None = None
+    """Latest known Deployment it owns."""
+    reconciled: int | None = None
+    """The generation whose children were last applied (or refused)."""
+    error: str | None = None
+    """Why the last apply failed, while it fails."""
+    attempts: int = 0
+    """Failed applies in a row (drives the retry backoff)."""
+    problem: Problem | None = None
+    """Why the fleet render leaves it out of the router configuration."""
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises status writes."""
+    reconcile_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises reconciles (events and retries)."""
+
+
+class SpecCache:
+    """Validated specs by (kind, namespace, name, generation), least recently used out:
+    status changes do not re-validate, and memory stays bounded."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], make: Any) -> Any:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make()
+        self._items[key] = value
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
+@dataclass
+class Store:
+    """Latest known state, fed by watch events and by our own write responses."""
+
+    specialists: dict[Key, SpecialistState] = field(default_factory=dict)
     policies: dict[Key, dict[str, Any]] = field(default_factory=dict)
     budgets: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)  # by owner
     children: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    reconciled: dict[Key, int] = field(default_factory=dict)  # owner -> generation applied
-    errors: dict[Key, str] = field(default_factory=dict)
-    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
-    pending: set[Key] = field(default_factory=set)  # status refreshes scheduled
-    attempts: dict[Key, int] = field(default_factory=dict)  # failed reconciles in a row
-    reconcile_locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    """(kind, namespace, name) -> body of a child we own (watch cache)."""
+    fragments: dict[str, str] = field(default_factory=dict)
+    """Fragment ConfigMap name -> the data we know is live."""
+    secret_grants: dict[str, list[str]] | None = None
+    """Namespace -> Secrets the router's Role there grants (None: not listed yet)."""
 
-    def lock(self, key: Key) -> asyncio.Lock:
-        """Serialises status writes of one specialist."""
-        return self.locks.setdefault(key, asyncio.Lock())
+    def specialist(self, key: Key) -> SpecialistState:
+        return self.specialists.setdefault(key, SpecialistState())
 
-    def reconcile_lock(self, key: Key) -> asyncio.Lock:
-        """Serialises reconciles of one specialist (events and retries)."""
-        return self.reconcile_locks.setdefault(key, asyncio.Lock())
+    def bodies(self) -> dict[Key, dict[str, Any]]:
+        return {k: s.body for k, s in self.specialists.items() if s.body is not None}
 
     def forget(self, key: Key) -> None:
-        for table in (self.specialists, self.deployments, self.reconciled, self.errors,
-                      self.locks, self.reconcile_locks, self.attempts):  # fmt: skip
-            table.pop(key, None)
+        self.specialists.pop(key, None)
 
 
 @dataclass
@@ -85,8 +141,12 @@ class Runtime:
     kube: KubeClient
     store: Store = field(default_factory=Store)
     fleet_dirty: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    refreshes: DelayQueue[Key] = field(default_factory=DelayQueue)
+    """Specialists whose status is due to be recomputed."""
+    retries: DelayQueue[Key] = field(default_factory=DelayQueue)
+    """Specialists whose failed apply is due to be retried."""
+    specs: SpecCache = field(default_factory=SpecCache)
+    supervisor: Supervisor | None = None
 
 
 _runtime: Runtime | None = None
@@ -103,19 +163,24 @@ def runtime() -> Runtime:
     return _runtime
 
 
+def newer(held: dict[str, Any] | None, body: dict[str, Any]) -> bool:
+    """Whether ``body`` may replace ``held``: not when we already hold a newer version (a
+    watch event can arrive after the response of our own, later, write)."""
+    if held is None:
+        return True
+    try:
+        return int(held["metadata"]["resourceVersion"]) <= int(body["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):  # resourceVersions are opaque in principle
+        return True
+
+
 def remember(
     table: dict[Key, dict[str, Any]], body: dict[str, Any], key: Key | None = None
 ) -> bool:
-    """Store a body under its key (or ``key``) unless we already hold a newer version
-    (a watch event can arrive after the response of our own, later, write)."""
+    """Store a body under its key (or ``key``) unless we already hold a newer version."""
     key = key or key_of(body)
-    held = table.get(key)
-    if held is not None:
-        try:
-            if int(held["metadata"]["resourceVersion"]) > int(body["metadata"]["resourceVersion"]):
-                return False
-        except (KeyError, ValueError):  # resourceVersions are opaque in principle
-            pass
+    if not newer(table.get(key), body):
+        return False
     table[key] = body
     return True
 

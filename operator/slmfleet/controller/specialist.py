@@ -1,4 +1,8 @@
-"""SLMSpecialist handlers: render the children, apply what changed, report status."""
+"""SLMSpecialist handlers: render the children, apply what changed, report status.
+
+kopf delivers the events; the per-specialist record lives in ``runtime.Store``; status
+refreshes and retries are queued and drained by supervised loops (``loops.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,21 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from ..api.base import API_VERSION
+from ..api.names import API_VERSION, MANAGED_BY, SPECIALISTS
 from ..api.specialist import SLMSpecialistSpec
 from ..clients.kube import ApiError
-from ..render import labels as L
 from ..render.conditions import merge_conditions, status_changed
 from ..render.drift import needs_apply, stamp
 from ..render.specialist import Owner, build_children
 from ..render.specialist_status import specialist_status
-from .runtime import SPECIALISTS, Key, key_of, remember, runtime
+from .runtime import Key, Runtime, key_of, newer, runtime
+from .supervisor import Beat
+from .workqueue import drain
 
 log = logging.getLogger("slmfleet.specialist")
 
 MANAGED = {
-    "app.kubernetes.io/managed-by": L.MANAGED_BY,
+    "app.kubernetes.io/managed-by": MANAGED_BY,
     "app.kubernetes.io/component": "specialist",
 }
 
@@ -49,7 +54,9 @@ async def apply_children(
             live = await rt.kube.apply(stamped)
         return live or stamped
 
-    configmap, *rest = build_children(owner, spec, fetcher_image=rt.config.fetcher_image)
+    configmap, *rest = build_children(
+        owner, spec, fetcher_image=rt.config.fetcher_image, peers=rt.config.triton_peers
+    )
     await converge(configmap)
     applied = await asyncio.gather(*(converge(child) for child in rest))
     # By what we asked for: bodies from a watch listing may carry no kind.
@@ -64,18 +71,25 @@ async def refresh_status(key: Key) -> None:
     Serialised per specialist so the last write always reflects the newest event.
     """
     rt = runtime()
-    async with rt.store.lock(key):
-        body = rt.store.specialists.get(key)
+    state = rt.store.specialists.get(key)
+    if state is None:
+        return
+    async with state.status_lock:
+        body = state.body
         if body is None:
             return
         current = body.get("status") or {}
-        generation = rt.store.reconciled.get(key, current.get("observedGeneration"))
+        generation = (
+            state.reconciled if state.reconciled is not None else current.get("observedGeneration")
+        )
+        problem = (state.problem.reason, state.problem.message) if state.problem else None
         desired = specialist_status(
             name=key[1],
             namespace=key[0],
             generation=generation,
-            deployment=rt.store.deployments.get(key),
-            error=rt.store.errors.get(key),
+            deployment=state.deployment,
+            error=state.error,
+            problem=problem,
         )
         if not status_changed(current, desired):
             return
@@ -94,15 +108,17 @@ async def refresh_status(key: Key) -> None:
             if err.status == 404:  # deleted meanwhile
                 return
             raise
-        rt.store.specialists[key] = updated
+        if key in rt.store.specialists:
+            rt.store.specialists[key].body = updated
         rt.fleet_dirty.set()
 
 
 async def recreate_children(key: Key) -> None:
     """A child deleted by hand comes back; one deleted by garbage collection does not."""
     rt = runtime()
-    owner = rt.store.specialists.get(key)
-    if owner is None or owner["metadata"].get("deletionTimestamp"):
+    state = rt.store.specialists.get(key)
+    owner = state.body if state else None
+    if state is None or owner is None or owner["metadata"].get("deletionTimestamp"):
         return
     try:
         spec = SLMSpecialistSpec.model_validate(owner["spec"])
@@ -110,8 +126,8 @@ async def recreate_children(key: Key) -> None:
         deployment = await apply_children(Owner(meta["name"], meta["namespace"], meta["uid"]), spec)
     except (ValidationError, ApiError):
         return  # the next reconcile reports it
-    if deployment is not None:
-        rt.store.deployments.setdefault(key, deployment)
+    if deployment is not None and state.deployment is None:
+        state.deployment = deployment
 
 
 def event_target(key: Key, uid: str | None) -> dict[str, Any]:
@@ -128,9 +144,12 @@ async def reconcile(key: Key) -> None:
     bookkeeping and a generation is applied exactly once, whatever events arrive.
     """
     rt = runtime()
-    async with rt.store.reconcile_lock(key):
-        body = rt.store.specialists.get(key)
-        if body is None or not needs_reconcile(body, rt.store.reconciled.get(key)):
+    state = rt.store.specialists.get(key)
+    if state is None:
+        return
+    async with state.reconcile_lock:
+        body = state.body
+        if body is None or not needs_reconcile(body, state.reconciled):
             return
         meta = body["metadata"]
         generation = meta.get("generation")
@@ -142,21 +161,21 @@ async def reconcile(key: Key) -> None:
             deployment = await apply_children(owner, spec, new=new)
         except (ValidationError, ApiError) as err:
             message = str(err).splitlines()[0] if isinstance(err, ValidationError) else str(err)
-            rt.store.errors[key] = message
-            rt.store.reconciled[key] = generation
+            state.error = message
+            state.reconciled = generation
             await refresh_status(key)
             kopf.warn(event_target(key, meta.get("uid")), reason="ReconcileFailed", message=message)
             if isinstance(err, ApiError):
                 # Even a refusal (admission, quota) can lift without a spec change.
-                schedule_retry(key, generation)
+                schedule_retry(rt, key)
             return
-        rt.store.errors.pop(key, None)
-        rt.store.attempts.pop(key, None)
-        rt.store.reconciled[key] = generation
-        if deployment is not None and key not in rt.store.deployments:
-            rt.store.deployments[key] = deployment
+        state.error = None
+        state.attempts = 0
+        state.reconciled = generation
+        if deployment is not None and state.deployment is None:
+            state.deployment = deployment
     # The Deployment's own events follow within moments: one coalesced write for all.
-    schedule_refresh(key)
+    schedule_refresh(rt, key)
 
 
 def needs_reconcile(body: dict[str, Any], reconciled: int | None) -> bool:
@@ -164,21 +183,52 @@ def needs_reconcile(body: dict[str, Any], reconciled: int | None) -> bool:
     return not meta.get("deletionTimestamp") and meta.get("generation") != reconciled
 
 
-def schedule_retry(key: Key, generation: int | None) -> None:
+def retry_delay(attempt: int) -> float:
     """Failed applies retry with exponential backoff capped at a minute (throttling and
-    outages heal in seconds, refusals by admission when someone lifts them); a new
-    generation retries at once."""
+    outages heal in seconds, refusals by admission when someone lifts them)."""
+    return min(60.0, 2.0 ** (attempt - 1))
+
+
+def schedule_retry(rt: Runtime, key: Key) -> None:
+    state = rt.store.specialist(key)
+    state.attempts += 1
+    rt.retries.add(key, retry_delay(state.attempts))
+
+
+async def retry(key: Key) -> None:
+    """A queued retry: reconcile the same generation again if it is still failing (a
+    new generation has been reconciled at once by its own event)."""
     rt = runtime()
-    attempt = rt.store.attempts.get(key, 0) + 1
-    rt.store.attempts[key] = attempt
+    state = rt.store.specialists.get(key)
+    if state is None or state.error is None or state.body is None:
+        return
+    if state.reconciled == state.body["metadata"].get("generation"):
+        state.reconciled = None  # make the same generation due again
+        await reconcile(key)
 
-    async def later() -> None:
-        await asyncio.sleep(min(60.0, 2.0 ** (attempt - 1)))
-        if rt.store.reconciled.get(key) == generation and key in rt.store.errors:
-            rt.store.reconciled.pop(key, None)  # make the same generation due again
-            await reconcile(key)
 
-    spawn(later())
+def schedule_refresh(rt: Runtime, key: Key, delay: float | None = None) -> None:
+    """Coalesce a burst of Deployment events (a rollout sends several within a second)
+    into one status computation, so intermediate states cost no writes."""
+    rt.refreshes.add(key, rt.config.status_delay_seconds if delay is None else delay)
+
+
+async def _refresh_queued(key: Key) -> None:
+    try:
+        await refresh_status(key)
+    except ApiError as err:  # the retries inside the client ran out: try again later
+        log.warning("%s/%s: status not written, retrying: %s", *key, err)
+        schedule_refresh(runtime(), key, 5.0)
+
+
+async def status_loop(rt: Runtime, beat: Beat) -> None:
+    """Drains the status refresh queue (supervised; see loops.py)."""
+    await drain(rt.refreshes, _refresh_queued, beat)
+
+
+async def retry_loop(rt: Runtime, beat: Beat) -> None:
+    """Drains the retry queue (supervised; see loops.py)."""
+    await drain(rt.retries, retry, beat, concurrency=8)
 
 
 @kopf.on.event(*SPECIALISTS)
@@ -188,41 +238,17 @@ async def on_specialist(event: kopf.RawEvent, **_: Any) -> None:
     key = key_of(body)
     if event["type"] == "DELETED":
         rt.store.forget(key)
+        rt.refreshes.discard(key)
+        rt.retries.discard(key)
         rt.fleet_dirty.set()
         return
-    if not remember(rt.store.specialists, body):
+    state = rt.store.specialist(key)
+    if not newer(state.body, body):
         return
+    state.body = body
     rt.fleet_dirty.set()
-    if needs_reconcile(body, rt.store.reconciled.get(key)):
+    if needs_reconcile(body, state.reconciled):
         await reconcile(key)
-
-
-def spawn(coro: Any) -> None:
-    """A background task the operator cancels on clean-up."""
-    rt = runtime()
-    task = asyncio.create_task(coro)
-    rt.background.add(task)
-    task.add_done_callback(rt.background.discard)
-
-
-def schedule_refresh(key: Key) -> None:
-    """Coalesce a burst of Deployment events (a rollout sends several within a second)
-    into one status computation, so intermediate states cost no writes."""
-    rt = runtime()
-    if key in rt.store.pending:
-        return
-    rt.store.pending.add(key)
-
-    async def later() -> None:
-        await asyncio.sleep(rt.config.status_delay_seconds)
-        rt.store.pending.discard(key)
-        try:
-            await refresh_status(key)
-        except ApiError as err:  # the retries inside the client ran out: try again later
-            log.warning("%s/%s: status not written, retrying: %s", *key, err)
-            schedule_refresh(key)
-
-    spawn(later())
 
 
 def owner_key(body: dict[str, Any]) -> Key | None:
@@ -234,6 +260,7 @@ def owner_key(body: dict[str, Any]) -> Key | None:
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 async def track_child(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> None:
     body = event["object"]
     cache_child(event, resource)
@@ -246,6 +273,7 @@ CHILD_KINDS = {
     "configmaps": "ConfigMap",
     "services": "Service",
     "poddisruptionbudgets": "PodDisruptionBudget",
+    "networkpolicies": "NetworkPolicy",
     "deployments": "Deployment",
 }
 
@@ -258,8 +286,7 @@ def cache_child(event: kopf.RawEvent, resource: kopf.Resource) -> None:
     if event["type"] == "DELETED":
         children.pop(ref, None)
         return
-    held = children.get(ref)
-    if held is None or int(held["metadata"]["resourceVersion"]) <= int(meta["resourceVersion"]):
+    if newer(children.get(ref), body):
         children[ref] = body
 
 
@@ -272,8 +299,14 @@ async def track_deployment(event: kopf.RawEvent, resource: kopf.Resource, **_: A
         return
     rt = runtime()
     if event["type"] == "DELETED":
-        rt.store.deployments.pop(key, None)
+        state = rt.store.specialists.get(key)
+        if state is None:  # the owner is gone too: garbage collection at work
+            return
+        state.deployment = None
         await recreate_children(key)
-    elif not remember(rt.store.deployments, body, key):
-        return
-    schedule_refresh(key)
+    else:
+        state = rt.store.specialist(key)
+        if not newer(state.deployment, body):
+            return
+        state.deployment = body
+    schedule_refresh(rt, key)

@@ -46,6 +46,7 @@ from .manifests import (
     manifest_files,
     parse_fleet,
     read_documents,
+    write_secrets,
 )
 from .router import RouterProcess, log_tail
 from .standins import StandInChoice, export_stand_ins, stand_in_for, stand_ins
@@ -79,7 +80,8 @@ def local_router_config(
 ) -> RouterConfig:
     """What the operator would render with every specialist Ready on ``endpoint``; with
     ``replicas`` (several local Triton servers, ``endpoint`` among them) every
-    specialist lists them, so the router balances over all of them."""
+    specialist lists them, so the router balances over all of them. Secrets are not
+    checked here: the router reports a missing one per request."""
     ready = [
         Item(
             namespace=s.namespace,
@@ -89,21 +91,21 @@ def local_router_config(
             ),
             generation=s.generation,
             labels=s.labels,
-            status={
-                "endpoint": endpoint,
-                "tritonModel": s.name,
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
+            status={"conditions": [{"type": "Ready", "status": "True"}]},
             created=s.created,
         )
         for s in fleet.specialists
     ]
-    rendered = render_fleet(ready, fleet.policies, fleet.budgets, fleet.examples)
+    rendered = render_fleet(
+        ready, fleet.policies, fleet.budgets, fleet.examples, endpoint_of=lambda _ns, _n: endpoint
+    )
     problems = []
     for pid, status in rendered.policy_status.items():
         for cond in status.get("conditions", []):
             if cond.get("type") == "Ready" and cond.get("status") != "True":
                 problems.append(f"RouterPolicy {pid}: {cond.get('reason')}: {cond.get('message')}")
+    for sid, problem in rendered.specialist_problems.items():
+        problems.append(f"SLMSpecialist {sid}: {problem.reason}: {problem.message}")
     if problems:
         raise ManifestError("\n".join(problems))
     if not replicas or len(replicas) < 2:
@@ -264,8 +266,9 @@ class LocalFleet:
             f"(fitting the routing classifier on the specialists' domain examples)"
         )
         begin = time.monotonic()
+        secrets = write_secrets(self.fleet, self.workdir / "secrets")
         self.router = RouterProcess(
-            ["--config", str(config_path), "--log-level", "info"],
+            ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"],
             port=self.port,
             host=self.host,
             log_path=self.router_log,

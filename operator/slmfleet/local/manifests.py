@@ -3,6 +3,8 @@ validate the slmfleet objects with the API models (the CRD schemas' source)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..api.budget import Budget
+from ..api.names import CONFIG_KEY, DNS_SUBDOMAIN
 from ..api.policy import RouterPolicy
 from ..api.specialist import SLMSpecialist
 from ..render.fleet import Item
@@ -45,6 +48,8 @@ class FleetManifests:
     budgets: list[Item] = field(default_factory=list)
     examples: dict[tuple[str, str, str], str] = field(default_factory=dict)
     """ConfigMap keys in the folder, for ``domain.examplesFrom``."""
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """(namespace, name) -> keys of the Secrets in the folder (external tiers' API keys)."""
     skipped: list[str] = field(default_factory=list)
     """``Kind/name`` of objects that mean nothing locally (PVCs, Secrets, ...)."""
 
@@ -114,6 +119,10 @@ def parse_fleet(docs: Iterable[Document], namespace: str) -> FleetManifests:
             for key, text in (doc.body.get("data") or {}).items():
                 fleet.examples[(ns, str(name), key)] = str(text)
             continue
+        if kind == "Secret" and api_version == "v1":
+            ns = meta.get("namespace") or namespace
+            fleet.secrets[(ns, str(name))] = secret_data(doc, str(name))
+            continue
         if kind not in _KINDS or not api_version.startswith("slmfleet.io/"):
             fleet.skipped.append(f"{kind}/{name}")
             continue
@@ -149,6 +158,38 @@ def parse_fleet(docs: Iterable[Document], namespace: str) -> FleetManifests:
     if not fleet.policies:
         raise ManifestError("no RouterPolicy in the manifests: nothing routes to the specialists")
     return fleet
+
+
+def secret_data(doc: Document, name: str) -> dict[str, str]:
+    """A Secret manifest's keys (``stringData`` over base64 ``data``), names checked as
+    the API server would: they become files of the router's secrets directory."""
+    if not re.fullmatch(DNS_SUBDOMAIN, name) or len(name) > 253:
+        raise ManifestError(f"{doc.source}: Secret {name!r}: not a valid Secret name")
+    out: dict[str, str] = {}
+    try:
+        for key, value in (doc.body.get("data") or {}).items():
+            out[str(key)] = base64.b64decode(str(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{doc.source}: Secret {name!r}: data is not base64 text") from exc
+    out.update({str(k): str(v) for k, v in (doc.body.get("stringData") or {}).items()})
+    for key in out:
+        if not re.fullmatch(CONFIG_KEY, key):
+            raise ManifestError(f"{doc.source}: Secret {name!r}: invalid key {key!r}")
+    return out
+
+
+def write_secrets(fleet: FleetManifests, root: Path) -> Path:
+    """``root/<namespace>/<name>/<key>`` for the router's ``--secrets dir:root``: the
+    local equivalent of the API's namespaced Secrets (owner-only permissions)."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for (namespace, name), data in fleet.secrets.items():
+        folder = root / namespace / name
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for key, value in data.items():
+            path = folder / key
+            path.touch(mode=0o600)
+            path.write_text(value)
+    return root
 
 
 def load_fleet(path: Path | str, namespace: str | None = None) -> FleetManifests:

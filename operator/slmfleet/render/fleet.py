@@ -1,8 +1,11 @@
-"""The whole fleet -> the router configuration, plus the status of policies and budgets.
+"""The whole fleet -> one router-configuration fragment per object, plus statuses.
 
-Pure: the controller gathers every SLMSpecialist, RouterPolicy, Budget and the
-ConfigMap examples they reference, and this module resolves names into ids,
-checks targets and emits one validated ``RouterConfig``.
+Pure: the controller gathers every SLMSpecialist, RouterPolicy and Budget, the example
+ConfigMaps and the existence of the Secrets they reference; this module decides, object
+by object, what the router serves and what each object's status says. The blast radius
+of an object is that object: a specialist whose examples are missing or too large, a
+policy that fails validation, conflicts over a model name or outgrows the fragment
+limit is ``Ready=False`` with a reason and left out, and nothing else changes.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.budget import BudgetSpec
+from ..api.fragments import MAX_FRAGMENT_BYTES, Fragment, assemble
+from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
-from ..api.routerconfig import (
-    BudgetConfig,
-    DomainConfig,
-    PolicyConfig,
-    RouterConfig,
-    SpecialistConfig,
-)
+from ..api.routerconfig import BudgetConfig, PolicyConfig, RouterConfig, SpecialistConfig
 from ..api.specialist import SLMSpecialistSpec
-from . import labels as L
 from .conditions import condition, ready_set
+from .translate import EndpointOf, cluster_endpoint, policy_config, specialist_config
+
+#: Most bytes read from an ``examplesFrom`` ConfigMap key (and most lines kept).
+MAX_EXAMPLES_BYTES = 256 * 1024
+MAX_EXAMPLE_LINES = 5000
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,31 @@ class Item:
 
     @property
     def id(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return object_id(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An object the API server stored but the models refuse (an older CRD admitted it,
+    or a check the API server cannot make, such as a JSON Schema's references)."""
+
+    kind: str
+    namespace: str
+    name: str
+    generation: int | None
+    message: str
+
+    @property
+    def id(self) -> str:
+        return object_id(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an object is left out of the router configuration."""
+
+    reason: str
+    message: str
 
 
 def is_ready(status: Mapping[str, Any]) -> bool:
@@ -48,39 +75,91 @@ def is_ready(status: Mapping[str, Any]) -> bool:
     )
 
 
+#: (namespace, configmap, key) -> text, or None when the ConfigMap or the key is missing.
+ExampleSource = Mapping[tuple[str, str, str], str | None]
+#: (namespace, secret) -> whether the Secret exists.
+SecretSource = Mapping[tuple[str, str], bool]
+
+
 @dataclass
 class FleetRender:
-    config: RouterConfig
+    fragments: dict[tuple[str, str], Fragment]
+    """(kind, id) -> the fragment to write."""
     policy_status: dict[str, dict[str, Any]]
     budget_status: dict[str, dict[str, Any]]
+    specialist_problems: dict[str, Problem] = field(default_factory=dict)
+    """Specialist id -> why it is left out (its status shows it as Ready=False)."""
+    secret_grants: dict[str, list[str]] = field(default_factory=dict)
+    """Namespace -> Secrets the router may read there (the policies' API keys)."""
+
+    @property
+    def config(self) -> RouterConfig:
+        """What a router assembles from these fragments."""
+        return assemble({f"{k[0]}/{k[1]}": f.encode() for k, f in self.fragments.items()}).config
 
 
-ExampleSource = Mapping[tuple[str, str, str], str]  # (namespace, configmap, key) -> text
+def _fits(frag: Fragment) -> Problem | None:
+    size = len(frag.encode())
+    if size > MAX_FRAGMENT_BYTES:
+        return Problem(
+            "RouterConfigTooLarge",
+            f"its router configuration is {size} bytes, more than {MAX_FRAGMENT_BYTES}: "
+            "use fewer or shorter examples",
+        )
+    return None
 
 
-def _specialist_config(item: Item, examples: ExampleSource) -> SpecialistConfig:
-    spec: SLMSpecialistSpec = item.spec
-    extra: list[str] = []
-    if spec.domain.examples_from:
-        ref = spec.domain.examples_from
-        text = examples.get((item.namespace, ref.name, ref.key), "")
-        extra = [line.strip() for line in text.splitlines() if line.strip()]
-    return SpecialistConfig(
-        id=item.id,
-        endpoint=item.status.get("endpoint") or L.grpc_endpoint(item.name, item.namespace),
-        triton_model=item.status.get("tritonModel") or item.name,
-        backend=spec.model.backend,
-        ready=is_ready(item.status),
-        domain=DomainConfig(
-            description=spec.domain.description,
-            keywords=list(spec.domain.keywords),
-            examples=[*spec.domain.examples, *extra],
-            labels=list(spec.domain.labels),
-        ),
-        cost=spec.cost,
-        reasoning=spec.model.reasoning,
-        context_length=spec.model.context_length,
-    )
+def _examples(item: Item, examples: ExampleSource) -> tuple[list[str], Problem | None]:
+    ref = item.spec.domain.examples_from
+    if ref is None:
+        return [], None
+    text = examples.get((item.namespace, ref.name, ref.key))
+    if text is None:
+        return [], Problem(
+            "ExamplesNotFound",
+            f"spec.domain.examplesFrom: ConfigMap {ref.name!r} has no key {ref.key!r} "
+            f"in namespace {item.namespace}",
+        )
+    size = len(text.encode())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if size > MAX_EXAMPLES_BYTES or len(lines) > MAX_EXAMPLE_LINES:
+        return [], Problem(
+            "ExamplesTooLarge",
+            f"spec.domain.examplesFrom: {ref.name}/{ref.key} holds {size} bytes in "
+            f"{len(lines)} lines; at most {MAX_EXAMPLES_BYTES} bytes and "
+            f"{MAX_EXAMPLE_LINES} lines are read",
+        )
+    if any(len(line) > 1024 for line in lines):
+        return [], Problem(
+            "ExamplesTooLarge",
+            f"spec.domain.examplesFrom: {ref.name}/{ref.key} has lines longer than 1024 characters",
+        )
+    return lines, None
+
+
+def _specialists(
+    items: list[Item], examples: ExampleSource, endpoint_of: EndpointOf
+) -> tuple[dict[str, SpecialistConfig], dict[str, Problem]]:
+    configs: dict[str, SpecialistConfig] = {}
+    problems: dict[str, Problem] = {}
+    for item in items:
+        spec: SLMSpecialistSpec = item.spec
+        extra, problem = _examples(item, examples)
+        if problem is None:
+            cfg = specialist_config(
+                item.namespace,
+                item.name,
+                spec,
+                ready=is_ready(item.status),
+                extra_examples=extra,
+                endpoint_of=endpoint_of,
+            )
+            problem = _fits(Fragment(kind="specialist", id=item.id, specialist=cfg))
+            if problem is None:
+                configs[item.id] = cfg
+        if problem is not None:
+            problems[item.id] = problem
+    return configs, problems
 
 
 def _selected(spec: RouterPolicySpec, namespace: str, specialists: list[Item]) -> list[str]:
@@ -105,6 +184,15 @@ def _referenced(spec: RouterPolicySpec) -> set[str]:
     return refs
 
 
+def _secret_refs(spec: RouterPolicySpec) -> list[tuple[str, str, str]]:
+    """(field path, secret, key) of every Secret the policy's tiers read."""
+    return [
+        (f"spec.cascade[{i}].external.apiKey", t.external.api_key.name, t.external.api_key.key)
+        for i, t in enumerate(spec.cascade)
+        if t.external is not None and t.external.api_key is not None
+    ]
+
+
 def _budget_covers(budget: Item, policy: Item, model_name: str, targets: list[str]) -> bool:
     if budget.namespace != policy.namespace:
         return False
@@ -118,18 +206,42 @@ def _budget_covers(budget: Item, policy: Item, model_name: str, targets: list[st
     )
 
 
+def _invalid_status(obj: Invalid) -> dict[str, Any]:
+    message = f"refused by the slmfleet API models: {obj.message}"
+    return {
+        "observedGeneration": obj.generation,
+        "conditions": ready_set(False, "InvalidSpec", message, obj.generation, stalled=True),
+    }
+
+
 def render_fleet(
     specialists: list[Item],
     policies: list[Item],
     budgets: list[Item],
     examples: ExampleSource | None = None,
+    *,
+    secrets: SecretSource | None = None,
+    invalid: list[Invalid] = (),  # type: ignore[assignment]
+    endpoint_of: EndpointOf = cluster_endpoint,
 ) -> FleetRender:
+    """``secrets`` None means "not checked" (``slmfleet up`` checks its own files)."""
     examples = examples or {}
     by_id = {s.id: s for s in specialists}
-    spec_configs = {s.id: _specialist_config(s, examples) for s in specialists}
-
-    policy_configs: list[PolicyConfig] = []
-    policy_status: dict[str, dict[str, Any]] = {}
+    spec_configs, spec_problems = _specialists(specialists, examples, endpoint_of)
+    fragments: dict[tuple[str, str], Fragment] = {
+        ("specialist", sid): Fragment(
+            kind="specialist", id=sid, created=by_id[sid].created, specialist=cfg
+        )
+        for sid, cfg in spec_configs.items()
+    }
+    policy_status: dict[str, dict[str, Any]] = {
+        o.id: _invalid_status(o) for o in invalid if o.kind == "RouterPolicy"
+    }
+    budget_status: dict[str, dict[str, Any]] = {
+        o.id: _invalid_status(o) for o in invalid if o.kind == "Budget"
+    }
+    grants: dict[str, set[str]] = {}
+    served: list[PolicyConfig] = []
     owners: dict[str, Item] = {}
     # Oldest policy keeps a contested model name; ties broken by id for determinism.
     for pol in sorted(policies, key=lambda p: (p.created, p.id)):
@@ -137,16 +249,19 @@ def render_fleet(
         model_name = spec.model_name or pol.name
         gen = pol.generation
         targets = _selected(spec, pol.namespace, specialists)
-        referenced = sorted(_referenced(spec))
-        all_names = sorted(set(targets) | set(referenced))
-        ids = {n: f"{pol.namespace}/{n}" for n in all_names}
+        all_names = sorted(set(targets) | _referenced(spec))
+        ids = {n: object_id(pol.namespace, n) for n in all_names}
         missing = [n for n in all_names if ids[n] not in by_id]
-        unready = [n for n in all_names if ids[n] in by_id and not spec_configs[ids[n]].ready]
+        unready = [
+            n
+            for n in all_names
+            if ids[n] in by_id and not (ids[n] in spec_configs and spec_configs[ids[n]].ready)
+        ]
         resolved = [
             {
                 "name": n,
-                "endpoint": spec_configs[ids[n]].endpoint if ids[n] in by_id else None,
-                "ready": ids[n] in by_id and spec_configs[ids[n]].ready,
+                "endpoint": endpoint_of(pol.namespace, n) if ids[n] in by_id else None,
+                "ready": ids[n] in spec_configs and spec_configs[ids[n]].ready,
             }
             for n in all_names
         ]
@@ -155,69 +270,69 @@ def render_fleet(
             "modelName": model_name,
             "resolvedTargets": resolved,
         }
+        policy_status[pol.id] = status
         if model_name in owners:
             other = owners[model_name]
             msg = f"model name {model_name!r} is already served by RouterPolicy {other.id}"
             status["conditions"] = ready_set(False, "ModelNameConflict", msg, gen, stalled=True)
-            policy_status[pol.id] = status
+            continue
+        covering = [b.id for b in budgets if _budget_covers(b, pol, model_name, targets)]
+        config = policy_config(
+            pol.namespace,
+            pol.name,
+            spec,
+            model_name=model_name,
+            specialists=[ids[n] for n in targets if ids[n] in by_id],
+            budgets=sorted(covering),
+        )
+        frag = Fragment(kind="policy", id=pol.id, created=pol.created, policy=config)
+        too_large = _fits(frag)
+        if too_large is not None:
+            status["conditions"] = ready_set(
+                False, too_large.reason, too_large.message, gen, stalled=True
+            )
             continue
         owners[model_name] = pol
+        served.append(config)
+        fragments[("policy", pol.id)] = frag
+        refs = _secret_refs(spec)
+        grants.setdefault(pol.namespace, set()).update(name for _, name, _ in refs)
+        absent = [
+            f"{where}: Secret {name!r} does not exist in namespace {pol.namespace}"
+            for where, name, _ in refs
+            if secrets is not None and not secrets.get((pol.namespace, name), False)
+        ]
         if not targets:
             conds = ready_set(False, "NoTargets", "no SLMSpecialist matches", gen, stalled=True)
         elif missing:
-            conds = ready_set(
-                False,
-                "TargetsNotFound",
-                "missing SLMSpecialists: " + ", ".join(missing),
-                gen,
-                stalled=True,
-            )
+            msg = "missing SLMSpecialists: " + ", ".join(missing)
+            conds = ready_set(False, "TargetsNotFound", msg, gen, stalled=True)
+        elif absent:
+            conds = ready_set(False, "SecretNotFound", "; ".join(absent), gen, stalled=True)
         elif unready:
             conds = ready_set(False, "TargetsNotReady", "not Ready yet: " + ", ".join(unready), gen)
         else:
             conds = ready_set(True, "TargetsReady", f"{len(targets)} specialists Ready", gen)
         status["conditions"] = conds
-        policy_status[pol.id] = status
 
-        routing = spec.routing.model_copy(deep=True)
-        for rule in routing.rules:
-            rule.specialist = ids[rule.specialist]
-        cascade = [t.model_copy(deep=True) for t in spec.cascade]
-        for tier in cascade:
-            if tier.specialist:
-                tier.specialist = ids[tier.specialist]
-        covering = [b.id for b in budgets if _budget_covers(b, pol, model_name, targets)]
-        policy_configs.append(
-            PolicyConfig(
-                model_name=model_name,
-                id=pol.id,
-                specialists=[ids[n] for n in targets if ids[n] in by_id],
-                routing=routing,
-                cascade=cascade,
-                fallback=spec.fallback,
-                budgets=sorted(covering),
-            )
-        )
-
-    budget_configs: list[BudgetConfig] = []
-    budget_status: dict[str, dict[str, Any]] = {}
     for bud in sorted(budgets, key=lambda b: b.id):
         bspec: BudgetSpec = bud.spec
-        covered = sorted(p.model_name for p in policy_configs if bud.id in p.budgets)
+        covered = sorted(p.model_name for p in served if bud.id in p.budgets)
         scope = bspec.applies_to
         if scope is None or (not scope.policies and not scope.specialists):
             # Unscoped: the whole namespace, including specialists called directly.
             named = sorted(s.id for s in specialists if s.namespace == bud.namespace)
         else:
-            named = [f"{bud.namespace}/{n}" for n in scope.specialists]
-        budget_configs.append(
-            BudgetConfig(
-                id=bud.id,
-                per_request=bspec.per_request,
-                spend=bspec.spend,
-                policies=covered,
-                specialists=[s for s in named if s in by_id],
-            )
+            named = [object_id(bud.namespace, n) for n in scope.specialists]
+        config = BudgetConfig(
+            id=bud.id,
+            per_request=bspec.per_request,
+            spend=bspec.spend,
+            policies=covered,
+            specialists=[s for s in named if s in by_id],
+        )
+        fragments[("budget", bud.id)] = Fragment(
+            kind="budget", id=bud.id, created=bud.created, budget=config
         )
         gen = bud.generation
         budget_status[bud.id] = {
@@ -230,28 +345,10 @@ def render_fleet(
             ],
         }
 
-    config = RouterConfig(
-        policies=policy_configs,
-        specialists=sorted(spec_configs.values(), key=lambda s: s.id),
-        budgets=budget_configs,
+    return FleetRender(
+        fragments=fragments,
+        policy_status=policy_status,
+        budget_status=budget_status,
+        specialist_problems=spec_problems,
+        secret_grants={ns: sorted(names) for ns, names in grants.items() if names},
     )
-    return FleetRender(config=config, policy_status=policy_status, budget_status=budget_status)
-
-
-def router_configmap(config: RouterConfig, namespace: str, name: str) -> dict[str, Any]:
-    from ..api.routerconfig import CONFIG_KEY
-
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/part-of": "slmfleet",
-                "app.kubernetes.io/component": "router-config",
-                "app.kubernetes.io/managed-by": L.MANAGED_BY,
-            },
-        },
-        "data": {CONFIG_KEY: config.model_dump_json(by_alias=True, exclude_none=True)},
-    }

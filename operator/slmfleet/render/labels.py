@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.base import API_VERSION
+from ..api.names import API_VERSION, FIELD_MANAGER, MANAGED_BY
 
-MANAGED_BY = "slmfleet"
+__all__ = ["FIELD_MANAGER", "MANAGED_BY"]
+
 SPECIALIST_LABEL = "slmfleet.io/specialist"
 CONFIG_HASH_ANNOTATION = "slmfleet.io/config-hash"
 APPLIED_HASH_ANNOTATION = "slmfleet.io/applied-hash"
-FIELD_MANAGER = "slmfleet-operator"
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..api.specialist import SLMSpecialistSpec
 from . import labels as L
 from .hashing import content_hash
+from .network import TritonPeers, build_network_policy
 from .triton import model_repository_files
 
 TRITON_VERSION = "25.10"
@@ -307,11 +308,20 @@ def build_pdb(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
 
 
 def build_children(
-    owner: Owner, spec: SLMSpecialistSpec, *, fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    owner: Owner,
+    spec: SLMSpecialistSpec,
+    *,
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE,
+    peers: TritonPeers | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child, in apply order (the ConfigMap before the Pods that mount it)."""
+    """Every child, in apply order: the ConfigMap before the Pods that mount it, and the
+    NetworkPolicy (only the router reaches Triton) before the Pods it protects."""
+    peers = peers or TritonPeers(router_namespace=owner.namespace)
     return [
         build_model_configmap(owner, spec),
+        build_network_policy(
+            owner.name, owner.namespace, _metadata(owner, L.child_name(owner.name)), peers
+        ),
         build_deployment(owner, spec, fetcher_image=fetcher_image),
         build_service(owner, spec),
         build_pdb(owner, spec),

@@ -42,10 +42,18 @@ def specialist_status(
     generation: int | None,
     deployment: dict[str, Any] | None,
     error: str | None = None,
+    problem: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The whole status (conditions without transition times; see merge_conditions)."""
+    """The whole status (conditions without transition times; see merge_conditions).
+
+    ``problem`` is (reason, message) when the fleet render leaves the specialist out of
+    the router configuration (its examples are missing or too large, ...): it is not
+    Ready, whatever its Deployment says, until the user fixes it.
+    """
     if error:
         ready, stalled, reason, message = False, True, "ReconcileFailed", error
+    elif problem:
+        ready, stalled, (reason, message) = False, True, problem
     else:
         ready, stalled, reason, message = deployment_progress(deployment)
     dep_status = (deployment or {}).get("status", {})

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from . import defences
 from .app import RouterApp, Settings, load_api_keys
 from .source import ConfigMapSource, FileSource
 from .triton.discovery import EndpointSlices, default_access, in_cluster_access
@@ -24,9 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--configmap",
         default=env("SLMFLEET_ROUTER_CONFIGMAP"),
-        help="NAMESPACE/NAME of the ConfigMap to watch (env SLMFLEET_ROUTER_CONFIGMAP)",
+        help="NAMESPACE/NAME: watch the configuration fragments labelled "
+        "slmfleet.io/router-config=NAME in NAMESPACE (env SLMFLEET_ROUTER_CONFIGMAP)",
     )
-    p.add_argument("--configmap-key", default=env("SLMFLEET_ROUTER_CONFIGMAP_KEY", "router.json"))
+    p.add_argument("--configmap-key", default=env("SLMFLEET_ROUTER_CONFIGMAP_KEY", "fragment.json"))
     p.add_argument("--host", default=env("SLMFLEET_ROUTER_HOST", "0.0.0.0"))
     p.add_argument("--port", type=int, default=int(env("SLMFLEET_ROUTER_PORT", "8080")))
     p.add_argument(
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-access-log", action="store_true", help="drop the per-request decision log line"
     )
+    defences.add_arguments(p)
     return p
 
 
@@ -83,7 +86,12 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
         shared_stream_max_tokens=args.shared_stream_max_tokens,
     )
-    return RouterApp(settings=settings, source=source, discovery=make_discovery(args.discovery))
+    return RouterApp(
+        settings=settings,
+        source=source,
+        discovery=make_discovery(args.discovery),
+        external=defences.external_clients(args),
+    )
 
 
 def make_discovery(mode: str) -> EndpointSlices | None:
@@ -105,13 +113,14 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("slmfleet.router.access").setLevel(logging.WARNING)
     import uvicorn
 
-    app = make_app(args)
+    app = defences.wrap(make_app(args), args)
+    defences.start_metrics(args)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=defences.http_protocol(args),
         lifespan="on",
         access_log=False,
         server_header=False,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator
 
-from ..api.policy import Acceptance
+from ..api.routerconfig import AcceptanceConfig as Acceptance
+from .validators import SchemaCheck, compile_json_schema, compile_user_regex
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _PUNCT = " \t\r\n.,;:!?\"'()[]{}<>`*"
@@ -44,8 +45,8 @@ def _json_of(answer: str) -> object:
 @dataclass(frozen=True, slots=True)
 class CompiledValidator:
     name: str
-    schema: Draft202012Validator | None
-    regex: re.Pattern[str] | None
+    schema: SchemaCheck | None
+    regex: Any  # an RE2 pattern: linear-time matching of tenant patterns
 
     def check(self, answer: str) -> bool:
         if self.regex is not None:
@@ -77,8 +78,8 @@ def compile_acceptance(acc: Acceptance) -> CompiledAcceptance:
     validators = tuple(
         CompiledValidator(
             v.name,
-            Draft202012Validator(v.json_schema) if v.json_schema is not None else None,
-            re.compile(v.regex, re.DOTALL) if v.regex is not None else None,
+            compile_json_schema(v.json_schema) if v.json_schema is not None else None,
+            compile_user_regex(v.regex, dotall=True) if v.regex is not None else None,
         )
         for v in acc.validators
     )

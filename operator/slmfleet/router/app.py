@@ -61,13 +61,15 @@ class RouterApp:
         classifier_factory: ClassifierFactory | None = None,
         engine: Engine | None = None,
         discovery: Any = None,
+        external: ExternalClients | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.source = source
         self.classifier_factory = classifier_factory
         self.discovery = discovery
         self.pool = TritonPool(discovery=discovery)
-        self.external = ExternalClients()
+        # Egress policy and Secret resolver of the external tiers (see __main__).
+        self.external = external or ExternalClients()
         self.engine = engine or Engine(
             self.pool,
             self.external,
@@ -347,7 +349,10 @@ class RouterApp:
             await send_sse(
                 send,
                 RouterError(
-                    502, f"upstream failure mid-stream: {exc}", type="upstream_error"
+                    502,
+                    "upstream failure mid-stream: "
+                    + (exc.public_message if isinstance(exc, UpstreamError) else exc.message),
+                    type="upstream_error",
                 ).body(),
             )
             await send({"type": "http.response.body", "body": DONE})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..api.policy import CascadeTier, FallbackSpec
+from ..api.routerconfig import FallbackConfig as FallbackSpec
+from ..api.routerconfig import TierConfig as CascadeTier
 
 
 def tier_index(tiers: Sequence[CascadeTier], name: str | None) -> int | None:

@@ -258,13 +258,17 @@ class Engine:
         if out_of_time or (last_error is not None and last_error.timeout):
             return RouterError(
                 504,
-                f"upstream timeout: {last_error or 'request deadline (maxLatencyMs) exceeded'}",
+                "upstream timeout: "
+                + (last_error.public_message if last_error else "request deadline exceeded"),
                 type="upstream_error",
                 code="upstream_timeout",
             )
         if last_error is not None:
             return RouterError(
-                502, f"upstream failure: {last_error}", type="upstream_error", code="upstream_error"
+                502,
+                f"upstream failure: {last_error.public_message}",
+                type="upstream_error",
+                code="upstream_error",
             )
         if rejected is not None:
             return self._reject(policy, rejected)

@@ -50,6 +50,16 @@ def unknown_model(model: str) -> RouterError:
     )
 
 
+#: What callers are told of an upstream failure, by reason: the message itself names
+#: internal endpoints (Service names, ports) that are nobody's business outside.
+PUBLIC_REASONS = {
+    "error": "the upstream failed",
+    "timeout": "the upstream timed out",
+    "circuit_open": "the upstream is unavailable (circuit open)",
+    "unready": "the specialist is not ready",
+}
+
+
 class UpstreamError(Exception):
     """A tier failed: ``timeout`` tells a deadline from other failures (504 vs 502)."""
 
@@ -60,12 +70,19 @@ class UpstreamError(Exception):
         timeout: bool = False,
         retryable: bool = False,
         reason: str = "error",
+        public: str | None = None,
     ):
         super().__init__(message)
         self.timeout = timeout
         self.retryable = retryable
         self.reason = "timeout" if timeout else reason
         """Escalation reason: error | timeout | circuit_open | unready."""
+        self.public = public
+        """A message safe to show callers (no URL, endpoint, body or key), when set."""
+
+    @property
+    def public_message(self) -> str:
+        return self.public or PUBLIC_REASONS.get(self.reason, PUBLIC_REASONS["error"])
 
 
 #: Upstream calls are retried only when nothing was generated yet (a refused or dropped

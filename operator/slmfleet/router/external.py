@@ -1,46 +1,31 @@
 """External OpenAI-compatible endpoints (a larger hosted model as a cascade tier).
 
-One pooled httpx client for every external endpoint; the API key comes by reference
-(a Secret mounted as a file, or an environment variable), never from the config itself.
-The whole call, retry included, fits in the time the tier has.
+One pooled httpx client for every external endpoint. Every call passes the egress policy
+(allow-listed hosts, https, addresses checked at connect time: ``egress``) and takes its
+API key from the Secret resolver (the policy's own namespace only: ``secrets``). Errors
+never carry the URL, the upstream's body or the key. The whole call, retry included,
+fits in the time the tier has.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from ..api.base import SecretKeyRef
-from ..api.policy import ExternalEndpoint
+from ..api.routerconfig import ExternalConfig as ExternalEndpoint
+from . import egress, secrets
 from .errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
 
-SECRETS_DIR_ENV = "SLMFLEET_SECRETS_DIR"
-DEFAULT_SECRETS_DIR = "/var/run/secrets/slmfleet"
+log = logging.getLogger("slmfleet.router")
 #: Sampling fields an external endpoint gets (the rest are Triton-specific).
 FORWARDED = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
-
-
-def secret_value(ref: SecretKeyRef) -> str | None:
-    """An API key by reference: env ``SLMFLEET_SECRET_<NAME>_<KEY>`` (upper-cased,
-    non-alphanumerics as ``_``), else the file ``$SLMFLEET_SECRETS_DIR/<name>/<key>``
-    (where the chart mounts the Secret)."""
-    env = "SLMFLEET_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{ref.name}_{ref.key}").upper()
-    if os.environ.get(env):
-        return os.environ[env]
-    path = Path(os.environ.get(SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR)) / ref.name / ref.key
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +41,35 @@ def _is_retryable(exc: BaseException) -> bool:
 
 
 class ExternalClients:
-    """One pooled httpx client for every external endpoint."""
+    """One pooled httpx client for every external endpoint.
 
-    def __init__(self) -> None:
+    Every call passes the egress policy (``egress``: allow-listed hosts, https, checked
+    addresses at connect time) and takes its API key from the Secret resolver
+    (``secrets``: the policy's own namespace only). A key that cannot be read fails the
+    tier; the call is never made without it. Errors name the tier's fault, never the
+    URL, the upstream's body or the key: they reach callers and logs.
+    """
+
+    def __init__(
+        self,
+        *,
+        egress_policy: egress.EgressPolicy | None = None,
+        secret_resolver: secrets.SecretResolver | None = None,
+    ) -> None:
+        self.egress = egress_policy or egress.EgressPolicy()
+        self.secrets = secret_resolver or secrets.NoSecrets()
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
-            )
+            self._client = egress.client(self.egress)
         return self._client
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        await self.secrets.close()
 
     async def chat(
         self,
@@ -88,11 +86,19 @@ class ExternalClients:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         headers = {"content-type": "application/json", "x-request-id": request_id}
-        if ext.api_key is not None:
-            key = secret_value(ext.api_key)
-            if key:
-                headers["authorization"] = f"Bearer {key}"
         url = ext.base_url.rstrip("/") + "/chat/completions"
+        try:
+            self.egress.check_url(url)
+        except egress.EgressDenied as exc:
+            raise UpstreamError(f"external tier: {exc}", public=f"external tier: {exc}") from None
+        if ext.api_key is not None:
+            try:
+                key = await self.secrets.get(secrets.of(ext.api_key))
+            except secrets.SecretUnavailable as exc:
+                log.warning("external tier API key unavailable: %s", exc.reason)
+                msg = f"external tier: API key unavailable ({exc.reason})"
+                raise UpstreamError(msg, public=msg) from None
+            headers["authorization"] = f"Bearer {key}"
 
         async def once() -> httpx.Response:
             try:
@@ -100,11 +106,14 @@ class ExternalClients:
                     url, content=orjson.dumps(body), headers=headers, timeout=timeout_s
                 )
             except httpx.ConnectError as exc:
-                raise UpstreamError(f"external {url}: {exc}", retryable=True) from exc
-            except httpx.TimeoutException as exc:
-                raise UpstreamError(f"external {url}: timeout", timeout=True) from exc
+                denied = "not allowed" in str(exc)
+                reason = str(exc) if denied else "connection failed"
+                msg = f"external tier: {reason}"
+                raise UpstreamError(msg, retryable=not denied, public=msg) from None
+            except httpx.TimeoutException:
+                raise UpstreamError("external tier: timeout", timeout=True) from None
             except httpx.HTTPError as exc:
-                raise UpstreamError(f"external {url}: {exc}") from exc
+                raise UpstreamError(f"external tier: {type(exc).__name__}") from None
 
         resp = None
         # httpx's timeout is per phase (connect, read, ...) and a retry starts afresh:
@@ -119,20 +128,19 @@ class ExternalClients:
                 ):
                     with attempt:
                         resp = await once()
-        except TimeoutError as exc:
-            raise UpstreamError(f"external {url}: timeout", timeout=True) from exc
+        except TimeoutError:
+            raise UpstreamError("external tier: timeout", timeout=True) from None
         assert resp is not None
         if resp.status_code >= 400:
-            raise UpstreamError(
-                f"external {url}: HTTP {resp.status_code}: {resp.text[:200]}",
-                timeout=resp.status_code == 504,
-            )
+            # The upstream's body may echo the request or the key: never passed on.
+            msg = f"external tier: HTTP {resp.status_code}"
+            raise UpstreamError(msg, timeout=resp.status_code == 504, public=msg)
         try:
             data = orjson.loads(resp.content)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise UpstreamError(f"external {url}: malformed response") from exc
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            raise UpstreamError("external tier: malformed response") from None
         use = data.get("usage") or {}
         return ExternalAnswer(
             text,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..api.policy import Rule
+from ..api.routerconfig import RuleConfig as Rule
+from .validators import compile_user_regex
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +16,7 @@ class CompiledRule:
     name: str
     specialist: str
     keywords: re.Pattern[str] | None
-    regex: re.Pattern[str] | None
+    regex: Any  # an RE2 pattern (validators.compile_user_regex)
 
     def matches(self, text: str) -> bool:
         return bool(
@@ -33,7 +35,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
     if rule.keywords:
         alts = "|".join(re.escape(k) for k in sorted(rule.keywords, key=len, reverse=True))
         kw = re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
-    rx = re.compile(rule.regex) if rule.regex else None
+    rx = compile_user_regex(rule.regex) if rule.regex else None
     return CompiledRule(rule.name, rule.specialist, kw, rx)
 
 

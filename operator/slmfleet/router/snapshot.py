@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..api.policy import CascadeTier, FallbackSpec, RoutingSpec
 from ..api.routerconfig import (
     BudgetConfig,
     DomainConfig,
@@ -21,6 +20,9 @@ from ..api.routerconfig import (
     RouterConfig,
     SpecialistConfig,
 )
+from ..api.routerconfig import FallbackConfig as FallbackSpec
+from ..api.routerconfig import RoutingConfig as RoutingSpec
+from ..api.routerconfig import TierConfig as CascadeTier
 from .acceptance import CompiledAcceptance, compile_acceptance
 from .routing import Candidate, CompiledRule, compile_rule
 
@@ -123,31 +125,37 @@ def build_snapshot(
     policies: dict[str, PolicyRuntime] = {}
     models: list[dict[str, Any]] = []
     for p in cfg.policies:
-        known = tuple(sid for sid in p.specialists if sid in by_id)
-        classifier = None
-        if p.routing.semantic.enabled and known:
-            domains = {sid: by_id[sid].domain for sid in known}
-            negatives = tuple(p.routing.semantic.out_of_domain_examples)
-            fitted_on: dict[str, Any] = {k: v.wire() for k, v in sorted(domains.items())}
-            if negatives:
-                fitted_on = {"domains": fitted_on, "negatives": negatives}
-            key = digest_of(orjson.dumps(fitted_on))
-            classifier = cache.get(key)
-            if classifier is None:
-                fitted = factory(domains, negatives) if negatives else factory(domains)
-                classifier = cache[key] = fitted
-        policies[p.model_name] = PolicyRuntime(
-            model_name=p.model_name,
-            id=p.id,
-            specialists=known,
-            routing=p.routing,
-            rules=tuple(compile_rule(r) for r in p.routing.rules),
-            classifier=classifier,
-            tiers=tuple(TierRuntime(t, compile_acceptance(t.accept)) for t in p.cascade),
-            tier_cfgs=tuple(p.cascade),
-            fallback=p.fallback,
-            budgets=_policy_budgets(cfg, p),
-        )
+        # One policy that cannot be compiled or fitted is left out, not the whole
+        # configuration: the blast radius of an object is that object.
+        try:
+            known = tuple(sid for sid in p.specialists if sid in by_id)
+            classifier = None
+            if p.routing.semantic.enabled and known:
+                domains = {sid: by_id[sid].domain for sid in known}
+                negatives = tuple(p.routing.semantic.out_of_domain_examples)
+                fitted_on: dict[str, Any] = {k: v.wire() for k, v in sorted(domains.items())}
+                if negatives:
+                    fitted_on = {"domains": fitted_on, "negatives": negatives}
+                key = digest_of(orjson.dumps(fitted_on))
+                classifier = cache.get(key)
+                if classifier is None:
+                    fitted = factory(domains, negatives) if negatives else factory(domains)
+                    classifier = cache[key] = fitted
+            policies[p.model_name] = PolicyRuntime(
+                model_name=p.model_name,
+                id=p.id,
+                specialists=known,
+                routing=p.routing,
+                rules=tuple(compile_rule(r) for r in p.routing.rules),
+                classifier=classifier,
+                tiers=tuple(TierRuntime(t, compile_acceptance(t.accept)) for t in p.cascade),
+                tier_cfgs=tuple(p.cascade),
+                fallback=p.fallback,
+                budgets=_policy_budgets(cfg, p),
+            )
+        except Exception as exc:
+            log.error("policy %s left out of the configuration: %s", p.id, exc)
+            continue
         models.append(
             {
                 "id": p.model_name,

@@ -1,0 +1,101 @@
+"""CRD specs -> the router's own configuration types, resolving names into ids.
+
+The one place where the user's API meets the router protocol: a policy's specialist
+names become ``namespace/name`` ids of *its* namespace, a Secret reference gets the
+policy's namespace, endpoints are computed from names (never read back from a status a
+tenant could write). Translation goes through the wire form, so a field that exists on
+one side and not the other fails loudly here (``extra="forbid"``), not silently in the
+router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..api.names import object_id
+from ..api.policy import RouterPolicySpec
+from ..api.routerconfig import (
+    CostConfig,
+    DomainConfig,
+    FallbackConfig,
+    PolicyConfig,
+    ReasoningConfig,
+    RoutingConfig,
+    SpecialistConfig,
+    TierConfig,
+)
+from ..api.specialist import SLMSpecialistSpec
+from . import labels as L
+
+#: (namespace, name) -> host:port of a specialist's Triton gRPC endpoint.
+EndpointOf = Callable[[str, str], str]
+
+
+def cluster_endpoint(namespace: str, name: str) -> str:
+    """The headless Service the operator renders for every specialist."""
+    return L.grpc_endpoint(name, namespace)
+
+
+def specialist_config(
+    namespace: str,
+    name: str,
+    spec: SLMSpecialistSpec,
+    *,
+    ready: bool,
+    extra_examples: list[str],
+    endpoint_of: EndpointOf = cluster_endpoint,
+) -> SpecialistConfig:
+    return SpecialistConfig(
+        id=object_id(namespace, name),
+        endpoint=endpoint_of(namespace, name),
+        triton_model=name,
+        backend=spec.model.backend,
+        ready=ready,
+        domain=DomainConfig(
+            description=spec.domain.description,
+            keywords=list(spec.domain.keywords),
+            examples=[*spec.domain.examples, *extra_examples],
+            labels=list(spec.domain.labels),
+        ),
+        cost=CostConfig.model_validate(spec.cost.wire()),
+        reasoning=(
+            ReasoningConfig.model_validate(spec.model.reasoning.wire())
+            if spec.model.reasoning
+            else None
+        ),
+        context_length=spec.model.context_length,
+    )
+
+
+def _tier(wire: dict[str, Any], namespace: str) -> TierConfig:
+    if wire.get("specialist"):
+        wire["specialist"] = object_id(namespace, wire["specialist"])
+    key = (wire.get("external") or {}).get("apiKey")
+    if key is not None:
+        key["namespace"] = namespace  # a reference resolves in its own namespace only
+    return TierConfig.model_validate(wire)
+
+
+def policy_config(
+    namespace: str,
+    name: str,
+    spec: RouterPolicySpec,
+    *,
+    model_name: str,
+    specialists: list[str],
+    budgets: list[str],
+) -> PolicyConfig:
+    """``specialists`` are the resolved target ids; rule and tier names resolve here."""
+    routing = spec.routing.wire()
+    for rule in routing.get("rules", []):
+        rule["specialist"] = object_id(namespace, rule["specialist"])
+    return PolicyConfig(
+        model_name=model_name,
+        id=object_id(namespace, name),
+        specialists=specialists,
+        routing=RoutingConfig.model_validate(routing),
+        cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
+        fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
+        budgets=budgets,
+    )

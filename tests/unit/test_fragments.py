@@ -1,0 +1,195 @@
+"""Assembling the router configuration: each fragment stands or falls alone, and none can
+reach outside its namespace."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from slmfleet.api.fragments import Fragment, assemble, fragment_name
+from slmfleet.api.schemacheck import MAX_SCHEMA_BYTES, schema_problems
+from slmfleet.router.source import assemble_bytes
+
+
+def spec_frag(ns: str, name: str) -> dict:
+    return {
+        "kind": "specialist",
+        "id": f"{ns}/{name}",
+        "specialist": {"id": f"{ns}/{name}", "endpoint": f"slm-{name}.{ns}.svc:8001",
+                       "tritonModel": name, "backend": "python", "ready": True},
+    }  # fmt: skip
+
+
+def pol_frag(ns: str, name: str, model: str, *, created: str = "", **extra) -> dict:
+    policy = {
+        "modelName": model,
+        "id": f"{ns}/{name}",
+        "specialists": [f"{ns}/a"],
+        "cascade": [{"name": "routed", "routed": True}],
+        **extra,
+    }
+    return {"kind": "policy", "id": f"{ns}/{name}", "created": created, "policy": policy}
+
+
+def raw(frag: dict) -> bytes:
+    return orjson.dumps(frag)
+
+
+def test_valid_fragments_assemble_and_the_order_does_not_matter():
+    frags = {"c1": raw(spec_frag("a", "a")), "c2": raw(pol_frag("a", "p", "p"))}
+    one = assemble(frags)
+    two = assemble(dict(reversed(list(frags.items()))))
+    assert one.rejected == {} and one.config == two.config
+    assert [p.model_name for p in one.config.policies] == ["p"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (b"{not json", "invalid"),
+        (raw({**pol_frag("a", "q", "q"), "id": "a/other"}), "holds a/q, not a/other"),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    routing={"rules": [{"name": "r", "regex": "(?=x)", "specialist": "a/a"}]},
+                )
+            ),
+            "RE2",
+        ),
+        (raw(pol_frag("a", "q", "q", specialists=["b/a"])), "outside its namespace"),
+        (raw(pol_frag("a", "q", "q", budgets=["b/all"])), "outside its namespace"),
+        (
+            raw(pol_frag("a", "q", "q", cascade=[{"name": "x", "specialist": "b/big"}])),
+            "outside its namespace",
+        ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    cascade=[
+                        {
+                            "name": "x",
+                            "external": {
+                                "baseUrl": "https://h/v1",
+                                "model": "m",
+                                "apiKey": {"namespace": "b", "name": "llm", "key": "k"},
+                            },
+                        }
+                    ],
+                )
+            ),
+            "Secret outside",
+        ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    cascade=[
+                        {
+                            "name": "x",
+                            "routed": True,
+                            "accept": {
+                                "validators": [
+                                    {"name": "v", "jsonSchema": {"$ref": "http://evil/x"}}
+                                ]
+                            },
+                        }
+                    ],
+                )
+            ),
+            "local references",
+        ),
+        (raw(pol_frag("a", "q", "b/a")), "modelName"),
+        (raw({"kind": "policy", "id": "a/q"}), "without its policy"),
+    ],
+)
+def test_one_bad_fragment_is_left_out_and_the_rest_is_served(bad, why):
+    frags = {"good-s": raw(spec_frag("a", "a")), "good-p": raw(pol_frag("a", "p", "p")),
+             "bad": bad}  # fmt: skip
+    out = assemble(frags)
+    assert set(out.rejected) == {"bad"}
+    assert why in out.rejected["bad"], out.rejected["bad"]
+    assert [p.id for p in out.config.policies] == ["a/p"]
+    assert [s.id for s in out.config.specialists] == ["a/a"]
+
+
+def test_a_contested_model_name_stays_with_the_older_policy():
+    frags = {
+        "x": raw(pol_frag("team-b", "late", "shared", created="2026-02-01T00:00:00Z")),
+        "y": raw(pol_frag("team-a", "early", "shared", created="2026-01-01T00:00:00Z")),
+    }
+    out = assemble(frags)
+    assert [p.id for p in out.config.policies] == ["team-a/early"]
+    assert "already served by team-a/early" in out.rejected["x"]
+
+
+def test_a_duplicated_object_is_served_once():
+    out = assemble({"one": raw(spec_frag("a", "a")), "two": raw(spec_frag("a", "a"))})
+    assert len(out.config.specialists) == 1 and set(out.rejected) == {"two"}
+
+
+def test_fragment_names_are_bounded_and_hide_user_text():
+    name = fragment_name("slmfleet-router-config", "policy", "n" * 63 + "/" + "p" * 253)
+    assert len(name) <= 253 and "nnn" not in name
+    assert name == fragment_name("slmfleet-router-config", "policy", "n" * 63 + "/" + "p" * 253)
+    assert name != fragment_name("slmfleet-router-config", "specialist", "n" * 63 + "/p")
+
+
+def test_source_assembly_logs_each_rejection_once(caplog):
+    reported: dict[str, str] = {}
+    frags = {"ok": raw(spec_frag("a", "a")).decode(), "bad": "{"}
+    caplog.set_level("ERROR", logger="slmfleet.router")
+    config = orjson.loads(assemble_bytes(frags, reported))
+    assemble_bytes(frags, reported)
+    assert [s["id"] for s in config["specialists"]] == ["a/a"]
+    assert sum("bad" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_fragment_encoding_round_trips():
+    frag = Fragment.model_validate(pol_frag("a", "p", "p"))
+    assert Fragment.model_validate_json(frag.encode()) == frag
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"$ref": "https://example.com/x"}, "local references"),
+        ({"properties": {"a": {"$ref": "other.json#/x"}}}, "local references"),
+        ({"$dynamicRef": "http://x"}, "local references"),
+        ({"$id": "https://evil/", "$ref": "#/$defs/a"}, "$id"),
+        ({"$schema": "http://json-schema.org/draft-04/schema#"}, "only https"),
+        ({"properties": {"a": {"pattern": "(?=x)"}}}, "RE2"),
+        ({"patternProperties": {"^a": {}}}, "not supported"),
+        ({"type": "object", "description": "x" * MAX_SCHEMA_BYTES}, "bytes"),
+        ({"type": "nonsense"}, "not a valid JSON Schema"),
+    ],
+)
+def test_validator_schemas_that_are_refused(schema, problem):
+    problems = schema_problems(schema)
+    assert problems and problem in problems[0], problems
+
+
+def test_deep_schemas_are_refused_and_ordinary_ones_pass():
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["items"] = {}
+        node = node["items"]
+    assert "nested deeper" in schema_problems(deep)[0]
+    ok = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["order_id"],
+        "properties": {"order_id": {"type": "string", "pattern": "^[0-9]{4,}$"}},
+        "propertyNames": {"pattern": "^[a-z_]+$"},
+        "$defs": {"a": {"type": "string"}},
+        "additionalProperties": {"$ref": "#/$defs/a"},
+    }
+    assert schema_problems(ok) == []
