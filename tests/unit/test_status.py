@@ -87,3 +87,23 @@ def test_status_changed_ignores_transition_times_only():
     assert status_changed(current, {**desired, "observedGeneration": 2})
     assert status_changed(None, desired)
     assert status_changed(current, {**desired, "conditions": ready_set(False, "X", "", 1)})
+
+
+def test_conditions_of_other_writers_survive_a_write_and_do_not_count_as_a_change():
+    """The reconciler owns Ready/Reconciling/Stalled; another loop (budget status,
+    autoscaler) owns its own types on the same object. A write by one keeps the other's
+    conditions, and the other's conditions alone never make a write look necessary."""
+    scaling = {"type": "Scaling", "status": "True", "reason": "InFlightAboveTarget",
+               "message": "", "lastTransitionTime": "T0"}  # fmt: skip
+    current_conds = [*merge_conditions([], ready_set(True, "Available", "", 1), now="T"), scaling]
+    desired = {"observedGeneration": 1, "conditions": ready_set(True, "Available", "", 1)}
+    current = {"observedGeneration": 1, "conditions": current_conds}
+    assert not status_changed(current, desired)
+    merged = merge_conditions(current_conds, ready_set(False, "Degraded", "x", 1), now="T2")
+    assert [c["type"] for c in merged] == ["Ready", "Reconciling", "Stalled", "Scaling"]
+    assert merged[-1] == scaling
+    assert merged[0]["status"] == "False" and merged[0]["lastTransitionTime"] == "T2"
+    assert status_changed(current, {**desired, "conditions": ready_set(False, "X", "", 1)})
+    # A writer's new type is appended, the others keep their place.
+    extra = merge_conditions(merged, [{"type": "Exceeded", "status": "False", "reason": "Ok"}])
+    assert [c["type"] for c in extra][-2:] == ["Scaling", "Exceeded"]

@@ -1,9 +1,12 @@
 """Status conditions: pure computations read by kubectl wait, Argo CD and Flux (kstatus).
 
 Every resource carries ``Ready``; ``Reconciling`` and ``Stalled`` follow kstatus'
-abnormal-true convention so GitOps tools tell progressing from failed. Conditions are
-recomputed whole each time (merge patches replace lists), keeping each
-lastTransitionTime when the status did not flip.
+abnormal-true convention so GitOps tools tell progressing from failed. Several writers
+share one object's conditions (the reconciler owns Ready/Reconciling/Stalled, the budget
+loop Exceeded/Degraded, the autoscaler Scaling, ...): each writer computes the types it
+owns, and a write merges them by type into the list it read (merge patches replace
+lists whole), keeping the other writers' conditions and each lastTransitionTime when
+the status did not flip.
 """
 
 from __future__ import annotations
@@ -28,16 +31,20 @@ def condition(
 def merge_conditions(
     previous: Iterable[dict[str, Any]] | None, new: Iterable[dict[str, Any]], now: str | None = None
 ) -> list[dict[str, Any]]:
-    """New conditions, each keeping its old lastTransitionTime when its status is unchanged."""
-    old = {c.get("type"): c for c in previous or ()}
+    """``previous`` with the types in ``new`` replaced (in place; new types appended),
+    each keeping its old lastTransitionTime when its status is unchanged. Conditions of
+    types ``new`` does not name belong to another writer and are kept as they are."""
+    before_list = list(previous or ())
+    old = {c.get("type"): c for c in before_list}
     stamp = now or now_rfc3339()
-    merged = []
+    fresh: dict[str, dict[str, Any]] = {}
     for cond in new:
         before = old.get(cond["type"])
         same = before is not None and before.get("status") == cond["status"]
         keep = before.get("lastTransitionTime") if same and before else None
-        merged.append({**cond, "lastTransitionTime": keep or stamp})
-    return merged
+        fresh[cond["type"]] = {**cond, "lastTransitionTime": keep or stamp}
+    merged = [fresh.pop(c.get("type"), c) for c in before_list]
+    return merged + list(fresh.values())
 
 
 def ready_set(
@@ -58,15 +65,21 @@ def ready_set(
 
 
 def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
-    """Whether writing ``desired`` would change anything, ignoring transition times."""
+    """Whether writing ``desired`` would change anything, ignoring transition times and
+    the conditions of types ``desired`` does not own (see merge_conditions)."""
     current = current or {}
+    owned = {c["type"] for c in desired.get("conditions", [])}
 
     def strip(status: dict[str, Any]) -> dict[str, Any]:
         out = dict(status)
-        out["conditions"] = [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"}
-            for c in status.get("conditions", [])
-        ]
+        out["conditions"] = sorted(
+            (
+                {k: v for k, v in c.items() if k != "lastTransitionTime"}
+                for c in status.get("conditions", [])
+                if c.get("type") in owned
+            ),
+            key=lambda c: str(c.get("type")),
+        )
         return out
 
     keys = set(desired)
