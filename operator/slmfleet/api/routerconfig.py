@@ -69,7 +69,11 @@ class SpecialistConfig(KubeModel):
     triton_model: str = Field(min_length=1, max_length=253)
     """Model name inside Triton."""
     backend: Backend
-    """Triton backend (selects the request tensors)."""
+    """Triton backend: selects the codec (request and response tensors, see
+    ``router.triton.codecs``)."""
+    artifact: str | None = Field(default=None, max_length=2048)
+    """The model artifact's URI, for backends whose requests the router prepares from
+    it: an onnxruntime classifier's tokenizer.json (and config.json labels)."""
     ready: bool = False
     """Whether the specialist reported Ready; unready targets are skipped."""
     domain: DomainConfig = Field(default_factory=DomainConfig)

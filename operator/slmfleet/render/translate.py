@@ -51,6 +51,8 @@ def specialist_config(
         endpoint=endpoint_of(namespace, name),
         triton_model=name,
         backend=spec.model.backend,
+        # The router tokenizes for ONNX classifiers, from the artifact's tokenizer.json.
+        artifact=spec.model.uri if spec.model.backend == "onnxruntime" else None,
         ready=ready,
         domain=DomainConfig(
             description=spec.domain.description,

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(kubernetes: in-cluster credentials or the kubeconfig; auto: only in a cluster; "
         "off: use the endpoint's DNS name) (env SLMFLEET_ROUTER_DISCOVERY)",
     )
+    p.add_argument(
+        "--artifact-root",
+        default=env("SLMFLEET_ARTIFACT_ROOT", "") or None,
+        help="folder where pvc://CLAIM/PATH model artifacts are readable as CLAIM/PATH: "
+        "ONNX classifiers' tokenizer.json and labels (env SLMFLEET_ARTIFACT_ROOT)",
+    )
     p.add_argument("--log-level", default=env("SLMFLEET_LOG_LEVEL", "info"))
     p.add_argument(
         "--no-access-log", action="store_true", help="drop the per-request decision log line"
@@ -85,6 +91,7 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         max_messages=args.max_messages,
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
         shared_stream_max_tokens=args.shared_stream_max_tokens,
+        artifact_root=args.artifact_root,
     )
     return RouterApp(
         settings=settings,

@@ -19,6 +19,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics as m
+from .artifacts import ArtifactReader
+from .backends import Codecs
 from .decision import Decision
 from .engine import Engine
 from .errors import RouterError, UpstreamError, bad_request
@@ -74,6 +76,7 @@ class RouterApp:
             self.pool,
             self.external,
             shared_stream_max_tokens=self.settings.shared_stream_max_tokens,
+            codecs=Codecs(ArtifactReader(self.settings.artifact_root)),
         )
         self.snapshot: Snapshot | None = None
         self._fit_cache: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from typing import Any
 from . import metrics as m
 from .acceptance import evaluate
 from .accounting import Accounting, InProcessAccounting
+from .backends import Codecs
 from .breaker import Breaker, BreakerConfig
 from .cascade import next_index, skip_reason, start_index
 from .classifying import ClassifierService
@@ -49,6 +50,7 @@ class Engine:
         shared_stream_max_tokens: int = 64,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        codecs: Codecs | None = None,
     ) -> None:
         self.pool = pool
         self.accounting = accounting or InProcessAccounting(ledger or SpendLedger(), wallclock)
@@ -57,7 +59,7 @@ class Engine:
         self.clock = clock
         bc = breaker_config or BreakerConfig()
         self.specialist_tier: Tier = SpecialistTier(
-            pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens
+            pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens, codecs
         )
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock)
         self.human_tier: Tier = HumanTier()

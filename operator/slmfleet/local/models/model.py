@@ -5,6 +5,13 @@ out. Decoupled like the vLLM backend: with ``stream`` true one response per toke
 otherwise one response with the whole text; then a flag-only final response. Which
 behaviour runs is the config.pbtxt parameter ``standin``; the rest of the parameters
 configure it.
+
+The tensors are those the model's config.pbtxt declares, in one of two contracts:
+the vLLM backend's (``text_input``, ``stream``, ``sampling_parameters``; out
+``text_output`` and ``confidence``) or TensorRT-LLM's ``tensorrt_llm_bls`` (a
+``max_tokens`` input: ``text_input``, ``max_tokens``, ``stream``,
+``exclude_input_in_output``, ``stop_words``, ``bad_words``; out ``text_output`` only,
+with the batch dimension the batching config implies).
 """
 
 from __future__ import annotations
@@ -34,12 +41,25 @@ def _first(request: Any, name: str) -> Any:
     return values[0] if values.size else None
 
 
+def _strings(request: Any, name: str) -> list[str]:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return []
+    return [
+        v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy().reshape(-1)
+    ]
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.behaviour = standin.build(params)
         self.token_delay = float(params.get("token_delay_ms", "0")) / 1000.0
+        inputs = {t["name"] for t in config.get("input", [])}
+        self.contract = "tensorrtllm" if "max_tokens" in inputs else "vllm"
+        self.outputs = {t["name"] for t in config.get("output", [])}
+        self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -55,15 +75,33 @@ class TritonPythonModel:
                 )
         return None
 
-    def _answer(self, request: Any, sender: Any) -> None:
+    def _read(self, request: Any) -> tuple[str, bool, dict[str, Any], bool]:
+        """(prompt, stream, sampling, echo the prompt?) in the model's contract."""
         raw = _first(request, "text_input")
         if raw is None:
             raise standin.StandInError("text_input is required")
         prompt = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
         stream = bool(_first(request, "stream") or False)
-        sampling = standin.parse_sampling(_first(request, "sampling_parameters"))
+        if self.contract == "vllm":
+            sampling = standin.parse_sampling(_first(request, "sampling_parameters"))
+            return prompt, stream, sampling, False
+        sampling = {
+            "max_tokens": int(_first(request, "max_tokens")),
+            "stop": _strings(request, "stop_words"),
+            "bad_words": _strings(request, "bad_words"),
+        }
+        exclude = bool(_first(request, "exclude_input_in_output") or False)
+        return prompt, stream, sampling, not stream and not exclude
+
+    def _answer(self, request: Any, sender: Any) -> None:
+        prompt, stream, sampling, echo = self._read(request)
         answer = self.behaviour.respond(prompt, sampling)
-        deltas = standin.word_deltas(answer.text, standin.max_tokens_of(sampling))
+        text = standin.apply_word_lists(
+            answer.text, sampling.get("stop") or [], sampling.get("bad_words") or []
+        )
+        deltas = standin.word_deltas(text, standin.max_tokens_of(sampling))
+        if echo:
+            deltas = [prompt, *deltas]
         if stream:
             for delta in deltas:
                 if getattr(sender, "is_cancelled", lambda: False)():
@@ -77,14 +115,17 @@ class TritonPythonModel:
             sender.send(self._response("".join(deltas), answer.confidence))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    @staticmethod
-    def _response(text: str, confidence: float) -> Any:
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
-                pb_utils.Tensor("confidence", np.array([confidence], dtype=np.float32)),
-            ]
-        )
+    def _response(self, text: str, confidence: float) -> Any:
+        shape = (1, 1) if self.batched else (1,)
+        tensors = [
+            pb_utils.Tensor(
+                "text_output", np.array([text.encode("utf-8")], dtype=np.object_).reshape(shape)
+            )
+        ]
+        if "confidence" in self.outputs:
+            conf = np.array([confidence], dtype=np.float32).reshape(shape)
+            tensors.append(pb_utils.Tensor("confidence", conf))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
         pass

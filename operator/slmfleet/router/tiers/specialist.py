@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import metrics as m
 from ..accounting import Accounting, record_usage
+from ..backends import Codecs
 from ..breaker import Breaker, BreakerConfig, allow, record
 from ..errors import UpstreamError
 from ..protocol import estimate_tokens
@@ -34,8 +35,11 @@ class SpecialistTier:
         breaker_config: BreakerConfig,
         clock: Callable[[], float] = time.monotonic,
         shared_max_tokens: int = 64,
+        codecs: Codecs | None = None,
     ) -> None:
         self.pool = pool
+        self.codecs = codecs or Codecs()
+        """The request/response codec per specialist, by its backend (see backends)."""
         self.shared_max_tokens = shared_max_tokens
         self.accounting = accounting
         self.breakers = breakers
@@ -55,6 +59,7 @@ class SpecialistTier:
             raise UpstreamError(f"specialist {sid} is not ready", reason="unready")
         d, req, policy = c.d, c.req, c.policy.model_name
         d.target = sid
+        codec = await self.codecs.for_specialist(spec)
         endpoint = spec.endpoint
         ok, b = allow(self.breakers.get(endpoint, Breaker()), self.clock(), self.breaker_config)
         self.breakers[endpoint] = b
@@ -102,6 +107,7 @@ class SpecialistTier:
                 request_id=d.request_id,
                 shared=shared,
                 specialist=spec.id,
+                codec=codec,
             )
             await consume(gen, first, reasoning_cap=rcap, output_cap=ocap, emit=c.emit)
             if first.action == "cut":
@@ -126,6 +132,7 @@ class SpecialistTier:
                     timeout_s=remaining,
                     request_id=d.request_id,
                     specialist=spec.id,
+                    codec=codec,
                 )
                 await consume(gen, answer, reasoning_cap=None, output_cap=budget, emit=c.emit)
             ok = succeeded = True
