@@ -13,6 +13,9 @@ from .schemacheck import check_schema
 from .specialist import Example, Keyword
 
 Confidence = Field(ge=0.0, le=1.0)
+#: Default per-part confidence of query splitting, chosen on CLINC150 train pairs
+#: (benchmarks/query_split.py).
+SPLIT_MIN_CONFIDENCE = 0.5
 #: Base URL of an external tier: http(s), a host (name, IPv4 or [IPv6]) with an optional
 #: port, a path; no credentials in the URL (``user:pass@``), no query, no fragment.
 BASE_URL_PATTERN = (
@@ -88,6 +91,18 @@ class CostAwareRouting(KubeModel):
     """How far below the best confidence a cheaper specialist may be."""
 
 
+class SplitRouting(KubeModel):
+    enabled: bool = False
+    """Split a request that spans several domains ("my parcel arrived damaged and I need
+    to change my password") into parts, each answered by the specialist it routes to,
+    concurrently, the answers merged in order. Opt-in."""
+    min_confidence: float = Field(default=SPLIT_MIN_CONFIDENCE, ge=0.0, le=1.0)
+    """Routing confidence a part needs: the request splits only when two or more parts
+    reach it for different specialists."""
+    max_parts: int = Field(default=4, ge=2, le=8)
+    """Most parts one request is split into (the rest stays with the last part)."""
+
+
 class RoutingSpec(KubeModel):
     rules: list[Rule] = Field(default_factory=list, max_length=256)
     """Explicit rules, first match wins."""
@@ -95,6 +110,8 @@ class RoutingSpec(KubeModel):
     """The learned classifier."""
     cost_aware: CostAwareRouting = Field(default_factory=CostAwareRouting)
     """Cost-aware choice among eligible specialists."""
+    split: SplitRouting = Field(default_factory=SplitRouting)
+    """Multi-domain query splitting (off by default)."""
 
 
 class Validator(KubeModel):

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field
 from .base import KubeModel
 from .budget import PerRequestLimits, SpendWindow
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
-from .policy import BASE_URL_PATTERN, LabelThresholds
+from .policy import BASE_URL_PATTERN, SPLIT_MIN_CONFIDENCE, LabelThresholds
 from .regex import Re2Pattern
 from .schemacheck import check_schema
 from .specialist import Backend
@@ -113,6 +113,15 @@ class CostAwareConfig(KubeModel):
     """How far below the best confidence a cheaper specialist may be."""
 
 
+class SplitConfig(KubeModel):
+    enabled: bool = False
+    """Split requests that span several domains into parts (see router.splitting)."""
+    min_confidence: float = Field(default=SPLIT_MIN_CONFIDENCE, ge=0.0, le=1.0)
+    """Routing confidence each part needs."""
+    max_parts: int = Field(default=4, ge=2, le=8)
+    """Most parts per request."""
+
+
 class RoutingConfig(KubeModel):
     rules: list[RuleConfig] = Field(default_factory=list)
     """Explicit rules, first match wins."""
@@ -120,6 +129,8 @@ class RoutingConfig(KubeModel):
     """The learned classifier."""
     cost_aware: CostAwareConfig = Field(default_factory=CostAwareConfig)
     """Cost-aware choice among eligible specialists."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    """Multi-domain query splitting."""
 
 
 class ValidatorConfig(KubeModel):

@@ -40,6 +40,10 @@ class Decision:
     status: int = 200
     error: str | None = None
     metric_policy: str = "_unknown"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    """More ``x-slmfleet-<name>`` headers, by name: a split's parts, a rollout's arm."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More fields of the summary (log line, response body), e.g. ``split``, ``rollout``."""
 
     def headers(self, *, streaming: bool = False) -> list[tuple[bytes, bytes]]:
         """The x-slmfleet-* headers. A stream's headers go out with its first token, so
@@ -63,6 +67,8 @@ class Decision:
             h.append((b"x-slmfleet-human-review", self.human_queue.encode()))
         if self.degraded:
             h.append((b"x-slmfleet-degraded", b"true"))
+        for name, value in self.extra_headers.items():
+            h.append((b"x-slmfleet-" + name.encode(), value.encode()))
         return h
 
     @property
@@ -90,4 +96,5 @@ class Decision:
             "human_review": self.human_queue,
             "degraded": self.degraded,
             "budget_exceeded": list(self.budget_exceeded),
+            **self.extra,
         }

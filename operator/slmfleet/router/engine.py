@@ -26,6 +26,7 @@ from .protocol import ParsedRequest, routing_excerpt
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .spend import SpendLedger, SpendVerdict
+from .split_run import SplitRunner
 from .tiers import Emit, ExternalTier, HumanTier, Outcome, SpecialistTier, Tier, TierCall
 from .tracebudget import effective_caps
 
@@ -63,6 +64,7 @@ class Engine:
         )
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock)
         self.human_tier: Tier = HumanTier()
+        self.split = SplitRunner(self)
 
     def close(self) -> None:
         self.classifier.close()
@@ -91,6 +93,12 @@ class Engine:
         if latency is not None:
             budget_deadline = started + latency / 1000
             deadline = budget_deadline if deadline is None else min(deadline, budget_deadline)
+        if policy.routing.split.enabled and not policy.direct:  # multi-domain requests
+            parts = await self.split.plan(snap, policy, req, route, degrade)
+            if parts is not None:
+                return await self.split.answer(
+                    snap, policy, parts, req, d, emit, deadline, started, degrade
+                )
         return await self._cascade(snap, policy, route, req, d, emit, deadline, started, degrade)
 
     async def _admit_and_route(
