@@ -65,6 +65,7 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/routing_quality.py
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/router_spread.py
+	$(PY) benchmarks/query_split.py
 	$(PY) benchmarks/operator_scale.py
 
 clean:

@@ -14,7 +14,6 @@ from slmfleet.router.splitting import (
     Segment,
     plan_split,
     segment,
-    worth_splitting,
 )
 from tests.unit.router_fakes import CONFIG, cfg_with, make, run, words
 
@@ -39,7 +38,8 @@ from tests.unit.router_fakes import CONFIG, cfg_with, make, run, words
         ("what is the exchange rate between dollars and euros",
          ["what is the exchange rate between dollars and euros"]),
         ("rock and roll music please", ["rock and roll music please"]),
-        ("hi. ok. my order is broken", ["hi. ok. my order is broken"]),
+        ("hi. my order is broken", ["hi. my order is broken"]),
+        ("hi there. my order is broken", ["hi there.", "my order is broken"]),
         ("please help and thanks", ["please help and thanks"]),
     ],
 )  # fmt: skip
@@ -62,20 +62,6 @@ def test_segment_bounds_parts_and_length():
 
 def R(sid, conf, source="classifier", **scores):
     return RouteDecision(sid, conf, source, scores)
-
-
-@pytest.mark.parametrize(
-    ("route", "worth"),
-    [
-        (R("a", 1.0, "rule:refunds"), True),  # rules see no domains
-        (R("a", 0.9, a=0.9, b=0.01), False),  # squarely one domain
-        (R("a", 0.6, a=0.6, b=0.2), True),  # a second domain has mass
-        (R(None, 0.3, "out_of_domain", a=0.3, b=0.01), True),  # below minConfidence
-        (R("a", 1.0, "only"), False),  # nothing to compare
-    ],
-)
-def test_worth_splitting(route, worth):
-    assert worth_splitting(route, 0.5) is worth
 
 
 TEXT = "aaa aaa aaa. bbb bbb bbb. ccc ccc ccc."
@@ -234,3 +220,20 @@ async def test_a_rule_for_one_part_and_the_classifier_for_the_other():
     _out, d = await run(eng, snap, "I want a refund for the order and the beta thing too", "s")
     assert d.route == "ns/a,ns/b"
     assert [p["route_source"] for p in d.summary()["split"]] == ["rule:refunds", "classifier"]
+
+
+async def test_part_confidence_defaults_to_the_semantic_threshold():
+    script = {"ma": words("alpha answer", 0.95), "mb": words("beta answer", 0.95),
+              "mbig": words("big answer", 0.99)}  # fmt: skip
+    # The keyword classifier scores a matching part 0.9.
+    snap, _pool, eng = make(script, split_config(minConfidence=0.95))
+    _out, d = await run(eng, snap, TWO, model="s")
+    assert "split" not in d.summary()
+    cfg = split_config()
+    cfg["policies"][0]["routing"]["semantic"] = {"minConfidence": 0.95}
+    snap, _pool, eng = make(script, cfg)
+    _out, d = await run(eng, snap, TWO, model="s")
+    assert "split" not in d.summary()
+    snap, _pool, eng = make(script, split_config(minConfidence=0.85))
+    _out, d = await run(eng, snap, TWO, model="s")
+    assert d.summary()["split"][1]["route"] == "ns/b"

@@ -9,13 +9,11 @@ from pydantic import AfterValidator, Field
 from .base import Condition, KubeModel, LabelSelector, SecretKeyRef, cel, list_map
 from .names import DnsLabel, Identifier, ModelName, SpecialistName
 from .regex import Re2Pattern
+from .rollout import Rollout
 from .schemacheck import check_schema
 from .specialist import Example, Keyword
 
 Confidence = Field(ge=0.0, le=1.0)
-#: Default per-part confidence of query splitting, chosen on CLINC150 train pairs
-#: (benchmarks/query_split.py).
-SPLIT_MIN_CONFIDENCE = 0.5
 #: Base URL of an external tier: http(s), a host (name, IPv4 or [IPv6]) with an optional
 #: port, a path; no credentials in the URL (``user:pass@``), no query, no fragment.
 BASE_URL_PATTERN = (
@@ -96,9 +94,9 @@ class SplitRouting(KubeModel):
     """Split a request that spans several domains ("my parcel arrived damaged and I need
     to change my password") into parts, each answered by the specialist it routes to,
     concurrently, the answers merged in order. Opt-in."""
-    min_confidence: float = Field(default=SPLIT_MIN_CONFIDENCE, ge=0.0, le=1.0)
-    """Routing confidence a part needs: the request splits only when two or more parts
-    reach it for different specialists."""
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Routing confidence a part needs (default: semantic.minConfidence): the request
+    splits only when two or more parts reach it for different specialists."""
     max_parts: int = Field(default=4, ge=2, le=8)
     """Most parts one request is split into (the rest stays with the last part)."""
 
@@ -254,6 +252,10 @@ class RouterPolicySpec(KubeModel):
     """Ordered tiers; a request escalates down the list until a tier's answer is accepted."""
     fallback: FallbackSpec | None = None
     """Where out-of-domain and failed requests go."""
+    rollouts: list[Rollout] = Field(
+        default_factory=list, max_length=16, json_schema_extra=list_map("specialist")
+    )
+    """Canary and shadow rollouts of candidate specialists, one per incumbent."""
 
 
 class ResolvedTarget(KubeModel):

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field
 from .base import KubeModel
 from .budget import PerRequestLimits, SpendWindow
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
-from .policy import BASE_URL_PATTERN, SPLIT_MIN_CONFIDENCE, LabelThresholds
+from .policy import BASE_URL_PATTERN, LabelThresholds
 from .regex import Re2Pattern
 from .schemacheck import check_schema
 from .specialist import Backend
@@ -116,8 +116,8 @@ class CostAwareConfig(KubeModel):
 class SplitConfig(KubeModel):
     enabled: bool = False
     """Split requests that span several domains into parts (see router.splitting)."""
-    min_confidence: float = Field(default=SPLIT_MIN_CONFIDENCE, ge=0.0, le=1.0)
-    """Routing confidence each part needs."""
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Routing confidence each part needs (None: semantic.min_confidence)."""
     max_parts: int = Field(default=4, ge=2, le=8)
     """Most parts per request."""
 
@@ -208,6 +208,30 @@ class FallbackConfig(KubeModel):
     """Tier that takes requests whose tier failed or timed out."""
 
 
+class RollbackConfig(KubeModel):
+    enabled: bool = True
+    """Roll a canary back automatically."""
+    margin: float = Field(default=0.05, ge=0.0, le=1.0)
+    """How much higher the candidate's bad-outcome rate may be."""
+    min_samples: int = Field(default=50, ge=10, le=1_000_000)
+    """Requests each arm needs before the test."""
+    confidence: float = Field(default=0.95, ge=0.5, le=0.9999)
+    """Confidence of the one-sided test."""
+
+
+class RolloutConfig(KubeModel):
+    specialist: ObjectId
+    """Incumbent specialist id."""
+    candidate: ObjectId
+    """Candidate specialist id."""
+    mode: Literal["canary", "shadow"] = "canary"
+    """canary: the candidate answers a share; shadow: it gets a copy of a share."""
+    percent: float = Field(ge=0.0, le=100.0)
+    """Share of the incumbent's requests, in percent."""
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    """Automatic rollback of a canary."""
+
+
 class PolicyConfig(KubeModel):
     model_name: ModelName
     """Name clients pass as `model`."""
@@ -223,6 +247,8 @@ class PolicyConfig(KubeModel):
     """Out-of-domain and error fallbacks."""
     budgets: list[ObjectId] = Field(default_factory=list)
     """Ids of the Budgets that apply."""
+    rollouts: list[RolloutConfig] = Field(default_factory=list)
+    """Canary and shadow rollouts (specialists as ids), one per incumbent."""
 
 
 class BudgetConfig(KubeModel):

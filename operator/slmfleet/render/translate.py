@@ -21,6 +21,7 @@ from ..api.routerconfig import (
     FallbackConfig,
     PolicyConfig,
     ReasoningConfig,
+    RolloutConfig,
     RoutingConfig,
     SpecialistConfig,
     TierConfig,
@@ -92,6 +93,10 @@ def policy_config(
     routing = spec.routing.wire()
     for rule in routing.get("rules", []):
         rule["specialist"] = object_id(namespace, rule["specialist"])
+    rollouts = [r.wire() for r in spec.rollouts]
+    for r in rollouts:
+        r["specialist"] = object_id(namespace, r["specialist"])
+        r["candidate"] = object_id(namespace, r["candidate"])
     return PolicyConfig(
         model_name=model_name,
         id=object_id(namespace, name),
@@ -100,4 +105,5 @@ def policy_config(
         cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
         budgets=budgets,
+        rollouts=[RolloutConfig.model_validate(r) for r in rollouts],
     )

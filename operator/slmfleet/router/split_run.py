@@ -21,7 +21,7 @@ from .decision import Decision
 from .protocol import ParsedRequest, chat_prompt
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
-from .splitting import Part, plan_split, segment, worth_splitting
+from .splitting import Part, plan_split, segment
 from .tiers import Emit, Outcome
 
 if TYPE_CHECKING:
@@ -40,6 +40,13 @@ def part_request(req: ParsedRequest, text: str) -> ParsedRequest:
     last = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=len(msgs) - 1)
     msgs[last] = {"role": "user", "content": text}
     return replace(req, prompt=chat_prompt(msgs), routing_text=text, messages=tuple(msgs))
+
+
+def min_part_confidence(policy: PolicyRuntime) -> float:
+    """``split.minConfidence``, by default the policy's ``semantic.minConfidence``."""
+    r = policy.routing
+    own = r.split.min_confidence
+    return r.semantic.min_confidence if own is None else own
 
 
 class SplitRunner:
@@ -79,12 +86,12 @@ class SplitRunner:
         cfg = policy.routing.split
         text = req.routing_text
         segments = segment(text, max_parts=cfg.max_parts)
-        if len(segments) < 2 or not worth_splitting(route, cfg.min_confidence):
+        if len(segments) < 2:
             return None
         routes = await asyncio.gather(
             *(self.route(snap, policy, s.text, degrade) for s in segments)
         )
-        return plan_split(text, segments, routes, cfg.min_confidence)
+        return plan_split(text, segments, routes, min_part_confidence(policy))
 
     async def answer(
         self,

@@ -8,18 +8,17 @@ spans two specialists. With ``routing.split`` on, the router:
    optional ``also`` after; ``, also``); pieces shorter than ``MIN_PART_WORDS`` words
    are glued back to their neighbour, so "rock and roll" or "dollars and euros" stay
    whole (``segment``); a text with one piece costs one regular-expression scan;
-2. looks at the whole request's own routing first (``worth_splitting``): a request
-   that routing already places squarely in one domain (best score at least
-   ``minConfidence`` and no second domain at ``MIN_SECOND_SCORE``) is not split, which
-   keeps part classification off the path of ordinary requests;
-3. routes every piece like a request of its own (rules, then the classifier), then
+2. routes every piece like a request of its own (rules, then the classifier), then
    ``plan_split``: pieces that route below ``minConfidence`` join the piece before them
    (the first one joins the next), neighbours routed to the same specialist merge, and
    the request splits only when two or more parts route confidently to different
    specialists.
 
-The constants were chosen on pairs of CLINC150 *train* queries (val untouched); see
-``benchmarks/query_split.py`` and its results for the search and the scores.
+``MIN_PART_WORDS`` and the default part confidence (the policy's own
+``semantic.minConfidence``) were chosen on pairs of CLINC150 *train* queries (val
+untouched), as was leaving out a pre-filter on the whole request's scores (it cost
+recall and saved little: few single requests have several pieces at all); see
+``benchmarks/query_split.py`` and its results.
 """
 
 from __future__ import annotations
@@ -31,9 +30,7 @@ from dataclasses import dataclass
 from .routing import RouteDecision
 
 #: Words a piece needs to stand alone (shorter ones join a neighbour).
-MIN_PART_WORDS = 3
-#: A second domain scoring at least this on the whole request makes it worth splitting.
-MIN_SECOND_SCORE = 0.05
+MIN_PART_WORDS = 2
 #: Requests longer than this are not split (documents, not multi-part questions).
 MAX_SPLIT_CHARS = 1000
 
@@ -87,19 +84,6 @@ def segment(text: str, *, max_parts: int = 4, min_words: int = MIN_PART_WORDS) -
     if len(merged) > max_parts:  # the tail becomes the last part
         merged[max_parts - 1 :] = [_span(text, merged[max_parts - 1], merged[-1])]
     return merged
-
-
-def worth_splitting(route: RouteDecision, min_confidence: float) -> bool:
-    """Whether the whole request's routing leaves room for a second domain: a rule
-    decided (rules see no domains), or the best score is below ``min_confidence``, or a
-    second domain scores ``MIN_SECOND_SCORE`` or more."""
-    if route.source.startswith("rule:"):
-        return True
-    scores = sorted(route.scores.values(), reverse=True) if route.scores else []
-    if not scores:
-        return False
-    second = scores[1] if len(scores) > 1 else 0.0
-    return scores[0] < min_confidence or second >= MIN_SECOND_SCORE
 
 
 @dataclass(frozen=True, slots=True)
