@@ -21,6 +21,7 @@ from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import BudgetConfig, PolicyConfig, RouterConfig, SpecialistConfig
 from ..api.specialist import SLMSpecialistSpec
 from .conditions import condition, ready_set
+from .rollouts import rollout_condition
 from .translate import EndpointOf, cluster_endpoint, policy_config, specialist_config
 
 #: Most bytes read from an ``examplesFrom`` ConfigMap key (and most lines kept).
@@ -313,7 +314,11 @@ def render_fleet(
             conds = ready_set(False, "TargetsNotReady", "not Ready yet: " + ", ".join(unready), gen)
         else:
             conds = ready_set(True, "TargetsReady", f"{len(targets)} specialists Ready", gen)
-        status["conditions"] = conds
+        ready = {sid: sid in spec_configs and spec_configs[sid].ready for sid in by_id}
+        status["conditions"] = [
+            *conds,
+            rollout_condition(spec, pol.namespace, targets, ready, gen),
+        ]
 
     for bud in sorted(budgets, key=lambda b: b.id):
         bspec: BudgetSpec = bud.spec

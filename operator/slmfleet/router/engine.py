@@ -23,6 +23,7 @@ from .decision import Decision
 from .errors import RouterError, UpstreamError, unknown_model
 from .external import ExternalClients
 from .protocol import ParsedRequest, routing_excerpt
+from .rollouts import Rollouts
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .spend import SpendLedger, SpendVerdict
@@ -65,9 +66,11 @@ class Engine:
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock)
         self.human_tier: Tier = HumanTier()
         self.split = SplitRunner(self)
+        self.rollouts = Rollouts(self, clock)
 
     def close(self) -> None:
         self.classifier.close()
+        self.rollouts.close()
 
     # ---- request ----------------------------------------------------------------------
     async def run(
@@ -99,7 +102,10 @@ class Engine:
                 return await self.split.answer(
                     snap, policy, parts, req, d, emit, deadline, started, degrade
                 )
-        return await self._cascade(snap, policy, route, req, d, emit, deadline, started, degrade)
+        # The cascade, with a canary or shadow rollout of the routed specialist applied.
+        return await self.rollouts.cascade(
+            snap, policy, route, req, d, emit, deadline, started, degrade
+        )
 
     async def _admit_and_route(
         self, snap: Snapshot, policy: PolicyRuntime, req: ParsedRequest, d: Decision

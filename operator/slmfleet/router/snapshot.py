@@ -17,6 +17,7 @@ from ..api.routerconfig import (
     BudgetConfig,
     DomainConfig,
     PolicyConfig,
+    RolloutConfig,
     RouterConfig,
     SpecialistConfig,
 )
@@ -69,6 +70,8 @@ class PolicyRuntime:
     budgets: tuple[BudgetConfig, ...]
     direct: bool = False
     """A specialist addressed by id: one tier, no routing."""
+    rollouts: tuple[RolloutConfig, ...] = ()
+    """Canary and shadow rollouts, one per incumbent (see rollouts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ def build_snapshot(
                 tier_cfgs=tuple(p.cascade),
                 fallback=p.fallback,
                 budgets=_policy_budgets(cfg, p),
+                rollouts=tuple(p.rollouts),
             )
         except Exception as exc:
             log.error("policy %s left out of the configuration: %s", p.id, exc)

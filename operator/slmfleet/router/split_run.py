@@ -125,7 +125,9 @@ class SplitRunner:
             sub = part_request(req, p.segment.text)
             part_degrade = degrade or verdict.degrade
             runs.append(
-                eng._cascade(snap, policy, p.route, sub, c, None, deadline, started, part_degrade)
+                eng.rollouts.cascade(
+                    snap, policy, p.route, sub, c, None, deadline, started, part_degrade
+                )
             )
         tasks = [asyncio.ensure_future(r) for r in runs]
         try:
@@ -189,4 +191,5 @@ def _part_record(i: int, p: Part, c: Decision) -> dict[str, Any]:
         "escalations": list(c.escalations),
         "tokens": c.total_tokens,
         "cost_usd": round(c.cost_usd, 10),
+        "rollout": c.extra.get("rollout"),
     }
