@@ -44,7 +44,7 @@ def served(tmp_path_factory):
             "trt-billing": StandIn("domain", billing, "tensorrtllm"),
         },
     )
-    artifact = work / "claims" / "models" / "intent"
+    artifact = work / "artifacts" / "shop" / "models" / "intent"  # <root>/<ns>/<claim>/<path>
     labels = write_onnx_classifier(
         artifact, repo, "intent", EXAMPLES, model_dir() / "tokenizer.json"
     )
@@ -98,7 +98,7 @@ def router(served):
     }
     path = work / "router.json"
     write_config(path, cfg)
-    with RouterThread(path, settings=Settings(artifact_root=str(work / "claims"))) as r:
+    with RouterThread(path, settings=Settings(artifact_root=str(work / "artifacts"))) as r:
         yield r
 
 

@@ -169,14 +169,17 @@ def test_request_before_metadata_is_refused():
     ],
 )
 def test_artifact_path(tmp_path, uri, error):
-    (tmp_path / "claim" / "models" / "clf").mkdir(parents=True)
+    (tmp_path / "ns" / "claim" / "models" / "clf").mkdir(parents=True)
     if error is None:
-        assert artifact_path(uri, tmp_path) == tmp_path / "claim" / "models" / "clf"
+        assert artifact_path(uri, tmp_path, "ns") == tmp_path / "ns" / "claim" / "models" / "clf"
+        # Another namespace's specialist naming the same claim reads nothing of ns.
+        with pytest.raises(ArtifactUnavailable, match="not a folder"):
+            artifact_path(uri, tmp_path, "other")
     else:
         with pytest.raises(ArtifactUnavailable, match=error):
-            artifact_path(uri, tmp_path)
+            artifact_path(uri, tmp_path, "ns")
     with pytest.raises(ArtifactUnavailable, match="no --artifact-root"):
-        artifact_path("pvc://claim/models/clf", None)
+        artifact_path("pvc://claim/models/clf", None, "ns")
 
 
 @pytest.mark.parametrize(
@@ -202,7 +205,7 @@ def test_labels_from_config(tmp_path, config, labels, error):
 def artifact(tmp_path):
     from slmfleet.router.embed import model_dir
 
-    folder = tmp_path / "claim" / "clf"
+    folder = tmp_path / "ns" / "claim" / "clf"
     folder.mkdir(parents=True)
     (folder / "tokenizer.json").write_bytes((model_dir() / "tokenizer.json").read_bytes())
     (folder / "config.json").write_text(json.dumps({"id2label": {"0": "no", "1": "yes"}}))
@@ -211,21 +214,21 @@ def artifact(tmp_path):
 
 def test_reader_loads_tokenizer_and_labels(artifact):
     reader = ArtifactReader(artifact)
-    parts = reader.classifier("pvc://claim/clf")
+    parts = reader.classifier("pvc://claim/clf", "ns")
     assert parts.labels == ("no", "yes")
     ids, mask, types = parts.tokenizer.encode("hello world")
     assert ids[0] == 101 and ids[-1] == 102 and len(ids) == 4  # [CLS] hello world [SEP]
     assert mask == [1, 1, 1, 1] and types == [0, 0, 0, 0]  # no padding to 128
     assert len(parts.tokenizer.encode("word " * 2000)[0]) == 512  # truncated
-    assert reader.classifier("pvc://claim/clf") is parts  # cached
+    assert reader.classifier("pvc://claim/clf", "ns") is parts  # cached
     # The specialist's domain.labels win over the artifact's.
-    assert reader.classifier("pvc://claim/clf", ("n", "y")).labels == ("n", "y")
-    (artifact / "claim" / "clf" / "config.json").unlink()
+    assert reader.classifier("pvc://claim/clf", "ns", ("n", "y")).labels == ("n", "y")
+    (artifact / "ns" / "claim" / "clf" / "config.json").unlink()
     with pytest.raises(ArtifactUnavailable, match="no labels"):
-        ArtifactReader(artifact).classifier("pvc://claim/clf")
-    (artifact / "claim" / "clf" / "tokenizer.json").unlink()
+        ArtifactReader(artifact).classifier("pvc://claim/clf", "ns")
+    (artifact / "ns" / "claim" / "clf" / "tokenizer.json").unlink()
     with pytest.raises(ArtifactUnavailable, match=r"no tokenizer\.json"):
-        ArtifactReader(artifact).classifier("pvc://claim/clf")
+        ArtifactReader(artifact).classifier("pvc://claim/clf", "ns")
 
 
 async def test_codecs_load_an_onnx_classifier_once(artifact):

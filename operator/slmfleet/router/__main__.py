@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--artifact-root",
         default=env("SLMFLEET_ARTIFACT_ROOT", "") or None,
-        help="folder where pvc://CLAIM/PATH model artifacts are readable as CLAIM/PATH: "
-        "ONNX classifiers' tokenizer.json and labels (env SLMFLEET_ARTIFACT_ROOT)",
+        help="folder where a specialist's pvc://CLAIM/PATH model artifact is readable as "
+        "NAMESPACE/CLAIM/PATH: ONNX classifiers' tokenizer.json and labels "
+        "(env SLMFLEET_ARTIFACT_ROOT)",
     )
     p.add_argument("--log-level", default=env("SLMFLEET_LOG_LEVEL", "info"))
     p.add_argument(

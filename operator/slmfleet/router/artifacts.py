@@ -6,12 +6,14 @@ artifact, read by the ``tokenizers`` library. Labels come from the specialist's
 ``domain.labels`` or else from the artifact's ``config.json`` (``id2label``, the
 Hugging Face convention).
 
-Where artifacts are readable: ``pvc://<claim>/<path>`` under ``--artifact-root``
-(``<root>/<claim>/<path>``: mount the claim, or a copy of the model folder, there).
-The router fetches nothing over the network: a tenant's URI never makes the router
-connect anywhere. Any other scheme is refused with a message that says so. Loads are
-cached by path and modification time, and run off the event loop (``load`` is
-synchronous; callers use ``asyncio.to_thread``).
+Where artifacts are readable: ``pvc://<claim>/<path>`` of a specialist in namespace
+``<ns>`` is ``<root>/<ns>/<claim>/<path>`` under ``--artifact-root`` (in a cluster, a
+volume mounted into the router holding the classifiers' model folders, laid out by
+namespace so one tenant's URI never reads another's; ``slmfleet up`` and the tests
+write such a folder). The router fetches nothing over the network: a tenant's URI never
+makes the router connect anywhere. Any other scheme is refused with a message that
+says so. Loads are cached by path and modification time, and run off the event loop
+(``classifier`` is synchronous; callers use ``asyncio.to_thread``).
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class ClassifierParts:
     labels: tuple[str, ...]
 
 
-def artifact_path(uri: str, root: Path | None) -> Path:
-    """The local folder of ``uri``, or ArtifactUnavailable saying why there is none."""
+def artifact_path(uri: str, root: Path | None, namespace: str) -> Path:
+    """The local folder of ``uri`` for a specialist of ``namespace``, or
+    ArtifactUnavailable saying why there is none."""
     if not uri.startswith("pvc://"):
         raise ArtifactUnavailable(
             f"{uri}: the router reads classifier tokenizers only from pvc:// artifacts "
@@ -70,7 +73,9 @@ def artifact_path(uri: str, root: Path | None) -> Path:
     rel = PurePosixPath(uri.removeprefix("pvc://"))
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise ArtifactUnavailable(f"{uri}: the path must stay inside its claim")
-    path = root / rel
+    if not namespace or "/" in namespace or namespace in (".", ".."):
+        raise ArtifactUnavailable(f"{uri}: no namespace to read it in")
+    path = root / namespace / rel
     if not path.resolve().is_relative_to(root.resolve()):
         raise ArtifactUnavailable(f"{uri}: the path leaves --artifact-root")
     if not path.is_dir():
@@ -101,10 +106,12 @@ class ArtifactReader:
         self._cache: dict[tuple[str, int, tuple[str, ...]], ClassifierParts] = {}
         self._lock = threading.Lock()
 
-    def classifier(self, uri: str | None, labels: tuple[str, ...] = ()) -> ClassifierParts:
+    def classifier(
+        self, uri: str | None, namespace: str, labels: tuple[str, ...] = ()
+    ) -> ClassifierParts:
         if not uri:
             raise ArtifactUnavailable("the specialist's router config names no artifact")
-        folder = artifact_path(uri, self.root)
+        folder = artifact_path(uri, self.root, namespace)
         tok = folder / TOKENIZER_FILE
         if not tok.is_file():
             raise ArtifactUnavailable(f"{uri}: no {TOKENIZER_FILE} in the artifact")

@@ -68,7 +68,10 @@ class Codecs:
     async def _load(self, spec: SpecialistConfig, key: tuple[Any, ...]) -> Codec:
         try:
             parts = await asyncio.to_thread(
-                self.artifacts.classifier, spec.artifact, tuple(spec.domain.labels)
+                self.artifacts.classifier,
+                spec.artifact,
+                spec.id.split("/", 1)[0],
+                tuple(spec.domain.labels),
             )
         except ArtifactUnavailable as exc:
             raise UpstreamError(

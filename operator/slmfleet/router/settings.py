@@ -20,8 +20,8 @@ class Settings:
     own, so a client that leaves stops the generation in Triton too. 0: never share;
     -1: share every non-streamed request (cheapest, none cancellable in Triton)."""
     artifact_root: str | None = None
-    """Where ``pvc://<claim>/<path>`` model artifacts are readable
-    (``<root>/<claim>/<path>``): an ONNX classifier's tokenizer and labels (see
+    """Where ``pvc://<claim>/<path>`` model artifacts of namespace ``<ns>`` are readable
+    (``<root>/<ns>/<claim>/<path>``): an ONNX classifier's tokenizer and labels (see
     ``artifacts``). Unset: ONNX classifiers cannot be called."""
 
 
