@@ -52,7 +52,7 @@ def window_seconds(window: str) -> int:
 # CEL has no zone database of its own, but its timestamp functions take an IANA zone
 # name and fail on an unknown one: the rule errors, and the API server refuses the
 # object naming the field.
-_TZ_RULE = "timestamp('2000-01-01T00:00:00Z').getHours(self.timeZone) >= 0"
+_TZ_RULE = "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0"
 
 PolicyName = Annotated[str, Field(min_length=1, max_length=253)]
 SpecialistName = Annotated[
@@ -106,11 +106,6 @@ class SpendWindow(KubeModel):
                     "timeZone applies to calendar windows (hour, day, week, month) only",
                     ".timeZone",
                 ),
-                cel(
-                    "!has(self.timeZone) || " + _TZ_RULE,
-                    "timeZone must be an IANA time zone name, e.g. Europe/Berlin",
-                    ".timeZone",
-                ),
             ]
         }
     }
@@ -118,7 +113,16 @@ class SpendWindow(KubeModel):
     window: str = Field(pattern=WINDOW_PATTERN, max_length=8)
     """Rolling: the last N minutes, hours or days (15m, 1h, 7d; at most 9999 of a unit).
     Calendar-aligned: hour, day, week (from Monday) or month, in timeZone."""
-    time_zone: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_+/-]+$")
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+/-]+$",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_TZ_RULE, "timeZone must be an IANA time zone name, e.g. Europe/Berlin")
+            ]
+        },
+    )
     """IANA time zone a calendar window is aligned in (default UTC), e.g. Europe/Berlin:
     a day there starts at local midnight and lasts 23 or 25 hours on DST changes."""
     limit_usd: float | None = Field(default=None, gt=0, le=1e6)
