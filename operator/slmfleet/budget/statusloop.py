@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -103,22 +104,30 @@ class StatusSync:
         return written
 
 
+BudgetSource = Callable[[], Iterable[Mapping[str, Any]] | Awaitable[Iterable[Mapping[str, Any]]]]
+
+
 async def budget_status_loop(
     kube: StatusWriter,
-    budgets: Callable[[], Iterable[Mapping[str, Any]]],
+    budgets: BudgetSource,
     ledger: Ledger,
     *,
     interval_s: float = INTERVAL_S,
     stop: asyncio.Event | None = None,
+    sync: StatusSync | None = None,
 ) -> None:
     """Every ``interval_s``: read the shared state of ``budgets()`` (the Budget objects
-    as the API server has them: metadata, spec, status) and write what changed. Runs
-    until ``stop`` is set or the task is cancelled; a failed tick is logged and retried."""
-    sync = StatusSync(kube, ledger)
+    as the API server has them: metadata, spec, status; a plain or an async callable,
+    e.g. the operator's store or a list call) and write what changed. Runs until
+    ``stop`` is set or the task is cancelled; a failed tick is logged and retried."""
+    sync = sync or StatusSync(kube, ledger)
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            await sync.tick(list(budgets()))
+            items = budgets()
+            if inspect.isawaitable(items):
+                items = await items
+            await sync.tick(list(items))
         except asyncio.CancelledError:
             raise
         except Exception:
