@@ -65,6 +65,7 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/routing_quality.py
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/ledger_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
