@@ -66,6 +66,7 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/ledger_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
