@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..api.budget import LADDER_ORDER, LadderStep, SpendWindow
+from ..api.budget import LADDER_ORDER
 from .amounts import Amount
+from .specs import StepSpec, WindowSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ class LadderDecision:
         )
 
 
-def fraction(spec: SpendWindow, spent: Amount) -> float:
+def fraction(spec: WindowSpec, spent: Amount) -> float:
     """Settled spend over the limit, the fuller of USD and tokens (0 without limits)."""
     parts = []
     if spec.limit_usd:
@@ -70,8 +71,8 @@ def percent_of(value: float) -> int:
 
 def decide(
     budget_id: str,
-    windows: Iterable[SpendWindow],
-    ladder: Iterable[LadderStep],
+    windows: Iterable[WindowSpec],
+    ladder: Iterable[StepSpec],
     spent: Mapping[str, Amount],
 ) -> LadderDecision:
     """The steps in force for one Budget, from the settled spend of each window (by
@@ -104,7 +105,7 @@ def decide(
     )
 
 
-def hard_cap(spec: SpendWindow, ladder: Iterable[LadderStep]) -> float | None:
+def hard_cap(spec: WindowSpec, ladder: Iterable[StepSpec]) -> float | None:
     """Fraction of the window's limit that reservations may never pass: the ladder's
     reject step, or 1.0 for a window whose own action is reject; None: no hard cap."""
     caps = [s.at_percent / 100 for s in ladder if s.action == "reject"]

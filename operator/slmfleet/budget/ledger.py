@@ -25,9 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..api.budget import BudgetSpec, FailMode, LadderStep, SpendWindow
+from ..api.budget import BudgetSpec, FailMode
+from ..api.routerconfig import BudgetConfig
 from .amounts import Amount
 from .ladder import hard_cap
+from .specs import StepSpec, WindowSpec
 from .windows import Period, Window
 
 WindowKey = tuple[str, str]
@@ -44,13 +46,18 @@ class BudgetLimits:
     """What the ledger needs of one Budget (from its spec or the router config)."""
 
     id: str
-    windows: tuple[SpendWindow, ...]
-    ladder: tuple[LadderStep, ...] = ()
+    windows: tuple[WindowSpec, ...]
+    ladder: tuple[StepSpec, ...] = ()
     fail_mode: FailMode = "failOpen"
 
     @classmethod
     def from_spec(cls, budget_id: str, spec: BudgetSpec) -> BudgetLimits:
         return cls(budget_id, tuple(spec.spend), tuple(spec.ladder), spec.fail_mode)
+
+    @classmethod
+    def from_config(cls, cfg: BudgetConfig) -> BudgetLimits:
+        """The router's view: the Budget as the operator rendered it."""
+        return cls(cfg.id, tuple(cfg.spend), tuple(cfg.ladder), cfg.fail_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,7 @@ class WindowCall:
     """One window's part of an operation: what the scripts (or the in-process core) get."""
 
     key: WindowKey
-    spec: SpendWindow
+    spec: WindowSpec
     window: Window
     period: Period
     cap_nano: int | None
@@ -187,7 +194,8 @@ def refusal(
             series = {b: (a.nano_usd if unit == "usd" else a.tokens) for b, a in buckets.items()}
             # Reservations may settle for much less than their worst case, and soon:
             # the earliest the amount can fit is when settled spend alone leaves room.
-            wait = c.window.retry_after(series, cap=cap, reserved=0, amount=amt, now=now)
+            # Ageing out to under the cap (an exhausted window refuses even nothing).
+            wait = c.window.retry_after(series, cap=cap, reserved=0, amount=max(amt, 1), now=now)
             retry = max(retry, wait or RETRY_SOON_S)
     if too_large:
         longest = max(calls[i].period.leave_offset for i in refused)
@@ -208,9 +216,17 @@ def refusal(
 
 
 def fits(c: WindowCall, spent_n: int, spent_t: int, res_n: int, res_t: int, amount: Amount) -> bool:
-    if c.cap_nano is not None and spent_n + res_n + amount.nano_usd_ceil > c.cap_nano:
+    """Whether ``amount`` fits under the window's hard caps. A window whose settled spend
+    reached its cap is exhausted: it refuses even a call that costs nothing in its unit
+    (a free model under a USD limit), as its ``reject`` step says."""
+    if c.cap_nano is not None and (
+        spent_n + res_n + amount.nano_usd_ceil > c.cap_nano or spent_n >= c.cap_nano
+    ):
         return False
-    return not (c.cap_tokens is not None and spent_t + res_t + amount.tokens > c.cap_tokens)
+    return not (
+        c.cap_tokens is not None
+        and (spent_t + res_t + amount.tokens > c.cap_tokens or spent_t >= c.cap_tokens)
+    )
 
 
 def overrun(reserved: Amount, actual: Amount) -> Amount:

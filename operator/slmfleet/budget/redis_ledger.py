@@ -31,7 +31,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..api.budget import SpendWindow
 from .amounts import Amount
 from .ledger import (
     RETRY_SOON_S,
@@ -50,6 +49,7 @@ from .ledger import (
     refusal,
     window_calls,
 )
+from .specs import WindowSpec
 from .windows import Window
 
 log = logging.getLogger("slmfleet.budget")
@@ -132,7 +132,7 @@ class _Pending:
 
     replay_id: str
     budget_id: str
-    spec: SpendWindow
+    spec: WindowSpec
     bucket: int
     amount: Amount
     sealed: bool = False

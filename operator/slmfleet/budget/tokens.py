@@ -19,6 +19,9 @@ SPECIAL_TOKENS_ALLOWANCE = 16
 
 
 class TokenCounter(Protocol):
+    exact: bool
+    """Whether ``count`` counts tokens (a tokenizer) or only bounds them (bytes)."""
+
     def count(self, text: str) -> int: ...
 
     def upper_bound(self, text: str) -> int: ...
@@ -26,6 +29,8 @@ class TokenCounter(Protocol):
 
 class ByteBound:
     """No tokenizer at hand: a bound that holds for byte-level tokenizers, not a count."""
+
+    exact = False
 
     def count(self, text: str) -> int:
         return len(text.encode("utf-8"))
@@ -36,6 +41,8 @@ class ByteBound:
 
 class TokenizerCounter:
     """Counts with a Hugging Face ``tokenizer.json`` (thread-safe: encode is reentrant)."""
+
+    exact = True
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer

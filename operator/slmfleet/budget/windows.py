@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from ..api.budget import CALENDAR_UNITS, MAX_ROLLING_SECONDS, SpendWindow, window_seconds
+from ..api.budget import CALENDAR_UNITS, MAX_ROLLING_SECONDS, window_seconds
+from .specs import WindowSpec
 
 #: Window keys outlive their last write by this much (then Redis drops them).
 KEY_GRACE_S = 86400
@@ -57,7 +58,7 @@ class Window:
     time_zone: str = "UTC"
 
     @classmethod
-    def of(cls, spec: SpendWindow) -> Window:
+    def of(cls, spec: WindowSpec) -> Window:
         return cls(spec.window, spec.time_zone or "UTC")
 
     @property

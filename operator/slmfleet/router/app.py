@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..budget.tokens import TokenCounter
 from . import metrics as m
+from .accounting import Accounting
 from .decision import Decision
 from .engine import Engine
 from .errors import RouterError, UpstreamError, bad_request
@@ -62,6 +64,8 @@ class RouterApp:
         engine: Engine | None = None,
         discovery: Any = None,
         external: ExternalClients | None = None,
+        accounting: Accounting | None = None,
+        counter: TokenCounter | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.source = source
@@ -70,9 +74,12 @@ class RouterApp:
         self.pool = TritonPool(discovery=discovery)
         # Egress policy and Secret resolver of the external tiers (see __main__).
         self.external = external or ExternalClients()
+        # Spend: in-process unless __main__ hands over the shared ledger (budget.fromenv).
         self.engine = engine or Engine(
             self.pool,
             self.external,
+            accounting=accounting,
+            counter=counter,
             shared_stream_max_tokens=self.settings.shared_stream_max_tokens,
         )
         self.snapshot: Snapshot | None = None
@@ -134,7 +141,7 @@ class RouterApp:
             await self.discovery.close()
         await self.pool.close()
         await self.external.close()
-        self.engine.close()
+        await self.engine.aclose()
 
     # ---- ASGI -------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

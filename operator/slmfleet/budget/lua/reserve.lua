@@ -12,7 +12,9 @@ for i = 1, n do
   local an, at = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local cn, ct = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local held = redis.call('HEXISTS', h, 'r:' .. id) == 1
-  if not held and ((cn >= 0 and su + ru + an > cn) or (ct >= 0 and st + rt + at > ct)) then
+  -- A window whose settled spend reached its cap is exhausted: it refuses even nothing.
+  if not held and ((cn >= 0 and (su + ru + an > cn or su >= cn)) or
+                   (ct >= 0 and (st + rt + at > ct or st >= ct))) then
     refused[i] = true
     any_refused = true
   end
