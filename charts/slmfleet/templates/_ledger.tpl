@@ -34,11 +34,9 @@ key: {{ .Values.ledger.external.passwordSecret.key }}
   value: {{ .Values.ledger.keyPrefix | quote }}
 - name: SLMFLEET_LEDGER_TIMEOUT_MS
   value: {{ .Values.ledger.timeoutMs | quote }}
-{{- with include "slmfleet.ledger.passwordRef" . }}
-- name: SLMFLEET_LEDGER_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      {{- . | nindent 6 }}
+{{- if include "slmfleet.ledger.passwordRef" . }}
+- name: SLMFLEET_LEDGER_PASSWORD_FILE
+  value: /var/run/secrets/slmfleet-ledger-auth/password
 {{- end }}
 {{- if and (eq .Values.ledger.mode "external") .Values.ledger.external.tls.caSecret.name }}
 - name: SLMFLEET_LEDGER_CA_FILE
@@ -48,6 +46,11 @@ key: {{ .Values.ledger.external.passwordSecret.key }}
 {{- end }}
 
 {{- define "slmfleet.ledger.volumeMounts" -}}
+{{- if include "slmfleet.ledger.passwordRef" . }}
+- name: ledger-auth
+  mountPath: /var/run/secrets/slmfleet-ledger-auth
+  readOnly: true
+{{- end }}
 {{- if and (eq .Values.ledger.mode "external") .Values.ledger.external.tls.caSecret.name }}
 - name: ledger-ca
   mountPath: /var/run/secrets/slmfleet-ledger
@@ -56,9 +59,33 @@ key: {{ .Values.ledger.external.passwordSecret.key }}
 {{- end }}
 
 {{- define "slmfleet.ledger.volumes" -}}
+{{- with include "slmfleet.ledger.passwordRef" . | fromYaml }}
+# The ledger's password as a file (not an environment variable), read at start-up.
+- name: ledger-auth
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: password
+{{- end }}
 {{- if and (eq .Values.ledger.mode "external") .Values.ledger.external.tls.caSecret.name }}
 - name: ledger-ca
   secret:
     secretName: {{ .Values.ledger.external.tls.caSecret.name }}
+{{- end }}
+{{- end }}
+
+{{/* Egress of the router and the operator to the chart's ledger (ledger.mode redis). An
+external ledger is outside the release: allow it with networkPolicy.routerExtraEgress and
+operatorExtraEgress. */}}
+{{- define "slmfleet.np.ledgerEgress" -}}
+{{- if eq .Values.ledger.mode "redis" -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "slmfleet.selectorLabels" (list . "ledger") | nindent 10 }}
+  ports:
+    - protocol: TCP
+      port: 6379
 {{- end }}
 {{- end }}

@@ -109,6 +109,8 @@ class LedgerRead:
     states: Mapping[WindowKey, WindowState]
     available: bool = True
     error: str = ""
+    configured: bool = True
+    """False: no shared ledger at all (each router replica keeps its own windows)."""
 
 
 class Ledger(Protocol):

@@ -94,6 +94,22 @@ def budget_status(
 ) -> dict[str, Any]:
     """The fields of Budget.status the status loop owns, in wire form (conditions
     without lastTransitionTime: the writer keeps or stamps those)."""
+    if not read.configured:
+        msg = (
+            "no shared spend ledger configured (SLMFLEET_LEDGER_URL, chart ledger.mode): "
+            "each router replica enforces the windows on its own traffic"
+        )
+        return {
+            "state": "Unknown",
+            "step": None,
+            "percent": None,
+            "spend": [],
+            "conditions": [
+                _cond("Exceeded", "Unknown", "NoSharedLedger", msg, generation),
+                _cond("Degraded", "Unknown", "NoSharedLedger", msg, generation),
+                _cond("LedgerAvailable", "Unknown", "NotConfigured", msg, generation),
+            ],
+        }
     if not read.available:
         msg = f"shared ledger unreachable: {read.error}" if read.error else "unreachable"
         return {

@@ -2,7 +2,7 @@
 
 Thin glue around ``status.budget_status``: one ledger read for every Budget's windows
 per tick, one status patch per Budget whose owned fields changed, none otherwise. The
-operator's supervisor runs ``budget_status_loop``; ``sync_budget_statuses`` is one tick.
+operator's supervisor runs it (``controller/budgets.py``); ``StatusSync.tick`` is one tick.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pydantic import ValidationError
 
 from ..api.base import now_rfc3339
 from ..api.budget import BudgetSpec
+from ..render.conditions import merge_conditions
 from .ledger import BudgetLimits, Ledger, LedgerRead
-from .status import OWNED_CONDITIONS, budget_status, comparable
+from .status import OWNED_FIELDS, budget_status, comparable
 
 log = logging.getLogger("slmfleet.budget.status")
 
@@ -32,31 +33,39 @@ class StatusWriter(Protocol):
     """What the loop needs of a Kubernetes client (``clients.kube.KubeClient`` fits)."""
 
     async def patch_status(
-        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]: ...
 
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None: ...
 
-def _merge_conditions(
-    current: Iterable[Mapping[str, Any]], owned: list[dict[str, Any]], stamp: str
-) -> list[dict[str, Any]]:
-    """Others' conditions untouched; ours keep their lastTransitionTime unless flipped."""
-    old = {c.get("type"): c for c in current}
-    merged = [dict(c) for c in current if c.get("type") not in OWNED_CONDITIONS]
-    for c in owned:
-        before = old.get(c["type"])
-        same = before is not None and before.get("status") == c["status"]
-        when = before.get("lastTransitionTime") if same and before else None
-        merged.append({**c, "lastTransitionTime": when or stamp})
-    return merged
+
+#: What the status says while no shared ledger is configured (each router replica then
+#: counts its own spend, out of the operator's sight).
+NOT_SHARED = LedgerRead({}, available=False, error="", configured=False)
 
 
 class StatusSync:
     """One tick at a time; remembers what it wrote so a store that lags behind the API
-    server (a watch cache) does not cause a second, identical write."""
+    server (a watch cache) does not cause a second, identical write. Writes carry the
+    resourceVersion they were merged into: a conflict (another writer's conditions
+    landed meanwhile) is read again and merged again, never overwritten."""
 
-    def __init__(self, kube: StatusWriter, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        kube: StatusWriter,
+        ledger: Ledger | None,
+        *,
+        on_written: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.ledger = ledger
+        self.on_written = on_written
         self.writes = 0
         self._wrote: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -64,6 +73,8 @@ class StatusSync:
         parsed: list[tuple[Mapping[str, Any], str, BudgetSpec]] = []
         for body in bodies:
             meta = body.get("metadata") or {}
+            if meta.get("deletionTimestamp"):
+                continue
             bid = f"{meta.get('namespace')}/{meta.get('name')}"
             try:
                 spec = BudgetSpec.model_validate(body.get("spec") or {})
@@ -74,34 +85,54 @@ class StatusSync:
         if not parsed:
             return 0
         limits = [BudgetLimits.from_spec(bid, spec) for _, bid, spec in parsed]
-        read: LedgerRead = await self.ledger.read(limits)
+        read = NOT_SHARED if self.ledger is None else await self.ledger.read(limits)
         now = time.time() if now is None else now
         written = 0
         for body, bid, spec in parsed:
-            meta = body["metadata"]
-            desired = budget_status(bid, spec, read, now, meta.get("generation"))
+            try:
+                written += await self._sync_one(body, bid, spec, read, now)
+            except Exception as exc:  # one Budget's failure never stops the others
+                log.warning("budget %s: status not written: %s", bid, exc)
+        self.writes += written
+        return written
+
+    async def _sync_one(
+        self, body: Mapping[str, Any], bid: str, spec: BudgetSpec, read: LedgerRead, now: float
+    ) -> int:
+        meta = body["metadata"]
+        desired = budget_status(bid, spec, read, now, meta.get("generation"))
+        want = comparable(desired)
+        for attempt in (1, 2):
             current = body.get("status") or {}
-            want = comparable(desired)
             if comparable(current) == want:
-                continue
+                return 0
             uid, rv = meta.get("uid", bid), meta.get("resourceVersion", "")
-            if self._wrote.get(uid) == (rv, want):
-                continue  # written already; the caller's copy predates our write
-            patch = {k: desired[k] for k in ("state", "step", "percent", "spend")}
-            patch["conditions"] = _merge_conditions(
+            if attempt == 1 and self._wrote.get(uid) == (rv, want):
+                return 0  # written already; the caller's copy predates our write
+            patch = {k: desired[k] for k in OWNED_FIELDS}
+            patch["conditions"] = merge_conditions(
                 current.get("conditions") or (), desired["conditions"], now_rfc3339()
             )
             try:
-                await self.kube.patch_status("Budget", meta["namespace"], meta["name"], patch)
-            except Exception as exc:  # one Budget's failure never stops the others
-                if getattr(exc, "status", None) == 404:
-                    continue
-                log.warning("budget %s: status not written: %s", bid, exc)
+                out = await self.kube.patch_status(
+                    "Budget", meta["namespace"], meta["name"], patch, resource_version=rv or None
+                )
+            except Exception as exc:
+                status = getattr(exc, "status", None)
+                if status == 404:
+                    return 0
+                if status != 409 or attempt == 2:
+                    raise
+                fresh = await self.kube.get("Budget", meta["namespace"], meta["name"])
+                if fresh is None:
+                    return 0
+                body, meta = fresh, fresh["metadata"]
                 continue
-            self._wrote[uid] = (rv, want)
-            written += 1
-        self.writes += written
-        return written
+            self._wrote[uid] = ((out.get("metadata") or {}).get("resourceVersion", rv), want)
+            if self.on_written is not None:
+                self.on_written(out)
+            return 1
+        return 0
 
 
 BudgetSource = Callable[[], Iterable[Mapping[str, Any]] | Awaitable[Iterable[Mapping[str, Any]]]]

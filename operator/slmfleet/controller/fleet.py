@@ -171,24 +171,37 @@ async def write_secret_grants(rt: Runtime, rendered: FleetRender) -> None:
 
 
 async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, Any]]) -> None:
+    """Write the fields and conditions this loop owns. Each write applies only to the
+    version it was merged into; when another writer (the Budget status loop, ...) got
+    there first, the object is read again and merged again, never overwritten."""
     table: dict[Key, dict[str, Any]] = getattr(rt.store, KIND_TABLE[kind])
-    for ident, desired in statuses.items():
+    for ident, owned in statuses.items():
         namespace, _, name = ident.partition("/")
         body = table.get((namespace, name))
-        if body is None:
-            continue
-        current = body.get("status") or {}
-        if not status_changed(current, desired):
-            continue
-        desired = {
-            **desired,
-            "conditions": merge_conditions(current.get("conditions"), desired["conditions"]),
-        }
-        try:
-            table[(namespace, name)] = await rt.kube.patch_status(kind, namespace, name, desired)
-        except ApiError as err:
-            if err.status != 404:
-                raise
+        for attempt in (1, 2):
+            if body is None:
+                break
+            current = body.get("status") or {}
+            if not status_changed(current, owned):
+                break
+            desired = {
+                **owned,
+                "conditions": merge_conditions(current.get("conditions"), owned["conditions"]),
+            }
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            try:
+                table[(namespace, name)] = await rt.kube.patch_status(
+                    kind, namespace, name, desired, resource_version=rv
+                )
+                break
+            except ApiError as err:
+                if err.status == 404:
+                    break
+                if err.status != 409 or attempt == 2:
+                    raise
+                body = await rt.kube.get(kind, namespace, name)
+                if body is not None:
+                    remember(table, body)
 
 
 def note_problems(rt: Runtime, rendered: FleetRender) -> None:
