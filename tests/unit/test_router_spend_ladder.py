@@ -154,6 +154,11 @@ async def test_reject_at_the_limit_is_429_with_retry_after_and_the_step():
     assert 1 <= int(err.headers["retry-after"]) <= 3600 + 60
     assert "ns/lad/1h" in err.message
     assert err.decision.budget_step == "reject" and len(pool.calls) == calls  # never called
+    # The log line says why, as the atomic reserve saw it.
+    detail = err.decision.summary()["budget_refusal"]
+    assert detail["reason"] == "limit" and detail["refused_by"] == ["ns/lad/1h"]
+    assert detail["windows"]["ns/lad/1h"]["spent_usd"] == pytest.approx(1.0)
+    assert "x-slmfleet-budget-refusal" not in headers(err.decision)
 
 
 async def test_a_request_too_large_for_the_window_is_429_at_once():

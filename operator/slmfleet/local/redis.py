@@ -62,6 +62,9 @@ class RedisServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def command(self) -> list[str]:
         args = [
             redis_binary(),

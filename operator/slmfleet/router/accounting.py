@@ -48,10 +48,33 @@ class SpendRefused(Exception):
     """A tier call's reservation was refused: the request gets a 429 (or, for a Budget
     of that tier's specialist only, the next tier)."""
 
-    def __init__(self, admission: Admission, budgets: Sequence[BudgetConfig]) -> None:
+    def __init__(
+        self, admission: Admission, budgets: Sequence[BudgetConfig], amount: Amount
+    ) -> None:
         super().__init__(f"spend refused ({admission.reason}): {', '.join(admission.refused_by)}")
         self.admission = admission
         self.budgets = tuple(budgets)
+        self.amount = amount
+        """The worst case the refused reservation asked for."""
+
+    def detail(self) -> dict[str, Any]:
+        """The refusal as the log line records it (see Decision.budget_refusal)."""
+        adm = self.admission
+        return {
+            "reason": adm.reason,
+            "refused_by": list(adm.refused_by),
+            "request_usd": self.amount.usd,
+            "request_tokens": self.amount.tokens,
+            "windows": {
+                f"{b}/{w}": {
+                    "spent_usd": st.spent.usd,
+                    "reserved_usd": st.reserved.usd,
+                    "spent_tokens": st.spent.tokens,
+                    "reserved_tokens": st.reserved.tokens,
+                }
+                for (b, w), st in adm.states.items()
+            },
+        }
 
 
 class Accounting(Protocol):
@@ -120,7 +143,7 @@ class LedgerAccounting:
         m.bound(m.LEDGER_SECONDS, "reserve").observe(time.perf_counter() - t0)
         self._observe(budgets, adm.states, adm.ledger_available)
         if not adm.admitted or adm.reservation is None:
-            raise SpendRefused(adm, budgets)
+            raise SpendRefused(adm, budgets, worst)
         return adm.reservation
 
     async def settle(self, hold: Reservation, actual: Amount) -> None:

@@ -45,6 +45,9 @@ class Decision:
     budget_percent: int | None = None
     """Settled spend of the fullest window among the request's Budgets, in percent."""
     reasoning_halved: bool = False
+    budget_refusal: dict[str, Any] | None = None
+    """Why the ledger refused a reservation: the request's worst case and every window as
+    the atomic reserve saw it (spent, reserved). In the log line only, never a header."""
     ledger_available: bool = True
     """False when the shared ledger did not answer and a failOpen Budget served the
     request on this replica's local count."""
@@ -115,5 +118,6 @@ class Decision:
             "budget_steps": list(self.budget_steps),
             "budget_percent": self.budget_percent,
             "reasoning_halved": self.reasoning_halved,
+            "budget_refusal": self.budget_refusal,
             "ledger_available": self.ledger_available,
         }

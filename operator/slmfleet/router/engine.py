@@ -339,6 +339,7 @@ class Engine:
     @staticmethod
     def _note_refusal(d: Decision, refused: SpendRefused) -> None:
         adm = refused.admission
+        d.budget_refusal = refused.detail()
         d.ledger_available = d.ledger_available and adm.ledger_available
         d.budget_step = "reject"
         d.budget_steps = tuple(
