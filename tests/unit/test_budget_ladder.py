@@ -174,6 +174,18 @@ def test_status_unknown_when_the_ledger_is_unreachable():
     assert "connection refused" in conds["LedgerAvailable"]["message"]
 
 
+def test_status_says_so_when_no_ledger_is_shared():
+    none = LedgerRead({}, available=False, configured=False)
+    out = budget_status("ns/b", spec(spend=[{"window": "1h", "limitUsd": 1}]), none, NOW, 2)
+    assert out["state"] == "Unknown" and out["spend"] == [] and out["step"] is None
+    conds = {c["type"]: c for c in out["conditions"]}
+    # Not False: nothing is broken, there is nothing to reach (Argo CD stays Healthy).
+    assert conds["LedgerAvailable"]["status"] == "Unknown"
+    assert conds["LedgerAvailable"]["reason"] == "NotConfigured"
+    assert "SLMFLEET_LEDGER_URL" in conds["Exceeded"]["message"]
+    assert all(c["observedGeneration"] == 2 for c in conds.values())
+
+
 def test_comparable_ignores_transition_times_and_others_conditions():
     s = spec(spend=[{"window": "1h", "limitUsd": 1}])
     desired = budget_status("ns/b", s, LedgerRead({}), NOW)
