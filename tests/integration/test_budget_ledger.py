@@ -101,6 +101,30 @@ def test_same_rules_as_the_in_process_ledger(redis_server):
     asyncio.run(run())
 
 
+def test_a_binding_refusal_is_remembered_a_too_large_one_is_not(redis_server):
+    """Budget.status shows Exceeded while a window refuses: both ledgers stamp a refusal
+    that a smaller window state would have admitted, never one too large for the window."""
+    b = reject_budget(1.0, "refusals")
+    key = (b.id, "1h")
+
+    async def run() -> None:
+        for led in (ledger(redis_server.url), InProcessLedger()):
+            held = await led.reserve([b], Amount(0.8), ttl_s=30)
+            assert held.admitted and (await led.read([b])).states[key].refused_at is None
+            big = await led.reserve([b], Amount(2.0), ttl_s=30)
+            assert big.reason == "too_large"
+            assert (await led.read([b])).states[key].refused_at is None
+            t0 = time.time()
+            full = await led.reserve([b], Amount(0.5), ttl_s=30)
+            assert full.reason == "limit"
+            at = (await led.read([b])).states[key].refused_at
+            assert at is not None and t0 - 1 <= at <= time.time() + 1, type(led)
+            await led.settle(held.reservation, Amount(0.1))
+            await led.close()
+
+    asyncio.run(run())
+
+
 def test_four_replicas_never_jointly_pass_the_limit(redis_server):
     bench = load_bench()
     out = bench.run_correctness(

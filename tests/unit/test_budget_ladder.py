@@ -174,6 +174,20 @@ def test_status_unknown_when_the_ledger_is_unreachable():
     assert "connection refused" in conds["LedgerAvailable"]["message"]
 
 
+def test_a_window_that_refuses_is_exceeded_below_its_limit():
+    """Reservations keep settled spend under a reject limit: the refusals show it binds."""
+    s = spec(spend=[{"window": "1h", "limitUsd": 1, "action": "reject"}])
+    st = WindowState(Amount(0.97), Amount(0.01), {}, refused_at=NOW - 5)
+    out = budget_status("ns/b", s, LedgerRead({("ns/b", "1h"): st}), NOW)
+    conds = {c["type"]: c for c in out["conditions"]}
+    assert out["state"] == "Exceeded" and out["step"] == "reject" and out["percent"] == 97
+    assert conds["Exceeded"]["reason"] == "Rejecting" and "1h" in conds["Exceeded"]["message"]
+    # A refusal long ago is history: the window is within its limit again.
+    old = WindowState(Amount(0.97), Amount(), {}, refused_at=NOW - 3600)
+    out = budget_status("ns/b", s, LedgerRead({("ns/b", "1h"): old}), NOW)
+    assert out["state"] == "Ok" and out["step"] is None
+
+
 def test_status_says_so_when_no_ledger_is_shared():
     none = LedgerRead({}, available=False, configured=False)
     out = budget_status("ns/b", spec(spend=[{"window": "1h", "limitUsd": 1}]), none, NOW, 2)

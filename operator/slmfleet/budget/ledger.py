@@ -66,6 +66,10 @@ class WindowState:
     reserved: Amount = field(default_factory=Amount)
     buckets: Mapping[int, Amount] | None = None
     """Live buckets (bucket id -> settled amount), when the operation returned them."""
+    refused_at: float | None = field(default=None, compare=False)
+    """When this window last refused a reservation that would fit an empty window (it
+    binds: clients see 429s), epoch seconds; read operations return it. Each ledger
+    stamps it with its own clock (Redis: the server's), so it is not compared."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +235,15 @@ def fits(c: WindowCall, spent_n: int, spent_t: int, res_n: int, res_t: int, amou
     )
 
 
+def binds(c: WindowCall, amount: Amount) -> bool:
+    """Whether a refusal by this window is the window binding (``amount`` would fit it
+    empty), not a request too large for it: what Budget.status reports as Exceeded."""
+    return not (
+        (c.cap_nano is not None and amount.nano_usd_ceil > c.cap_nano)
+        or (c.cap_tokens is not None and amount.tokens > c.cap_tokens)
+    )
+
+
 def overrun(reserved: Amount, actual: Amount) -> Amount:
     return Amount(max(0.0, actual.usd - reserved.usd), max(0, actual.tokens - reserved.tokens))
 
@@ -254,6 +267,7 @@ class _Win:
     reservations: dict[str, tuple[int, int, float]] = field(default_factory=dict)
     baseline: tuple[int, int] = (0, 0)
     """Spend known from elsewhere (the shared ledger, before it became unreachable)."""
+    refused_at: float | None = None
 
     def normalize(self, live_from: int, now_mono: float) -> None:
         for rid in [r for r, v in self.reservations.items() if v[2] <= now_mono]:
@@ -273,7 +287,8 @@ class _Win:
         buckets = None
         if with_buckets:
             buckets = {b: Amount.from_nano(v[0], v[1]) for b, v in sorted(self.buckets.items())}
-        return WindowState(Amount.from_nano(sn, st), Amount.from_nano(rn, rt), buckets)
+        refused = self.refused_at if with_buckets else None
+        return WindowState(Amount.from_nano(sn, st), Amount.from_nano(rn, rt), buckets, refused)
 
 
 class InProcessLedger:
@@ -324,6 +339,9 @@ class InProcessLedger:
             if not fits(c, *win.totals(), amount):
                 refused.append(i)
         if refused:
+            for i in refused:
+                if binds(calls[i], amount):
+                    self._win(calls[i].key).refused_at = now
             states = {c.key: self._win(c.key).state(True) for c in calls}
             return refusal(calls, refused, states, amount, now)
         for c in calls:

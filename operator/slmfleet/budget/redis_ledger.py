@@ -108,10 +108,11 @@ class _Reader:
         self.pos += 1
         return v
 
-    def state(self, with_buckets: bool) -> WindowState:
+    def state(self, with_buckets: bool, refused: bool = False) -> WindowState:
         su, st, ru, rt = self.int(), self.int(), self.int(), self.int()
         if min(su, st, ru, rt) < 0:
             raise LedgerUnavailable("negative totals in ledger reply")
+        refused_ms = self.int() if refused else 0
         buckets = None
         if with_buckets:
             nb = self.int()
@@ -119,7 +120,12 @@ class _Reader:
             for _ in range(nb):
                 b, u, t = self.int(), self.int(), self.int()
                 buckets[b] = Amount.from_nano(u, t)
-        return WindowState(Amount.from_nano(su, st), Amount.from_nano(ru, rt), buckets)
+        return WindowState(
+            Amount.from_nano(su, st),
+            Amount.from_nano(ru, rt),
+            buckets,
+            refused_ms / 1000 if refused_ms > 0 else None,
+        )
 
     def done(self) -> None:
         if self.pos != len(self.items):
@@ -406,7 +412,7 @@ class RedisLedger:
             r = _Reader(await self._call(self._read, keys, args))
             if r.int() != len(calls):
                 raise LedgerUnavailable("garbage read reply")
-            states = {c.key: r.state(with_buckets=True) for c in calls}
+            states = {c.key: r.state(with_buckets=True, refused=True) for c in calls}
             r.done()
         except LedgerUnavailable as exc:
             self._failed(exc)

@@ -20,6 +20,10 @@ from .windows import Window, rfc3339
 OWNED_FIELDS = ("state", "step", "percent", "spend")
 OWNED_CONDITIONS = ("Exceeded", "Degraded", "LedgerAvailable")
 _USD_DIGITS = 6
+#: A window that refused a request this recently counts as refusing (Exceeded): settled
+#: spend stays below a limit that reservations enforce, so refusals are what show that
+#: the limit binds.
+REFUSING_FOR_S = 30.0
 
 
 def _usd(v: float) -> float:
@@ -77,8 +81,8 @@ def _cond(type_: str, status: str, reason: str, message: str, gen: int | None) -
     return c
 
 
-def state_of(decision: LadderDecision) -> str:
-    if decision.reject or decision.exceeded:
+def state_of(decision: LadderDecision, refusing: bool = False) -> str:
+    if decision.reject or decision.exceeded or refusing:
         return "Exceeded"
     if decision.degrade or decision.halve_reasoning:
         return "Degraded"
@@ -129,9 +133,25 @@ def budget_status(
     spent: dict[str, Amount] = {w: st.spent for w, st in states.items()}
     decision = decide(budget_id, spec.spend, spec.ladder, spent)
     windows = [_window_status(w, states.get(w.window, WindowState()), now) for w in spec.spend]
-    state = state_of(decision)
+    refusing = [
+        w.window
+        for w in spec.spend
+        if (at := states.get(w.window, WindowState()).refused_at) is not None
+        and now - at <= REFUSING_FOR_S
+    ]
+    state = state_of(decision, bool(refusing))
     full = ", ".join(f"{w['window']} at {w['percent']}%" for w in windows if w["percent"] >= 100)
-    if decision.reject:
+    if refusing and not decision.reject:
+        exceeded = _cond(
+            "Exceeded",
+            "True",
+            "Rejecting",
+            "requests refused with 429: no room left in "
+            + ", ".join(refusing)
+            + " for their worst case (settled spend plus requests in flight)",
+            generation,
+        )
+    elif decision.reject:
         exceeded = _cond(
             "Exceeded",
             "True",
@@ -156,7 +176,7 @@ def budget_status(
         degraded = _cond("Degraded", "False", "NoStep", "", generation)
     return {
         "state": state,
-        "step": decision.step,
+        "step": "reject" if refusing else decision.step,
         "percent": decision.percent if spec.spend else None,
         "spend": windows,
         "conditions": [

@@ -1,5 +1,5 @@
 -- read: KEYS = H, X, B per window. ARGV = n, then live_from per window.
--- Returns {n, [su, st, ru, rt, nbuckets, buckets...] per window}.
+-- Returns {n, [su, st, ru, rt, refused_ms (0: never), nbuckets, buckets...] per window}.
 local n = tonumber(ARGV[1])
 local out = {n}
 for i = 1, n do
@@ -9,6 +9,7 @@ for i = 1, n do
   out[#out + 1] = st
   out[#out + 1] = ru
   out[#out + 1] = rt
+  out[#out + 1] = num(redis.call('HGET', h, 'refused'))
   local bl = buckets(h, b)
   out[#out + 1] = #bl / 3
   for _, v in ipairs(bl) do out[#out + 1] = v end

@@ -17,6 +17,10 @@ for i = 1, n do
                    (ct >= 0 and (st + rt + at > ct or st >= ct))) then
     refused[i] = true
     any_refused = true
+    -- The window binds (the amount would fit it empty): remember when, for the status.
+    if not ((cn >= 0 and an > cn) or (ct >= 0 and at > ct)) then
+      redis.call('HSET', h, 'refused', int(now_ms))
+    end
   end
   totals[i] = {su, st, ru, rt}
 end
