@@ -149,11 +149,14 @@ class LocalFleet:
         startup_timeout: float = 300.0,
         replicas: int = 1,
         ledger_dir: Path | None = None,
+        ledger_url: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.ledger_dir = ledger_dir
         """Where a local redis-server keeps the shared spend ledger (``slmfleet up
         --redis``); None: the router's own in-process ledger."""
+        self.ledger_url = ledger_url
+        """A Redis already running for the ledger (instead of ``ledger_dir``)."""
         self.redis: RedisServer | None = None
         self.replicas = max(1, replicas)
         """Triton servers to run, each serving every model; the router balances over them."""
@@ -281,7 +284,8 @@ class LocalFleet:
         )
         begin = time.monotonic()
         secrets = write_secrets(self.fleet, self.workdir / "secrets")
-        ledger = ["--ledger-url", self.redis.url] if self.redis is not None else []
+        url = self.redis.url if self.redis is not None else self.ledger_url
+        ledger = ["--ledger-url", url] if url else []
         args = ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"]
         self.router = RouterProcess(
             [*args, *ledger],
