@@ -252,6 +252,104 @@ def test_redis_restart_mid_traffic_keeps_every_settled_amount(start_redis):
     assert asyncio.run(spent(server.url, b))[0].nano_usd == total
 
 
+def test_a_reservation_settled_during_an_outage_is_released_once_redis_is_back(start_redis):
+    """Held in Redis, settled while Redis restarts: after the replay the spend is there
+    once and the hold is gone at once (not only when it would have expired)."""
+    server = start_redis()
+    b = reject_budget(1.0, "orphan")
+
+    async def run() -> None:
+        led = ledger(server.url, timeout_s=0.2, retry_interval_s=0.2)
+        adm = await led.reserve([b], Amount(0.6), ttl_s=600)
+        assert adm.admitted and not adm.reservation.local
+        await asyncio.to_thread(server.stop)  # the AOF keeps the hold
+        s = await led.settle(adm.reservation, Amount(0.25))
+        assert s.queued
+        server.start()  # on this thread: redis-server dies with the thread that started it
+        deadline = time.monotonic() + 10
+        while led.pending:
+            assert time.monotonic() < deadline, "not reconciled"
+            await asyncio.sleep(0.25)
+            await led.flush()
+        again = await led.reserve([b], Amount(0.7), ttl_s=600)  # 0.25 + 0.7 fits now
+        assert again.admitted, again
+        await led.settle(again.reservation, Amount())
+        await led.close()
+
+    asyncio.run(run())
+    spent_, reserved = asyncio.run(spent(server.url, b))
+    assert spent_.usd == pytest.approx(0.25) and reserved.usd == 0
+
+
+class ReplyDropper:
+    """A TCP hop in front of the real Redis that, when told to, passes requests on and
+    drops the replies: the network losing an answer after Redis acted on the request."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.drop = False
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _conn(self, reader, writer) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src, dst, replies: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if replies and self.drop:
+                        continue
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, True))
+
+    async def close(self) -> None:
+        self.server.close()
+
+
+def test_a_settle_redis_applied_but_never_answered_counts_once(redis_server):
+    """The ambiguous failure: Redis runs the settle, its answer is lost on the way, the
+    router times out and keeps the settle for replay. The replay (same id) must not
+    count it again, and the hold is gone."""
+    import redis as redis_client
+
+    b = reject_budget(1.0, "ambiguous")
+
+    async def run() -> None:
+        hop = ReplyDropper(redis_server.port)
+        await hop.start()
+        led = ledger(f"redis://127.0.0.1:{hop.port}/0", timeout_s=0.2, retry_interval_s=0.2)
+        warm = await led.reserve([reject_budget(1.0, "warm")], Amount(0.1), ttl_s=600)
+        await led.settle(warm.reservation, Amount())  # both scripts loaded: EVALSHA runs
+        adm = await led.reserve([b], Amount(0.5), ttl_s=600)
+        hop.drop = True
+        s = await led.settle(adm.reservation, Amount(0.3))
+        hop.drop = False
+        assert s.queued
+        raw = redis_client.Redis(port=redis_server.port)
+        assert raw.exists(f"{{slmfleet}}:s:{adm.reservation.id}")  # Redis did settle it
+        raw.close()
+        deadline = time.monotonic() + 10
+        while led.pending:
+            assert time.monotonic() < deadline, "not replayed"
+            await asyncio.sleep(0.25)
+            await led.flush()
+        await led.close()
+        await hop.close()
+
+    asyncio.run(run())
+    spent_, reserved = asyncio.run(spent(redis_server.url, b))
+    assert spent_.usd == pytest.approx(0.3) and reserved.usd == 0
+
+
 def test_unreachable_redis_applies_each_budgets_fail_mode():
     url = f"redis://127.0.0.1:{free_port()}/0"
     open_b, closed_b = reject_budget(1.0, "open"), reject_budget(1.0, "closed", "failClosed")

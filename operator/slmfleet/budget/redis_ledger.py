@@ -9,9 +9,13 @@ not the scripts' reply shape), nothing crashes and nothing is lost:
   Redis plus what it counted itself since (``InProcessLedger`` with that baseline).
   Replicas cannot see each other then, so N replicas may jointly pass a cap by up to
   N times its headroom at the outage;
-- every settle made while Redis is down (also of reservations made before) is kept,
-  aggregated per window and bucket (bounded memory), and replayed once Redis answers,
-  each batch under its own id so a retried replay counts once.
+- every settle made while Redis is down is kept and replayed once Redis answers. The
+  settle of a reservation Redis holds is replayed under that reservation's own id
+  (up to ``MAX_ORPHANS`` of them): the settle script counts an id once, so a settle
+  that Redis applied but whose reply was lost (it stopped mid-call) is not counted
+  twice, and the hold is released at once. Settles of reservations made locally
+  during the outage are aggregated per window and bucket (bounded memory), each batch
+  under its own id so a retried replay counts once.
 
 After a failure, operations go straight to the fallback for ``retry_interval_s``, then
 one probe tries Redis again: an outage costs each request nothing, not a timeout.
@@ -56,6 +60,8 @@ log = logging.getLogger("slmfleet.budget")
 
 #: How long a settled reservation id is remembered (a settle retried later counts once).
 SETTLED_MEMORY_S = 86400
+#: Most reservations settled during an outage that are remembered for release.
+MAX_ORPHANS = 10_000
 
 
 class LedgerUnavailable(Exception):
@@ -145,6 +151,16 @@ class _Pending:
     """Tried once: its id may have counted already, so it never grows again."""
 
 
+@dataclass(frozen=True)
+class _Orphan:
+    """A settle of a reservation Redis holds, made while Redis did not answer."""
+
+    reservation_id: str
+    actual: Amount
+    calls: list[WindowCall]
+    """The windows as they were at the settle (its bucket)."""
+
+
 class RedisLedger:
     def __init__(
         self,
@@ -167,6 +183,8 @@ class RedisLedger:
         self._known: dict[WindowKey, WindowState] = {}
         self._pending: dict[tuple[str, str, int], _Pending] = {}
         self._sealed: list[_Pending] = []
+        self._orphans: dict[str, _Orphan] = {}
+        """Settles of reservations Redis holds, made during an outage: replayed by id."""
         self._flusher: asyncio.Task[None] | None = None
 
     @staticmethod
@@ -218,7 +236,7 @@ class RedisLedger:
 
     def _recovered(self) -> None:
         idle = self._flusher is None or self._flusher.done()
-        if (self._pending or self._sealed) and idle:
+        if (self._pending or self._sealed or self._orphans) and idle:
             self._flusher = asyncio.get_running_loop().create_task(self.flush())
 
     # -- reserve -----------------------------------------------------------------------
@@ -326,8 +344,11 @@ class RedisLedger:
                 self._failed(exc)
         # Down: count it locally (the fail-open guard sees it) and keep it for replay.
         self._local.settle_now(reservation, actual, now=now)
-        for c in calls:
-            self._queue(c, actual)
+        if not reservation.local and len(self._orphans) < MAX_ORPHANS:
+            self._orphans[reservation.id] = _Orphan(reservation.id, actual, calls)
+        else:
+            for c in calls:
+                self._queue(c, actual)
         return Settlement(True, False, overrun(reservation.amount, actual), queued=True)
 
     async def release(self, reservation: Reservation) -> Settlement:
@@ -371,8 +392,8 @@ class RedisLedger:
 
     @property
     def pending(self) -> int:
-        """Batches of spend counted while Redis was down, not yet replayed."""
-        return len(self._pending) + len(self._sealed)
+        """Batches and settles of spend counted while Redis was down, not yet replayed."""
+        return len(self._pending) + len(self._sealed) + len(self._orphans)
 
     async def flush(self) -> int:
         """Replay spend counted while Redis was down; returns the batches replayed."""
@@ -391,9 +412,23 @@ class RedisLedger:
             except LedgerUnavailable as exc:
                 self._sealed.extend(batches[i:])
                 self._failed(exc)
-                break
+                return done
         if done:
             log.info("ledger reconciled: %d batches of spend counted while it was down", done)
+        return done + await self._replay_orphans()
+
+    async def _replay_orphans(self) -> int:
+        """Settle, by their own ids and in the buckets of their time, the reservations
+        Redis holds that were settled while it was down (counted once, released)."""
+        done = 0
+        for rid, o in list(self._orphans.items()):
+            try:
+                await self._settle_shared(rid, o.calls, o.actual, self.clock())
+            except LedgerUnavailable as exc:
+                self._failed(exc)
+                break
+            del self._orphans[rid]
+            done += 1
         return done
 
     # -- read --------------------------------------------------------------------------
