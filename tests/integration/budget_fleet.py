@@ -9,6 +9,7 @@ import asyncio
 import json
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,17 @@ async def window(url: str, budget_id: str, limit_usd: float = 1.0) -> WindowStat
         return read.states[(budget_id, "1h")]
     finally:
         await led.close()
+
+
+async def settled(url: str, budget_id: str, limit_usd: float = 1.0, timeout: float = 10.0):
+    """The window once nothing is held: routers settle in the background, a few
+    milliseconds after their answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await window(url, budget_id, limit_usd)
+        if st.reserved.nano_usd == 0 or time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.05)
 
 
 def start_router(config: Path, ledger_url: str, log_path: Path) -> RouterProcess:

@@ -33,6 +33,7 @@ from tests.integration.budget_fleet import (
     false_rejects,
     load,
     policy,
+    settled,
     specialist,
     start_router,
     window,
@@ -124,7 +125,7 @@ def test_concurrent_replicas_never_pass_the_limit_and_never_reject_falsely(fleet
     ok = [o for o in out if o.status == 200]
     refused = [o for o in out if o.status == 429]
     assert len(ok) + len(refused) == len(out), {o.status for o in out}
-    st = asyncio.run(window(fleet.redis_url, f"{NS}/cap", CAP))
+    st = asyncio.run(settled(fleet.redis_url, f"{NS}/cap", CAP))
     # Never past the limit, nothing left held, every answered request counted once.
     assert st.spent.usd <= CAP, st
     assert st.reserved.usd == 0, st
@@ -185,7 +186,7 @@ def test_a_killed_router_reservations_expire_and_nothing_is_counted_twice(fleet,
     # And the room is back: a new request is admitted and charged once.
     o = asyncio.run(_one(fleet.urls[0], "slow"))
     assert o.status == 200
-    after = asyncio.run(window(fleet.redis_url, bid)).spent.usd
+    after = asyncio.run(settled(fleet.redis_url, bid)).spent.usd
     assert after - before == pytest.approx(costs + o.cost, abs=1e-7)
 
 

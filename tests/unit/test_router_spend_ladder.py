@@ -245,6 +245,7 @@ async def test_ledger_down_follows_the_fail_mode(mode):
             _, d = await run(eng, snap, "x", "money")
             assert d.status == 200 and not d.ledger_available
             assert headers(d)["x-slmfleet-ledger"] == "unavailable"
+            await acc.drain()  # a shared ledger settles in the background
             assert acc.ledger.pending == 1  # counted locally, replayed when Redis is back
         assert m.LEDGER_AVAILABLE._value.get() == 0
     finally:
@@ -326,3 +327,41 @@ async def test_external_timeout_is_charged_its_worst_case_an_http_error_nothing(
     with pytest.raises(RouterError):
         await run(eng, snap, "hello", "ext")
     assert spent(eng, "ns/cash") == 0.0
+
+
+# ---- settling in the background ----------------------------------------------------------
+
+
+async def test_a_background_settle_lands_before_the_same_requests_next_reservation():
+    """The answer does not wait for the settle; an escalation waits for it, so the
+    previous tier's worst case never blocks the next tier of the same request."""
+    priced = {"cost": {"inputPerMillionUsd": 1, "outputPerMillionUsd": 2}}
+    config = cfg_with(
+        specialists=[spec("a", "ma", **priced), spec("a2", "ma2", **priced)],
+        policies=[
+            {
+                **one_tier("esc", "ns/a", budgets=["ns/cash"]),
+                "cascade": [
+                    {"name": "first", "routed": True, "accept": {"minAnswerConfidence": 0.9}},
+                    {"name": "second", "specialist": "ns/a2"},
+                ],
+            }
+        ],
+        # Each tier reserves 21 + 16 = $0.000037; two holds do not fit $0.00006, the
+        # first tier's settled $0.000003 and the second's hold do.
+        budgets=[
+            {
+                "id": "ns/cash",
+                "spend": [{"window": "1h", "limitUsd": 0.00006, "action": "reject"}],
+                "perRequest": CAP8,
+            }
+        ],
+    )
+    snap = build_snapshot(RouterConfig.model_validate(config))
+    acc = LedgerAccounting(settle_in_background=True)
+    pool = FakePool({"ma": words("ok", 0.5), "ma2": words("fine", 0.99)})
+    eng = Engine(pool, ExternalClients(), accounting=acc)
+    _, d = await run(eng, snap, "alpha", "esc")
+    assert d.tier == "second" and d.escalations == ["first:low_answer_confidence"]
+    await acc.drain()
+    assert spent(eng, "ns/cash") == pytest.approx(d.cost_usd) == pytest.approx(6e-6)

@@ -10,7 +10,11 @@ to it through a narrow interface; behind it is a ``budget.Ledger``, in this proc
   ``failClosed``;
 * ``settle(hold, actual)`` after it, whatever happened (answer, error, deadline, client
   gone) - charge what was really generated and release the rest. A settle runs to the
-  end even when the request is cancelled meanwhile.
+  end even when the request is cancelled meanwhile. With a shared ledger it runs in the
+  background: the answer does not wait for the second round trip (the hold keeps
+  counting its worst case until the settle lands, so no limit is passed meanwhile), and
+  the same request's next reservation (an escalation) waits for it, so it never meets
+  its own stale hold.
 
 ``record_usage`` records tokens and cost on the Decision and in the token/cost metrics.
 """
@@ -104,9 +108,21 @@ async def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
 class LedgerAccounting:
     """The router's accounting over one ledger (see the module docstring)."""
 
-    def __init__(self, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self, ledger: Ledger | None = None, *, settle_in_background: bool | None = None
+    ) -> None:
         self.ledger: Ledger = ledger if ledger is not None else InProcessLedger()
+        self.settle_in_background = (
+            not isinstance(self.ledger, InProcessLedger)
+            if settle_in_background is None
+            else settle_in_background
+        )
+        """Default: for a ledger with I/O (the in-process one has no round trip to save)."""
         self._limits: dict[int, tuple[BudgetConfig, BudgetLimits]] = {}
+        self._owners: dict[str, str] = {}
+        """Reservation id -> its request's id, while the reservation is open."""
+        self._settling: dict[str, set[asyncio.Task[Any]]] = {}
+        """Request id -> its settles still under way."""
         m.LEDGER_AVAILABLE.set(1)
 
     def limits(self, budgets: Sequence[BudgetConfig]) -> list[BudgetLimits]:
@@ -136,6 +152,9 @@ class LedgerAccounting:
         limits = self.limits(budgets)
         if not limits:
             return Reservation(new_id(request_id), (), worst)
+        earlier = self._settling.get(request_id)
+        if earlier:  # the previous tier's settle first: this request's own hold is not room
+            await asyncio.gather(*earlier, return_exceptions=True)
         t0 = time.perf_counter()
         adm = await self.ledger.reserve(
             limits, worst, ttl_s=ttl_s + RESERVATION_GRACE_S, request_id=request_id
@@ -144,22 +163,46 @@ class LedgerAccounting:
         self._observe(budgets, adm.states, adm.ledger_available)
         if not adm.admitted or adm.reservation is None:
             raise SpendRefused(adm, budgets, worst)
+        if self.settle_in_background:
+            self._owners[adm.reservation.id] = request_id
         return adm.reservation
 
     async def settle(self, hold: Reservation, actual: Amount) -> None:
         if not hold.budgets:
             return
+        if not self.settle_in_background:
+            await run_to_end(self._settle(hold, actual))
+            return
+        task = asyncio.ensure_future(self._settle(hold, actual))
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+        rid = self._owners.pop(hold.id, hold.id)
+        group = self._settling.setdefault(rid, set())
+        group.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            group.discard(t)
+            if not group and self._settling.get(rid) is group:
+                del self._settling[rid]
+
+        task.add_done_callback(done)
+
+    async def _settle(self, hold: Reservation, actual: Amount) -> None:
         t0 = time.perf_counter()
-        s = await run_to_end(self.ledger.settle(hold, actual))
+        s = await self.ledger.settle(hold, actual)
         m.bound(m.LEDGER_SECONDS, "settle").observe(time.perf_counter() - t0)
         if s.overrun.usd > 0:
             for b in hold.budgets:
                 m.bound(m.SPEND_OVERRUN, b.id).inc(s.overrun.usd)
         self._observe_view(hold.budgets, not s.queued)
 
-    async def close(self) -> None:
-        if _SETTLING:
+    async def drain(self) -> None:
+        """Wait for every settle under way (shutdown, tests)."""
+        while _SETTLING:
             await asyncio.gather(*list(_SETTLING), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
         await self.ledger.close()
 
     # -- metrics ----------------------------------------------------------------------
