@@ -67,6 +67,7 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/operator_scale.py
 	$(PY) benchmarks/ledger_load.py
+	$(PY) benchmarks/budget_routers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

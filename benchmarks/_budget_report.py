@@ -67,8 +67,9 @@ def write_md(r: dict[str, Any], path: Path) -> None:
     lines += [
         "",
         f"Added by sharing (p50, Redis minus in-process): **{added:.3f} ms** ({verdict} the "
-        f"{TARGET_ADDED_MS} ms target). Every request makes two ledger round trips "
-        "(reserve, settle).",
+        f"{TARGET_ADDED_MS} ms target). Every request makes two ledger round trips: the "
+        "reserve before the upstream call (which the answer waits for) and the settle "
+        "after it (in the background; the hold counts until it lands).",
     ]
     if "status_lag_s" in r:
         lag = r["status_lag_s"]

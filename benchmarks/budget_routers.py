@@ -111,7 +111,7 @@ def correctness(routers: list[Any], logs: list[Path], redis_url: str, args: Any)
         "overspend_usd": max(0, spent_nano - round(args.limit * 1e9)) / 1e9,
         "false_rejects": len(false_rejects(lines, f"{NS}/cap/1h", args.limit)),
         "429s_in_router_logs": sum(1 for rec in lines if rec.get("status") == 429),
-        "unaccounted_usd": round(st.spent.usd - sum(o.cost for o in ok), 9),
+        "unaccounted_usd": round(st.spent.usd - sum(o.cost for o in ok), 9) + 0.0,
         "admitted_per_router": [sum(1 for o in ok if o.router == i) for i in range(len(routers))],
     }
 
