@@ -1,7 +1,7 @@
 """The external tier: an OpenAI-compatible endpoint (a larger hosted model).
 
-Spend: the call's worst case (its input bound and output cap, sent as ``max_tokens``)
-is reserved before it and the ``usage`` the endpoint returns is settled after it
+Spend: the call's worst case (its input bound and output cap, sent as ``max_tokens``
+whenever a spend window or an output cap applies) is reserved before it and the ``usage`` the endpoint returns is settled after it
 (reasoning tokens apart, from ``completion_tokens_details``); without usage the router's
 tokenizer counts. A call whose outcome is unknown (a timeout, or the client leaving
 while it runs) is charged its worst case: the endpoint may well have generated, and
@@ -56,10 +56,13 @@ class ExternalTier:
         t0 = self.clock()
         try:
             try:
+                # The reserved cap bounds the call whenever a spend window holds it;
+                # without caps or windows the endpoint's own default applies.
+                held = bool(hold.budgets) or caps.max_output_tokens is not None
                 ans = await self.clients.chat(
                     ext,
                     list(req.messages),
-                    max_tokens=plan.output_cap,
+                    max_tokens=plan.output_cap if held else None,
                     sampling=req.sampling,
                     timeout_s=timeout,
                     request_id=d.request_id,
