@@ -279,22 +279,38 @@ async def prime(rt: Runtime) -> None:
         }
 
 
-def _tracker(table: str):  # type: ignore[no-untyped-def]
+def _render_inputs(body: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What the fleet render reads of an object besides its status."""
+    if body is None:
+        return None
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("generation"),
+        meta.get("labels"),
+        meta.get("deletionTimestamp"),
+        meta.get("creationTimestamp"),
+    )
+
+
+def _tracker(table: str, *, status_changes_render: bool = True):  # type: ignore[no-untyped-def]
     async def track(event: kopf.RawEvent, **_: Any) -> None:
         rt = runtime()
         body = event["object"]
         store: dict[Key, dict[str, Any]] = getattr(rt.store, table)
+        before = _render_inputs(store.get(key_of(body)))
         if event["type"] == "DELETED":
             store.pop(key_of(body), None)
         elif not remember(store, body):
             return
+        elif not status_changes_render and before == _render_inputs(body):
+            return  # a status write (the budget status loop's, every few seconds): no render
         rt.fleet_dirty.set()
 
     return track
 
 
 track_policy = kopf.on.event(*POLICIES)(_tracker("policies"))
-track_budget = kopf.on.event(*BUDGETS)(_tracker("budgets"))
+track_budget = kopf.on.event(*BUDGETS)(_tracker("budgets", status_changes_render=False))
 
 
 @kopf.on.event("", "v1", "configmaps", labels={FRAGMENT_LABEL: kopf.PRESENT})
