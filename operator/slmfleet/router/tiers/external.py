@@ -3,9 +3,10 @@
 Spend: the call's worst case (its input bound and output cap, sent as ``max_tokens``
 whenever a spend window or an output cap applies) is reserved before it and the
 ``usage`` the endpoint returns is settled after it (reasoning tokens apart, from
-``completion_tokens_details``); without usage the router's tokenizer counts. A call whose outcome is unknown (a timeout, or the client leaving
-while it runs) is charged its worst case: the endpoint may well have generated, and
-billed, the whole answer. A call the endpoint refused (an HTTP error) costs nothing.
+``completion_tokens_details``); without usage the router's tokenizer counts. A call
+whose outcome is unknown (a timeout, or the client leaving while it runs) is charged
+its worst case: the endpoint may well have generated, and billed, the whole answer. A
+call the endpoint refused (an HTTP error) costs nothing.
 """
 
 from __future__ import annotations
