@@ -285,9 +285,10 @@ holds it 0-5 ms, settles 10-100% of it, until it is refused 20 times in a row.
 | in-process | {t["in-process"]["n"]} | {t["in-process"]["p50_ms"]} | {t["in-process"]["p99_ms"]} |
 | Redis (127.0.0.1, TCP) | {t["redis"]["n"]} | {t["redis"]["p50_ms"]} | {t["redis"]["p99_ms"]} |
 
-Added by sharing, p50: {r["redis_added_p50_ms"]} ms per request (two round trips: reserve
-before the call, settle after it; target <= 0.5 ms). Router-level latency and max RPS with
-each ledger come with the router integration.
+Both round trips of a request, back to back: {r["redis_added_p50_ms"]} ms at p50 (reserve
+before the call, settle after it). The router waits for the reserve only (it settles in
+the background): router-level latency and max RPS with each ledger are in
+budget_routers.md.
 """
 
 
