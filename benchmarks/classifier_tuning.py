@@ -30,7 +30,6 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from _clinc_splits import regimes  # noqa: E402
 from routing_quality import RESULTS, domains_of, load, oos_threshold, sid, split_train  # noqa: E402
 
 from slmfleet.router.classify import ClassifierParams, DomainClassifier  # noqa: E402
@@ -71,33 +71,6 @@ class MemoEncoder:
         return self.encode([text])[0]
 
 
-def first_per_intent(rows: list[dict], k: int) -> list[dict]:
-    seen: dict[str, int] = defaultdict(int)
-    out = []
-    for r in rows:
-        if seen[r["intent"]] < k:
-            out.append(r)
-        seen[r["intent"]] += 1
-    return out
-
-
-def per_domain(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    by: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by[r["domain"]].append(r)
-    return [by[d][i] for d in sorted(by) for i in rng.choice(len(by[d]), n, replace=False)]
-
-
-def regimes(train: list[dict]) -> tuple[dict[str, list[dict]], list[dict]]:
-    fit, hold = split_train(train)
-    return {
-        "50_per_domain": per_domain(fit, 50),
-        "5_per_intent": first_per_intent(fit, 5),
-        "all": fit,
-    }, hold
-
-
 def score(clf: DomainClassifier, hold: list[dict], oos: list[dict]) -> dict[str, float]:
     rin = clf.predict_many([r["text"] for r in hold])
     ok = np.array([r.best == sid(v["domain"]) for r, v in zip(rin, hold, strict=True)])
@@ -109,7 +82,7 @@ def score(clf: DomainClassifier, hold: list[dict], oos: list[dict]) -> dict[str,
 
 def main() -> None:
     train, oos_train = load("train"), load("oos_train")
-    regs, hold = regimes(train)
+    regs, hold = regimes(train, split_train)
     enc = MemoEncoder(default_encoder())
     enc.encode([r["text"] for r in train] + [r["text"] for r in oos_train])
     rows = []

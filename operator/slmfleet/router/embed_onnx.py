@@ -29,13 +29,24 @@ MS = "com.microsoft"
 
 
 def onnx_session(enc: Any, threads: int, int8: bool) -> Any:
-    """Build the BERT graph from the loaded weights and open a CPU session on it.
+    """Open a CPU session on :func:`bert_graph`, ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    model = bert_graph(enc, int8).SerializeToString()
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def bert_graph(enc: Any, int8: bool) -> Any:
+    """The BERT graph (an onnx ModelProto) from the loaded weights of ``enc``.
 
     Inputs: ``input_ids`` (B, T) int64, ``positions`` (T,) int64, ``mask`` (B, T) int32
     (1 for a real token). Output: ``embeddings`` (B, dim), mean-pooled over real tokens
     and L2-normalised.
     """
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     inits: list[Any] = []
@@ -100,8 +111,4 @@ def onnx_session(enc: Any, threads: int, int8: bool) -> Any:
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, threads)
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return model
