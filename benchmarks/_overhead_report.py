@@ -254,11 +254,16 @@ def write_md(path: Path, result: dict[str, Any]) -> None:
         "is the bottleneck, and its routing is what a new user's policy costs. On the shared "
         "2-core machine other jobs take turns on the proxy's core, which shows as latency "
         "spikes in some repeats while requests per CPU-second stay steady.",
-        "- Routing on: requests the cheap TF-IDF stage cannot decide go through the MiniLM "
-        "encoder on the router's worker thread (~2 ms of CPU per short query on this "
-        "machine, whatever the batch size: it is compute-bound); the fraction is in the "
-        "targets above. When the offered rate exceeds what that costs, the worker's bounded "
-        "queue refuses the excess with 503 (counted) instead of letting latency grow.",
+        "- Routing on: requests the cheap TF-IDF stage cannot decide (too unsure, or "
+        "words the examples never used) go through the full classifier on the router's "
+        "worker thread: the MiniLM encoder, ~1.5-2 ms of CPU per short query on this "
+        "machine whatever the batch size (it is compute-bound), plus ~0.3 ms of heads; the "
+        "fraction is in the targets above and the per-decision cost and its trade-off "
+        "against the cut in `classifier_cost.md`. At 1,000 requests per CPU-second a "
+        "request may cost the router 1 ms in all, so with routing off already near that "
+        "figure the encoder could run on only a few percent of requests. When the offered "
+        "rate exceeds what routing costs, the worker's bounded queue refuses the excess "
+        "with 503 (counted) instead of letting latency grow.",
         "- Routing off: these requests name no `max_tokens`, so by default each gets a gRPC "
         "stream of its own, which a client that leaves (or a deadline) cancels in Triton; "
         "that costs the router ~0.2 ms of CPU per request more than sharing a Pod's streams "

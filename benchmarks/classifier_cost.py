@@ -46,7 +46,7 @@ from slmfleet.router.classifying import normalise  # noqa: E402
 from slmfleet.router.embed import default_encoder  # noqa: E402
 from slmfleet.router.staged import StagedClassifier  # noqa: E402
 
-CUTS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
+CUTS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.01)
 """1.01: the cheap stage never decides (every request through the encoder)."""
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.005), 3)
 COST_SAMPLE = 1000
