@@ -97,7 +97,13 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: r["objective"])
-    out = {"grid": GRID, "regimes": list(regs), "rows": rows, "chosen": best["params"]}
+    out = {
+        "grid": GRID,
+        "max_clusters": ClassifierParams().max_clusters,
+        "regimes": list(regs),
+        "rows": rows,
+        "chosen": best["params"],
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "classifier_tuning.json").write_text(json.dumps(out, indent=1) + "\n")
     (RESULTS / "classifier_tuning.md").write_text(markdown(out))
@@ -114,6 +120,10 @@ def markdown(out: dict) -> str:
         "raw accuracy / in-scope accuracy at the lowest threshold escalating >= 80% of "
         "oos_train. Chosen: the highest mean of (raw + in-scope) / 2 over the regimes.",
         "",
+        f"Grid run with max_clusters {out.get('max_clusters', 32)}; the defaults now: "
+        + ", ".join(f"{k} {getattr(ClassifierParams(), k)}" for k in [*out["grid"], "max_clusters"])
+        + " (max_clusters 16: see its docstring in router/classifier_params.py).",
+        "",
         "| " + " | ".join(out["grid"]) + " | " + " | ".join(regs) + " | objective |",
         "|" + "---|" * (len(out["grid"]) + len(regs) + 1),
     ]
@@ -126,4 +136,8 @@ def markdown(out: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--markdown-only"]:  # re-render the saved results
+        saved = json.loads((RESULTS / "classifier_tuning.json").read_text())
+        (RESULTS / "classifier_tuning.md").write_text(markdown(saved))
+    else:
+        main()
