@@ -64,6 +64,7 @@ test-integration: $(STAMP) system-deps control-plane
 bench: $(STAMP) control-plane
 	$(PY) benchmarks/routing_quality.py
 	$(PY) benchmarks/router_overhead.py
+	$(PY) benchmarks/classifier_cost.py
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/operator_scale.py
 
