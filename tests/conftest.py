@@ -9,6 +9,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.triton",
+    "tests.fixtures.postgres",
 ]
 
 #: Skips that are right even in CI, with the reason they are right.
