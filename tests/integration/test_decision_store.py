@@ -131,7 +131,7 @@ def test_filters_are_parameters_not_sql(store: Store):
     attacks = [
         "tier2' OR '1'='1",
         "x'; DROP TABLE cases; --",
-        "tier2\" OR 1=1 --",
+        'tier2" OR 1=1 --',
         "%",
         "tier2) OR (1=1",
     ]

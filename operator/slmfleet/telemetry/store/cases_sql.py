@@ -95,7 +95,8 @@ def _values(c: Case) -> tuple[Any, ...]:
 
 _INSERT = (
     f"INSERT INTO cases ({_COLS}) "
-    f"VALUES ({', '.join(['?'] * 9)}, {{J}}, {', '.join(['?'] * (_N - 10))})"
+    f"VALUES ({', '.join(['?'] * 9)}, {{J}}, {', '.join(['?'] * (_N - 10))}) "
+    "ON CONFLICT (id) DO NOTHING"
 )
 _UPDATE = (
     "UPDATE cases SET queue = ?, status = ?, sla_due_at = ?, sla_breached = ?, payload = {J}, "
@@ -117,7 +118,8 @@ class CaseSql:
 
         def run(conn: Any) -> None:
             with self.d.transaction(conn):
-                conn.execute(self.d.q(_INSERT), _values(case))
+                if conn.execute(self.d.q(_INSERT), _values(case)).rowcount != 1:
+                    return  # a retry of an insert that had committed: done already
                 conn.execute(
                     self.d.q(_EVENT),
                     (

@@ -43,6 +43,13 @@ class Dialect:
                 self._all.append(c)
         return c
 
+    def has_conn(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
+    def stale(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the connection itself broke (worth one retry)."""
+        return False
+
     def discard(self) -> None:
         """Forget this thread's connection (after a connection-level error)."""
         c = getattr(self._local, "conn", None)
@@ -179,6 +186,9 @@ class Postgres(Dialect):
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(7418222031)")
+
+    def stale(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._psycopg.OperationalError | self._psycopg.InterfaceError)
 
     def translate(self, exc: BaseException) -> StoreError:
         if isinstance(exc, StoreError):

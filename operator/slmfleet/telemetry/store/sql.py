@@ -84,6 +84,19 @@ class SqlStore:
                 if not self._migrated:
                     self._migrate()
                     self._migrated = True
+        reused = self.d.has_conn()
+        conn = self.d.conn()
+        try:
+            return fn(conn)
+        except StoreError:
+            raise
+        except Exception as exc:
+            err = self.d.translate(exc)
+            if not (reused and self.d.stale(exc)):
+                raise err from exc
+        # A connection kept from before broke (the server restarted): once more on a new
+        # one. Every operation is safe to repeat (inserts of an id already committed do
+        # nothing; case changes are decided again on the state they find).
         conn = self.d.conn()
         try:
             return fn(conn)
