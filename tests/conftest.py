@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.triton",
     "tests.fixtures.postgres",
+    "tests.fixtures.jaeger",
 ]
 
 #: Skips that are right even in CI, with the reason they are right.
