@@ -43,6 +43,16 @@ FLASH = {
 }
 
 
+PAST = {
+    "file": "filed it",
+    "claim": "claimed it",
+    "renew": "renewed the claim",
+    "release": "released it",
+    "resolve": "resolved it",
+    "escalate": "escalated it",
+}
+
+
 def age(seconds: float) -> str:
     s = int(max(0, seconds))
     if s < 120:
@@ -174,8 +184,9 @@ def queue_page(
         for s in stats
     )
     stats_table = h(
-        '<table class="stats"><caption>Queues</caption><thead><tr><th>queue</th><th>open</th>'
-        "<th>claimed</th><th>oldest</th><th>SLA</th><th>breached</th></tr></thead>"
+        '<table class="stats"><caption>Queues</caption><thead><tr><th>queue</th>'
+        '<th class="num">open</th><th class="num">claimed</th><th class="num">oldest</th>'
+        '<th class="num">SLA</th><th class="num">breached</th></tr></thead>'
         "<tbody>{rows}</tbody></table>",
         rows=stat_rows,
     )
@@ -339,7 +350,7 @@ def case_page(
             "<li>{at}: {actor} {action}{detail}</li>",
             at=stamp(e.get("at")),
             actor=e.get("actor"),
-            action=e.get("action"),
+            action=PAST.get(str(e.get("action")), e.get("action")),
             detail=(f" ({e['to']})" if e.get("to") else "")
             + (f" [{e['label']}]" if e.get("label") else ""),
         )
