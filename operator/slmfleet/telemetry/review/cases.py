@@ -187,10 +187,6 @@ def decide(case: Case, action: Action, now: float) -> Change | Refusal:
     if not mine:
         if state == "claimed":
             return Refusal(409, "claimed", f"case {case.id} is claimed by {holder}")
-        if holder is not None:
-            return Refusal(
-                409, "lease_lost", f"your lease on case {case.id} is gone: claim it again"
-            )
         return Refusal(409, "not_claimed", f"claim case {case.id} first")
     # The reviewer holds the claim (its lease may have run out with nobody taking over).
     if isinstance(action, Release):
