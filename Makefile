@@ -65,10 +65,11 @@ test-unit: $(STAMP)
 test-integration: $(STAMP) system-deps control-plane jaeger
 	$(PY) -m pytest -p no:cacheprovider tests/integration
 
-bench: $(STAMP) control-plane
+bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/routing_quality.py
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/decision_log.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -23,15 +23,18 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
 from .. import metrics as m
 from ..settings import HumanAnswerPolicy, QueueConfig, ReviewSettings
-from ..store import CaseFilter, Store
+from ..store.base import CaseFilter
 from .cases import Action, Case, Change, Claim, Escalate, Refusal
+
+if TYPE_CHECKING:  # the store imports review.cases: no import cycle at run time
+    from ..store import Store
 
 log = logging.getLogger("slmfleet.telemetry.review")
 
