@@ -330,6 +330,16 @@ def test_filing_with_the_store_down_raises_and_returns_no_case(start_postgres):
     with Served(tel) as s:
         r = httpx.get(f"{s.url}/v1/review/cases", headers=bearer("root"))
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+        assert tel.record(decision("while-down"))  # accepted into the buffer, not blocked
+        deadline = time.monotonic() + 10
+        while tel.writer.health()["ok"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready = httpx.get(f"{s.url}/readyz")
+        assert ready.status_code == 200  # still serving ...
+        log = ready.json()["decision_log"]
+        assert log["ok"] is False and log["buffered"] == 1 and log["last_error"]  # ... and says so
+        metrics = httpx.get(f"{s.url}/metrics").text
+        assert "slmfleet_router_decision_store_up 0.0" in metrics
         r = httpx.post(
             f"{s.url}/v1/feedback", json={"request_id": "a", "rating": 1}, headers=bearer("client")
         )

@@ -8,7 +8,8 @@ In the router's ``_http``::
 ``handle`` answers (and returns True) for ``/v1/feedback``, ``/v1/cases/*``,
 ``/v1/review/*`` and ``/review*``; for any other path it sends nothing and returns
 False. ``TelemetryHTTP`` is also a complete ASGI app (404 elsewhere, ``/healthz``,
-``/readyz``, lifespan) for ``slmfleet review`` and tests.
+``/readyz`` with the decision log's health, ``/metrics``, lifespan) for
+``slmfleet review serve`` and tests.
 """
 
 from __future__ import annotations
@@ -91,6 +92,20 @@ class TelemetryHTTP:
         elif path == "/readyz":
             detail = self._readiness() if self._readiness else {}
             await send_json(send, 200, {"status": "ready", **detail})
+        elif path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            from ...router.metrics import REGISTRY
+
+            body = generate_latest(REGISTRY)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
         else:
             await send_error(send, HttpError(404, f"no route {path}", code="not_found"))
 
