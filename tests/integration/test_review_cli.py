@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -71,6 +72,7 @@ def test_serve_answers_reviewers(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "SLMFLEET_API_KEYS": "client-key-0123456789"},
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
@@ -97,6 +99,11 @@ def test_serve_answers_reviewers(tmp_path):
         assert httpx.get(f"{base}/v1/review/queues").status_code == 401
         assert httpx.get(f"{base}/review/login").status_code == 200
         assert httpx.get(f"{base}/readyz").json()["decision_log"]["ok"] is True
+        # Client endpoints use the client API keys, as on the router.
+        fb = {"request_id": "nope", "rating": 1}
+        assert httpx.post(f"{base}/v1/feedback", json=fb).status_code == 401
+        client = {"authorization": "Bearer client-key-0123456789"}
+        assert httpx.post(f"{base}/v1/feedback", json=fb, headers=client).status_code == 404
     finally:
         stop_group(proc)
     # uvicorn shuts down gracefully, then re-raises SIGTERM (so the exit code says why).

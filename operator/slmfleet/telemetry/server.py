@@ -80,6 +80,28 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _client_auth():  # type: ignore[no-untyped-def]
+    """The router's client API keys (SLMFLEET_API_KEYS_FILE / SLMFLEET_API_KEYS) guard
+    /v1/feedback and /v1/cases/* here too; without keys they are open, as on the router."""
+    from ..router.app import Settings, load_api_keys
+
+    keys = load_api_keys(
+        os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
+    )
+    if keys is None:
+        return None
+    settings = Settings(api_keys=keys)
+
+    def authorized(scope):  # type: ignore[no-untyped-def]
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                token = v.decode("latin-1")
+                return token[:7].lower() == "bearer " and token[7:].strip() in settings.api_keys
+        return False
+
+    return authorized
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -94,7 +116,9 @@ def serve(args: argparse.Namespace) -> int:
         queues=load_queues(args.queues),
         public_url=args.public_url.rstrip("/"),
     )
-    tel = Telemetry(log_settings=log_settings, review_settings=review)
+    tel = Telemetry(
+        log_settings=log_settings, review_settings=review, authorize_client=_client_auth()
+    )
     print(f"slmfleet review: console at http://{args.host}:{args.port}/review", flush=True)
     uvicorn.run(
         tel.http,  # type: ignore[arg-type]

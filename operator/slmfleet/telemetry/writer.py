@@ -11,7 +11,9 @@ one transaction. Nothing waits on the store:
 - a batch the store cannot take now (down, locked, full) is kept and retried with
   backoff while new records queue behind it; when the store is full the writer
   deletes the oldest tenth of the decisions once per retry to make room;
-- ``close`` flushes what is buffered, for at most ``timeout`` seconds.
+- ``close`` flushes what is buffered, for at most ``timeout`` seconds;
+- the thread gives the GIL up every few records it encodes (and between the store's
+  sub-batches), so the event loop never waits long behind it.
 
 What a crash (kill -9) can lose: the records not yet written, i.e. those submitted in
 the last flush interval (0.2 s by default) plus the batch being written; while the
@@ -35,6 +37,9 @@ from .store import Store, StoreError, StoreUnavailable
 log = logging.getLogger("slmfleet.telemetry.writer")
 
 MAX_BACKOFF_S = 5.0
+#: The writer thread gives the GIL up this often while encoding a batch. Without it the
+#: event loop's thread could wait a whole switch interval (5 ms) for the GIL behind it.
+YIELD_EVERY = 16
 
 
 class DecisionWriter:
@@ -186,7 +191,9 @@ class DecisionWriter:
 
     def _write(self, batch: list[DecisionRecord]) -> bool:
         rows = []
-        for r in batch:
+        for i, r in enumerate(batch):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)  # let the event loop's thread have the GIL (see module doc)
             try:
                 rows.append(to_row(r, self.s.hash_key))
             except Exception:  # a record that cannot be encoded: drop it, keep the rest

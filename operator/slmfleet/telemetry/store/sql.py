@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ from .dialects import Dialect
 from .schema import SCHEMA_VERSION, TABLES
 
 T = TypeVar("T")
+
+#: Rows per executemany inside a batch's transaction (the GIL is released in between).
+SUB_BATCH = 64
 
 _INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(COLUMNS)}) "
@@ -158,7 +162,11 @@ class SqlStore:
         def run(conn: Any) -> None:
             with self.d.transaction(conn):
                 cur = conn.cursor()
-                cur.executemany(self.d.q(_INSERT_DECISION), rows)
+                sql = self.d.q(_INSERT_DECISION)
+                for i in range(0, len(rows), SUB_BATCH):
+                    if i:
+                        time.sleep(0)  # give the GIL to the event loop between sub-batches
+                    cur.executemany(sql, rows[i : i + SUB_BATCH])
 
         self._call(run)
 
