@@ -161,13 +161,20 @@ class DecisionWriter:
     def _run(self) -> None:
         backoff = 0.0
         while True:
-            self._wake.wait(backoff or self.s.flush_interval_s)
+            if backoff:
+                # Backing off: only close() cuts it short (new records do not).
+                self._stop.wait(backoff)
+            else:
+                self._wake.wait(self.s.flush_interval_s)
             self._wake.clear()
             stopping = self._stop.is_set()
+            before = self.written
             ok = self._drain()
             if ok:
                 backoff = 0.0
                 self._maybe_prune()
+            elif self.written > before:
+                backoff = 0.05  # progress before this failure: start backing off afresh
             else:
                 backoff = min(MAX_BACKOFF_S, max(0.05, backoff * 2 or 0.1))
             if stopping and (ok and not self._buf and not self._batch):
@@ -204,7 +211,7 @@ class DecisionWriter:
         except StoreUnavailable as exc:
             self._unhealthy(str(exc))
             if exc.full:
-                self._make_room()
+                self._make_room(len(batch))
             return False
         except StoreError as exc:
             # Refused for good (not a transient failure): drop this batch, go on.
@@ -247,9 +254,11 @@ class DecisionWriter:
         m.DECISION_STORE_UP.set(0)
         m.DECISION_BUFFER.set(len(self._buf) + len(self._batch))
 
-    def _make_room(self) -> None:
+    def _make_room(self, batch: int) -> None:
+        # A tenth of the decisions, and at least twice the batch waiting: freed pages are
+        # only reused when whole, so deleting exactly a batch's worth may not be enough.
         try:
-            n = self.store.prune_oldest(0.1)
+            n = self.store.prune_oldest(0.1, at_least=2 * batch)
             log.warning("decision log: store full, deleted the oldest %d decisions", n)
         except StoreError as exc:
             log.warning("decision log: store full and cannot make room: %s", exc)

@@ -223,11 +223,12 @@ class SqlStore:
                     break
         return deleted
 
-    def prune_oldest(self, fraction: float) -> int:
-        """Make room when the store is full: delete the oldest ``fraction`` of decisions."""
+    def prune_oldest(self, fraction: float, *, at_least: int = 0) -> int:
+        """Make room when the store is full: delete the oldest ``fraction`` of the
+        decisions, and at least ``at_least`` of them."""
         total = self.count_decisions()
-        keep = int(total * (1 - fraction))
-        return self.prune(older_than=None, max_rows=keep) if total else 0
+        drop = min(total, max(int(total * fraction), at_least))
+        return self.prune(older_than=None, max_rows=total - drop) if drop else 0
 
     # -- feedback ------------------------------------------------------------------------
     def put_feedback(self, fb: FeedbackInput, now: float) -> FeedbackRow | None:
