@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -258,6 +259,7 @@ def main() -> None:
         load.append(os.getloadavg()[0])
     finally:
         pg.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
     res["machine"] = {
         "cpu": _cpu(),
         "cores": os.cpu_count(),
