@@ -7,6 +7,7 @@ slmfleet up --cluster PATH         a local control plane (fake GPU nodes), the
 slmfleet validate PATH             check the manifests, show what runs locally
 slmfleet standins DIR PATH         write the stand-in model code a pvc:// claim holds
 slmfleet crds                      print the CustomResourceDefinitions
+slmfleet review serve|export       the review console and API; labelled data as JSON lines
 """
 
 from __future__ import annotations
@@ -313,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--namespace", default=None)
 
     sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+
+    from ..telemetry.server import add_parser as add_review
+
+    add_review(sub)
     return p
 
 
@@ -332,6 +337,10 @@ def _dispatch(args: argparse.Namespace, say: Console) -> int:
 
             return up_cluster(args, say)
         return up_local(args, say)
+    if args.command == "review":
+        from ..telemetry.server import run as review
+
+        return review(args)
     handler = {"validate": cmd_validate, "standins": cmd_standins, "crds": cmd_crds}
     return handler[args.command](args, say)
 

@@ -1,0 +1,158 @@
+"""``Telemetry``: everything of this package the router holds, built from the
+environment. How the router plugs it in (one call site each)::
+
+    tel = Telemetry.from_env(authorize_client=app._authorized)   # RouterApp.__init__
+    await tel.start()                                            # startup
+    await tel.close()                                            # shutdown (flushes)
+    if await tel.http.handle(scope, receive, send): return       # _http, first
+    tel.record(record_from_decision(d, started_at=..., duration_s=...,
+               content=tel.content_for(policy), prompt=..., answer=...))   # _observe
+    outcome = await tel.review.answer(CaseInput(...), HumanAnswerPolicy(...))  # human tier
+    span = tel.tracing.request(scope["headers"], model=...)       # see tracing.py
+    tel.readiness()                                              # /readyz detail
+
+With ``SLMFLEET_DECISION_STORE`` unset there is no store: ``record`` is a no-op,
+``review`` is None, and ``http.handle`` answers the telemetry paths with 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .auth import ReviewerAuth
+from .record import DecisionRecord
+from .review import ReviewService
+from .settings import (
+    ContentPolicy,
+    DecisionLogSettings,
+    ReviewSettings,
+    decision_log_from_env,
+    review_from_env,
+)
+from .store import Store, open_store
+from .tracing import Tracing
+from .web import Services, TelemetryHTTP
+from .web.common import Scope
+from .writer import DecisionWriter
+
+
+def local_store_url(directory: str | Path) -> str:
+    """The embedded default for one router (``slmfleet up``): a SQLite file there."""
+    return f"sqlite:///{Path(directory).resolve() / 'decisions.db'}"
+
+
+class Telemetry:
+    def __init__(
+        self,
+        *,
+        log_settings: DecisionLogSettings | None = None,
+        review_settings: ReviewSettings | None = None,
+        store: Store | None = None,
+        authorize_client: Callable[[Scope], bool] | None = None,
+        tracing: Tracing | None = None,
+        policy_content: Mapping[str, ContentPolicy] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.log_settings = log_settings or DecisionLogSettings()
+        self.review_settings = review_settings or ReviewSettings()
+        if store is None and self.log_settings.store_url:
+            store = open_store(
+                self.log_settings.store_url,
+                password_file=self.log_settings.password_file,
+                migrate=False,  # the first operation creates the tables; a store down now is
+            )  # retried, not fatal
+        self.store = store
+        self.policy_content = dict(policy_content or {})
+        self.tracing = tracing or Tracing.disabled()
+        self.writer = DecisionWriter(store, self.log_settings) if store else None
+        self.review = ReviewService(store, self.review_settings, clock=clock) if store else None
+        self.auth = ReviewerAuth(
+            self.review_settings.reviewers,
+            self.review_settings.session_secret,
+            session_ttl_s=self.review_settings.session_ttl_s,
+            clock=clock,
+        )
+        services = Services(
+            store=store,  # type: ignore[arg-type]
+            auth=self.auth,
+            review=self.review,
+            writer=self.writer,
+            authorize_client=authorize_client,
+            clock=clock,
+        )
+        self.http = (
+            _Disabled()
+            if store is None
+            else TelemetryHTTP(
+                services, on_startup=self.start, on_shutdown=self.close, readiness=self.readiness
+            )
+        )
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] = os.environ,
+        *,
+        authorize_client: Callable[[Scope], bool] | None = None,
+    ) -> Telemetry:
+        return cls(
+            log_settings=decision_log_from_env(env),
+            review_settings=review_from_env(env),
+            authorize_client=authorize_client,
+            tracing=Tracing.from_env(env),
+        )
+
+    def content_for(self, policy: str) -> ContentPolicy:
+        """The policy's content setting, else the process default (env)."""
+        return self.policy_content.get(policy, self.log_settings.content)
+
+    def record(self, record: DecisionRecord) -> bool:
+        """Hand a decision to the writer (never blocks; False when dropped or off)."""
+        w = self.writer
+        return w.submit(record) if w is not None else False
+
+    async def start(self) -> None:
+        if self.writer is not None:
+            self.writer.start()
+        if self.review is not None:
+            await self.review.start()
+
+    async def close(self) -> None:
+        """Stop the sweeper, flush the decision buffer (bounded), close the store."""
+        if self.review is not None:
+            await self.review.close()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        self.tracing.shutdown()
+
+    def readiness(self) -> dict[str, Any]:
+        """Detail for /readyz: the router stays ready (requests are served) when the
+        store is down; this says so, with the drop counts."""
+        out: dict[str, Any] = {"tracing": self.tracing.enabled}
+        if self.writer is not None:
+            out["decision_log"] = self.writer.health()
+        else:
+            out["decision_log"] = {"ok": True, "enabled": False}
+        return out
+
+
+class _Disabled:
+    """``http`` without a store: the telemetry paths answer 404 (OpenAI-style)."""
+
+    async def handle(self, scope: Scope, receive: Any, send: Any) -> bool:
+        from .web.app import TelemetryHTTP as _T
+        from .web.common import HttpError, send_error
+
+        if scope.get("type") != "http" or not _T.owns(scope["path"]):
+            return False
+        await send_error(
+            send, HttpError(404, "the decision store is not configured", code="not_found")
+        )
+        return True
