@@ -8,7 +8,7 @@ the writer's thread (``to_row``), off the request path.
 Schema version 1 (the ``record`` JSON column; the same keys in every backend)::
 
     v, request_id, time, policy, kind, stream, status, error,
-    route: {specialist, source, confidence, scores},
+    route: {specialist, source, confidence, scores, stage},
     tier, target, accepted, answer_confidence,
     attempts: [{tier, outcome, reasons, target, latency_ms, answer_confidence,
                 validators, prompt_tokens, completion_tokens, reasoning_tokens,
@@ -96,6 +96,7 @@ class DecisionRecord:
     stream: bool = False
     route: str | None = None
     route_source: str = "-"
+    classifier_stage: str | None = None
     routing_confidence: float = 0.0
     route_scores: Mapping[str, float] | None = None
     tier: str | None = None
@@ -186,9 +187,13 @@ def record_from_decision(
     case_id: str | None = None,
 ) -> DecisionRecord:
     """The record of the router's ``Decision`` ``d`` (read by attribute name: request_id,
-    policy, route, route_source, confidence, tier, target, accepted, answer_confidence,
-    prompt/completion/reasoning_tokens, cost_usd, truncated, escalations, human_queue,
-    degraded, budget_exceeded, upstream_s, status, error).
+    policy, route, route_source, classifier_stage, confidence, route_scores, tier,
+    target, accepted, answer_confidence, prompt/completion/reasoning_tokens, cost_usd,
+    truncated, attempts, escalations, human_queue, case_id, degraded, budget_exceeded,
+    upstream_s, status, error).
+
+    The tier attempts are the Decision's own (``router.decision.Attempt``) when it
+    records them, else derived from its ``tier:reason`` escalations.
 
     ``started_at`` is the wall-clock time the request arrived; ``duration_s`` its total
     time. ``prompt`` and ``answer`` are kept only if ``content`` says so.
@@ -197,9 +202,18 @@ def record_from_decision(
     tier = _dash(getattr(d, "tier", None))
     accepted = bool(getattr(d, "accepted", True))
     if attempts is None:
-        attempts = attempts_from_escalations(
-            getattr(d, "escalations", ()) or (), tier, accepted, status
+        recorded = getattr(d, "attempts", None)
+        attempts = (
+            [attempt_of(a) for a in recorded]
+            if recorded
+            else attempts_from_escalations(
+                getattr(d, "escalations", ()) or (), tier, accepted, status
+            )
         )
+    if route_scores is None:
+        route_scores = getattr(d, "route_scores", None)
+    if case_id is None:
+        case_id = getattr(d, "case_id", None)
     keep = content is not None and content.content != "off"
     return DecisionRecord(
         request_id=d.request_id,
@@ -211,6 +225,7 @@ def record_from_decision(
         stream=stream,
         route=_dash(getattr(d, "route", None)),
         route_source=getattr(d, "route_source", "-") or "-",
+        classifier_stage=_dash(getattr(d, "classifier_stage", None)),
         routing_confidence=float(getattr(d, "confidence", 0.0) or 0.0),
         route_scores=route_scores,
         tier=tier,
@@ -232,6 +247,25 @@ def record_from_decision(
         prompt=prompt if keep else None,
         answer=answer if keep else None,
         content=content if keep else None,
+    )
+
+
+def attempt_of(a: Any) -> TierAttempt:
+    """A router ``Attempt`` as the record keeps it (latency in ms, no answer text)."""
+    latency = getattr(a, "latency_s", None)
+    return TierAttempt(
+        tier=a.tier,
+        outcome=a.outcome,
+        reasons=tuple(a.reasons),
+        target=a.target,
+        latency_ms=round(latency * 1000.0, 3) if latency is not None else None,
+        answer_confidence=a.answer_confidence,
+        validators=a.validators,
+        prompt_tokens=a.prompt_tokens,
+        completion_tokens=a.completion_tokens,
+        reasoning_tokens=a.reasoning_tokens,
+        cost_usd=a.cost_usd,
+        truncated=a.truncated,
     )
 
 
@@ -275,6 +309,8 @@ def record_json(r: DecisionRecord, hash_key: bytes = b"") -> dict[str, Any]:
     }
     if r.route_scores:
         out["route"]["scores"] = {k: round(float(v), 6) for k, v in r.route_scores.items()}
+    if r.classifier_stage:
+        out["route"]["stage"] = r.classifier_stage
     if r.error:
         out["error"] = r.error[:2048]
     if r.review_queue or r.case_id:

@@ -1,14 +1,15 @@
 """``Telemetry``: everything of this package the router holds, built from the
-environment. How the router plugs it in (one call site each)::
+environment. How the router plugs it in (router/app.py, one call site each)::
 
-    tel = Telemetry.from_env(authorize_client=app._authorized)   # RouterApp.__init__
+    tel = Telemetry.from_env()                                   # router/__main__.py
+    tel.bind_client_auth(app._authorized)                        # RouterApp.__init__
+    Engine(..., review=tel.review)                               # the human tier files there
     await tel.start()                                            # startup
     await tel.close()                                            # shutdown (flushes)
     if await tel.http.handle(scope, receive, send): return       # _http, first
+    d.trace = tel.tracing.request(scope["headers"], model=...)    # the request span
     tel.record(record_from_decision(d, started_at=..., duration_s=...,
-               content=tel.content_for(policy), prompt=..., answer=...))   # _observe
-    outcome = await tel.review.answer(CaseInput(...), HumanAnswerPolicy(...))  # human tier
-    span = tel.tracing.request(scope["headers"], model=...)       # see tracing.py
+               content=tel.content_for(policy.decision_log), prompt=..., answer=...))
     tel.readiness()                                              # /readyz detail
 
 With ``SLMFLEET_DECISION_STORE`` unset there is no store: ``record`` is a no-op,
@@ -55,7 +56,6 @@ class Telemetry:
         store: Store | None = None,
         authorize_client: Callable[[Scope], bool] | None = None,
         tracing: Tracing | None = None,
-        policy_content: Mapping[str, ContentPolicy] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.log_settings = log_settings or DecisionLogSettings()
@@ -67,7 +67,6 @@ class Telemetry:
                 migrate=False,  # the first operation creates the tables; a store down now is
             )  # retried, not fatal
         self.store = store
-        self.policy_content = dict(policy_content or {})
         self.tracing = tracing or Tracing.disabled()
         self.writer = DecisionWriter(store, self.log_settings) if store else None
         self.review = ReviewService(store, self.review_settings, clock=clock) if store else None
@@ -77,7 +76,7 @@ class Telemetry:
             session_ttl_s=self.review_settings.session_ttl_s,
             clock=clock,
         )
-        services = Services(
+        self.services = services = Services(
             store=store,  # type: ignore[arg-type]
             auth=self.auth,
             review=self.review,
@@ -107,9 +106,19 @@ class Telemetry:
             tracing=Tracing.from_env(env),
         )
 
-    def content_for(self, policy: str) -> ContentPolicy:
-        """The policy's content setting, else the process default (env)."""
-        return self.policy_content.get(policy, self.log_settings.content)
+    @property
+    def enabled(self) -> bool:
+        """Whether anything wants a request's record (a store or tracing)."""
+        return self.writer is not None or self.tracing.enabled
+
+    def bind_client_auth(self, authorize: Callable[[Scope], bool]) -> None:
+        """Client endpoints (feedback, case polling) check the router's API keys."""
+        self.services.authorize_client = authorize
+
+    def content_for(self, setting: ContentPolicy | None) -> ContentPolicy:
+        """A policy's content setting (``spec.decisionLog``), else the process default
+        (SLMFLEET_DECISION_CONTENT)."""
+        return setting if setting is not None else self.log_settings.content
 
     def record(self, record: DecisionRecord) -> bool:
         """Hand a decision to the writer (never blocks; False when dropped or off)."""

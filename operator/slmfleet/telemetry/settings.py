@@ -2,9 +2,9 @@
 
 Two kinds of settings live here:
 
-- per-policy fields shaped like the RouterPolicy API (``ContentPolicy``,
-  ``HumanAnswerPolicy``: ``KubeModel``s, camelCase on the wire) so they can move into
-  ``api/policy.py`` verbatim when the router is wired to this package;
+- per-policy settings (``ContentPolicy``, ``HumanAnswerPolicy``): the router
+  configuration's types, set on RouterPolicy objects (``spec.decisionLog``, the human
+  tier's answer mode) and rendered by the operator;
 - per-process settings read from the environment (``DecisionLogSettings``,
   ``ReviewSettings``), which the chart sets.
 """
@@ -16,41 +16,19 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError
 
 from ..api.base import KubeModel
+from ..api.routerconfig import DecisionLogConfig, HumanConfig
 
-ContentMode = Literal["off", "hashed", "full"]
-
-
-class ContentPolicy(KubeModel):
-    """What the decision log keeps of a request's prompt and answer."""
-
-    content: ContentMode = "off"
-    """off: neither is stored; hashed: a keyed SHA-256 and the length (to join repeats
-    without keeping the text); full: the text, cut at maxChars."""
-    max_chars: int = Field(default=4096, ge=0, le=1_000_000)
-    """With content=full, longer texts are cut to this many characters (and marked so)."""
-
-
-class HumanAnswerPolicy(KubeModel):
-    """How the human tier answers the caller once the case is filed."""
-
-    mode: Literal["hold", "async", "wait"] = "hold"
-    """hold: 200 with the holding message naming the case id; async: 202 with the case
-    URL to poll; wait: wait up to waitSeconds for a reviewer's answer."""
-    wait_seconds: int = Field(default=30, ge=1, le=600)
-    """With mode=wait, how long the caller is kept waiting (capped by the router's
-    SLMFLEET_REVIEW_MAX_WAIT_S)."""
-    on_timeout: Literal["hold", "async"] = "hold"
-    """With mode=wait, the answer when no reviewer resolved the case in time."""
-    message: str = Field(
-        default="Your request was sent to a human reviewer (case {case_id}).", max_length=1024
-    )
-    """Holding message; {case_id} is replaced by the case id."""
+#: The per-policy settings are the router configuration's own types (RouterPolicy
+#: ``spec.decisionLog`` and a human tier's ``mode``/``waitSeconds``/``onTimeout``/
+#: ``message``, rendered into the router's config): one definition, here by their
+#: telemetry names.
+ContentPolicy = DecisionLogConfig
+HumanAnswerPolicy = HumanConfig
 
 
 class QueueConfig(KubeModel):

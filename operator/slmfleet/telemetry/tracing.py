@@ -89,6 +89,12 @@ class _Noop:
     def set(self, *args: Any, **kw: Any) -> None:
         return None
 
+    def inject(self, *args: Any, **kw: Any) -> None:
+        return None
+
+    def end(self) -> None:
+        return None
+
 
 NOOP = _Noop()
 
@@ -339,3 +345,13 @@ class _HopSpan:
 
     def set(self, key: str, value: Any) -> None:
         self.span.set_attribute(key, value)
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Add this hop's W3C ``traceparent`` (and baggage) to an outgoing call's
+        headers: the called endpoint continues the trace under this hop."""
+        ctx = self.t._trace.set_span_in_context(self.span)
+        self.t._propagate.inject(headers, context=ctx)
+
+    def end(self) -> None:
+        """End the span (a hop closed without ``with``)."""
+        self.span.end()

@@ -141,13 +141,20 @@ class ReviewService:
     def case_url(self, case_id: str) -> str:
         return f"{self.s.public_url}/v1/cases/{case_id}"
 
-    async def answer(self, inp: CaseInput, policy: HumanAnswerPolicy) -> HumanOutcome:
-        """File the case, then answer per ``policy.mode`` (see HumanAnswerPolicy)."""
+    async def answer(
+        self, inp: CaseInput, policy: HumanAnswerPolicy, *, max_wait_s: float | None = None
+    ) -> HumanOutcome:
+        """File the case, then answer per ``policy.mode`` (see HumanAnswerPolicy); a
+        wait lasts at most ``waitSeconds``, ``max_wait_s`` (the tier's time left) and
+        the process's bound."""
         case = await self.file(inp)
         url = self.case_url(case.id)
         mode = policy.mode
         if mode == "wait":
-            done = await self.wait_resolved(case.id, min(policy.wait_seconds, self.s.max_wait_s))
+            bound = min(policy.wait_seconds, self.s.max_wait_s)
+            if max_wait_s is not None:
+                bound = min(bound, max_wait_s)
+            done = await self.wait_resolved(case.id, bound)
             if done is not None:
                 return HumanOutcome(done, 200, done.answer or done.label or "", True, url)
             mode = policy.on_timeout
