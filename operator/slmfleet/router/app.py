@@ -197,7 +197,7 @@ class RouterApp:
             else:
                 # Ready while the decision store is down (requests are served); the
                 # detail says so, with the drop counts.
-                detail = self.telemetry.readiness()
+                detail = self.telemetry.readiness(public=True)
                 await send_json(send, 200, {"status": "ready", "config": snap.digest, **detail})
         elif path == "/metrics":
             body = generate_latest(m.REGISTRY)

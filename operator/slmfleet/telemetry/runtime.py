@@ -141,14 +141,20 @@ class Telemetry:
             await asyncio.to_thread(self.store.close)
         self.tracing.shutdown()
 
-    def readiness(self) -> dict[str, Any]:
+    def readiness(self, *, public: bool = False) -> dict[str, Any]:
         """Detail for /readyz: the router stays ready (requests are served) when the
-        store is down; this says so, with the drop counts."""
+        store is down; this says so, with the drop counts. ``public``: the store's own
+        error text (host, path) is left out: it is in the log."""
         out: dict[str, Any] = {"tracing": self.tracing.enabled}
         if self.writer is not None:
-            out["decision_log"] = self.writer.health()
+            health = self.writer.health()
+            if public and health.get("last_error"):
+                health["last_error"] = "see the router's log"
+            out["decision_log"] = health
         else:
             out["decision_log"] = {"ok": True, "enabled": False}
+        # Without a store, review cases are log lines: nothing to claim or poll.
+        out["review_queue"] = "store" if self.review is not None else "log"
         return out
 
 

@@ -4,11 +4,14 @@ code}})."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+
+log = logging.getLogger("slmfleet.telemetry.web")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -70,9 +73,11 @@ def unauthorized(what: str = "API key") -> HttpError:
 
 
 def store_unavailable(exc: Exception) -> HttpError:
+    """503 for callers; the store's own message (host, path) goes to the log only."""
+    log.warning("decision store unavailable: %s", exc)
     return HttpError(
         503,
-        f"the decision store is unavailable: {exc}",
+        "the decision store is unavailable; retry later",
         code="store_unavailable",
         headers={"retry-after": "5"},
     )
