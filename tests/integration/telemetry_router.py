@@ -44,7 +44,8 @@ def telemetry_config(triton_url: str) -> dict[str, Any]:
         extra_policies=[
             review_policy("review-hold"),
             review_policy("review-async", mode="async"),
-            review_policy("review-wait", mode="wait", waitSeconds=20, onTimeout="async"),
+            review_policy("review-wait", mode="wait", waitSeconds=20),
+            review_policy("review-wait-1s", mode="wait", waitSeconds=1, onTimeout="async"),
         ],
     )
     for p in cfg["policies"]:
