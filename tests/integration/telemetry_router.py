@@ -14,6 +14,9 @@ import httpx
 import openai
 
 from slmfleet.router.app import Settings
+from slmfleet.router.egress import EgressPolicy
+from slmfleet.router.external import ExternalClients
+from slmfleet.router.secrets import DirectorySecretResolver
 
 from .router_support import RouterThread, fleet_config, write_config
 from .telemetry_support import CLIENT_KEY, KEYS, make_telemetry
@@ -38,9 +41,10 @@ def review_policy(name: str, **human: Any) -> dict[str, Any]:
     }
 
 
-def telemetry_config(triton_url: str) -> dict[str, Any]:
+def telemetry_config(triton_url: str, router_url: str | None = None) -> dict[str, Any]:
     cfg = fleet_config(
         triton_url,
+        router_url=router_url,
         extra_policies=[
             review_policy("review-hold"),
             review_policy("review-async", mode="async"),
@@ -58,15 +62,36 @@ def telemetry_config(triton_url: str) -> dict[str, Any]:
 
 @contextmanager
 def telemetry_router(
-    triton_url: str, store_url: str, workdir: Path, **telemetry: Any
+    triton_url: str,
+    store_url: str,
+    workdir: Path,
+    *,
+    external_to_self: bool = False,
+    **telemetry: Any,
 ) -> Iterator[RouterThread]:
-    """The router with its telemetry on ``store_url`` (flushes every 50 ms)."""
+    """The router with its telemetry on ``store_url`` (flushes every 50 ms).
+    ``external_to_self``: policy ``outside`` has an external tier that is this router
+    (on loopback, its key from a directory Secret resolver)."""
     path = workdir / "router.json"
-    write_config(path, telemetry_config(triton_url))
     tel = make_telemetry(store_url, **telemetry)
-    with RouterThread(
-        path, settings=Settings(api_keys=frozenset({CLIENT_KEY})), telemetry=tel
-    ) as router:
+    external = None
+    if external_to_self:
+        secrets = workdir / "secrets"
+        (secrets / "shop" / "vendor").mkdir(parents=True, exist_ok=True)
+        (secrets / "shop" / "vendor" / "token").write_text(CLIENT_KEY)
+        external = ExternalClients(
+            egress_policy=EgressPolicy.parse(["127.0.0.1"], ["127.0.0.1/32"], allow_http=True),
+            secret_resolver=DirectorySecretResolver(secrets),
+        )
+    router = RouterThread(
+        path,
+        settings=Settings(api_keys=frozenset({CLIENT_KEY})),
+        telemetry=tel,
+        external=external,
+    )
+    self_url = router.url + "/v1" if external_to_self else None
+    write_config(path, telemetry_config(triton_url, self_url))
+    with router:
         yield router
 
 

@@ -58,6 +58,7 @@ def make_telemetry(
     queues: Mapping[str, QueueConfig] | None = None,
     clock: Callable[[], float] = time.time,
     flush_s: float = 0.05,
+    tracing: Any = None,
     **review: Any,
 ) -> Telemetry:
     return Telemetry(
@@ -70,6 +71,7 @@ def make_telemetry(
             **review,
         ),
         authorize_client=client_auth,
+        tracing=tracing,
         clock=clock,
     )
 
