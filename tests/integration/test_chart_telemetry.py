@@ -6,6 +6,7 @@ ConfigMap, and refusals of bad values."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,131 @@ def test_defaults_render_no_telemetry(cluster, namespace):
 def test_bad_values_are_refused(cluster, namespace, args, complaint):
     r = helm(cluster, "template", "rel", str(CHART), "-n", namespace, *args, check=False)
     assert r.returncode != 0 and complaint in r.stderr, r.stderr
+
+
+def materialise(pod: dict, docs: list[dict], secrets: dict[str, dict[str, str]], root: Path):
+    """The router container's mounts as local folders (Secrets from ``secrets`` or the
+    render, ConfigMaps from the render) and its env with the mount paths moved there."""
+    import base64
+
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    rendered = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    moved: dict[str, str] = {}
+    for m in pod["containers"][0]["volumeMounts"]:
+        vol, local = volumes[m["name"]], root / m["name"]
+        local.mkdir(parents=True)
+        moved[m["mountPath"]] = str(local)
+        if "secret" in vol:
+            name = vol["secret"]["secretName"]
+            data = secrets.get(name) or {
+                k: base64.b64decode(v).decode()
+                for k, v in rendered[("Secret", name)]["data"].items()
+            }
+        elif "configMap" in vol:
+            data = rendered[("ConfigMap", vol["configMap"]["name"])]["data"]
+        else:
+            continue
+        items = vol.get("secret", vol.get("configMap", {})).get("items")
+        pairs = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
+        for key, path in pairs:
+            (local / path).write_text(data[key])
+    env = {}
+    for name, value in env_of(pod).items():
+        for mount, local in sorted(moved.items(), key=lambda kv: -len(kv[0])):
+            if value and value.startswith(mount + "/"):
+                value = local + value[len(mount) :]
+                break
+        env[name] = value
+    return env
+
+
+def test_the_router_reads_the_charts_telemetry_settings(
+    cluster, namespace, tmp_path, pg_url, jaeger, triton
+):
+    """helm renders the router's env and mounts; the real router runs with exactly those
+    (mount paths moved to local folders): store, content, reviewers, queues, public URL
+    and tracing all take effect."""
+    import hashlib
+    import os
+
+    import httpx
+    import orjson
+
+    from slmfleet.local.router import RouterProcess
+    from slmfleet.local.triton import free_port
+    from slmfleet.telemetry.store import open_store
+
+    from .telemetry_router import review_policy, telemetry_config
+    from .telemetry_support import CLIENT_KEY
+
+    key = "reviewer-key-from-a-secret-0123"
+    values = tmp_path / "v.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "telemetry": {
+                    "decisionLog": {"store": "postgres", "content": "full",
+                                    "contentMaxChars": 5},
+                    "postgres": {"url": pg_url, "passwordSecret": {"name": "db"}},
+                    "review": {
+                        "queues": {"tier2": {"slaSeconds": 600}},
+                        "reviewersSecret": {"name": "reviewers"},
+                        "publicUrl": "https://llm.example.com",
+                    },
+                    "tracing": {"otlpEndpoint": jaeger.otlp_http},
+                }
+            }
+        )
+    )  # fmt: skip
+    docs = render(cluster, "-n", namespace, "-f", str(values))
+    reviewers = [{"name": "carol", "keySha256": hashlib.sha256(key.encode()).hexdigest(),
+                  "queues": ["tier2"]}]  # fmt: skip
+    # The chart's telemetry variables (the others need a cluster: Secrets by API, ...).
+    env = materialise(
+        router_of(docs),
+        docs,
+        {"db": {"password": "unused-trust-auth"},
+         "reviewers": {"reviewers.yaml": yaml.safe_dump(reviewers)}},
+        tmp_path / "mounts",
+    )  # fmt: skip
+    telemetry_prefixes = ("SLMFLEET_DECISION", "SLMFLEET_REVIEW", "SLMFLEET_PUBLIC", "OTEL_")
+    env = {k: v for k, v in env.items() if k.startswith(telemetry_prefixes)}
+    assert len(env) >= 14, env
+    cfg = telemetry_config(triton.grpc_url)
+    cfg["policies"] = [review_policy("review-async", mode="async")]
+    (tmp_path / "router.json").write_bytes(orjson.dumps(cfg))
+    router = RouterProcess(
+        ["--config", str(tmp_path / "router.json"), "--discovery", "off"],
+        port=free_port(),
+        log_path=tmp_path / "router.log",
+        env={**os.environ, **env, "HOME": str(tmp_path), "SLMFLEET_API_KEYS": CLIENT_KEY},
+    ).start()
+    try:
+        ready = httpx.get(router.url + "/readyz").json()
+        assert ready["decision_log"]["backend"] == "postgres" and ready["tracing"] is True
+        trace_id = os.urandom(16).hex()
+        r = httpx.post(
+            router.url + "/v1/chat/completions",
+            json={"model": "review-async", "messages": [{"role": "user", "content": "hello!"}]},
+            headers={"authorization": f"Bearer {CLIENT_KEY}",
+                     "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+        )  # fmt: skip
+        assert r.status_code == 202
+        cid = r.json()["id"]
+        assert r.headers["location"] == f"https://llm.example.com/v1/cases/{cid}"  # publicUrl
+        with httpx.Client(base_url=router.url, headers={"authorization": f"Bearer {key}"}) as c:
+            [queue] = c.get("/v1/review/queues").json()["data"]  # the chart's queue file
+            assert (queue["queue"], queue["sla_seconds"], queue["open"]) == ("tier2", 600, 1)
+            assert c.post(f"/v1/review/cases/{cid}/claim").status_code == 200
+        store = open_store(pg_url)
+        deadline = time.monotonic() + 10
+        while (rec := store.get_decision(r.headers["x-slmfleet-request-id"])) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert rec["prompt"] == {"text": "hello", "chars": 6, "cut": True}  # content, max
+        store.close()
+        trace = jaeger.trace(trace_id, spans=2)
+        services = {p["serviceName"] for p in trace["processes"].values()}
+        assert services == {"slmfleet-router"}  # OTEL_SERVICE_NAME from the chart
+    finally:
+        router.stop()
