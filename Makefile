@@ -71,6 +71,7 @@ bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/operator_scale.py
 	$(PY) benchmarks/decision_log.py
+	$(PY) benchmarks/decision_log_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
