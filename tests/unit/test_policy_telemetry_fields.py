@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from slmfleet.api.policy import RouterPolicySpec
-from slmfleet.api.routerconfig import TierConfig
+from slmfleet.api.routerconfig import RouterConfig, TierConfig
 from slmfleet.render.translate import policy_config
 from slmfleet.router.snapshot import build_snapshot
 from slmfleet.telemetry.settings import ContentPolicy, HumanAnswerPolicy
@@ -36,8 +36,6 @@ def test_fields_reach_the_router_configuration_and_snapshot():
     assert isinstance(human, HumanAnswerPolicy)  # one type: the telemetry package uses it
     assert (human.mode, human.wait_seconds, human.on_timeout) == ("wait", 20, "async")
     assert "{case_id}" in human.message  # the default names the case
-    from slmfleet.api.routerconfig import RouterConfig
-
     snap = build_snapshot(
         RouterConfig(policies=[cfg], specialists=[]), classifier_factory=lambda d: None
     )

@@ -127,11 +127,11 @@ class DecisionRecord:
 def attempts_from_escalations(
     escalations: Sequence[str], final_tier: str | None, accepted: bool, status: int
 ) -> list[TierAttempt]:
-    """Tier attempts reconstructed from the router's ``tier:reason`` escalation list.
+    """Tier attempts reconstructed from a ``tier:reason`` escalation list.
 
-    Used while the router records only that list; a router that records attempts
-    itself passes them to ``record_from_decision`` instead. ``routing:*`` entries are
-    the routing stage, not a tier, and are skipped here (the route keeps them).
+    For a Decision that carries no ``attempts`` of its own (the router records them as
+    it goes: ``router/hops.py``). ``routing:*`` entries are the routing stage, not a
+    tier, and are skipped here (the route keeps them).
     """
     attempts: list[TierAttempt] = []
     for item in escalations:

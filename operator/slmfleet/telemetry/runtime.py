@@ -38,7 +38,8 @@ from .settings import (
 from .store import Store, open_store
 from .tracing import Tracing
 from .web import Services, TelemetryHTTP
-from .web.common import Scope
+from .web.app import PREFIXES
+from .web.common import HttpError, Scope, send_error
 from .writer import DecisionWriter
 
 
@@ -162,10 +163,8 @@ class _Disabled:
     """``http`` without a store: the telemetry paths answer 404 (OpenAI-style)."""
 
     async def handle(self, scope: Scope, receive: Any, send: Any) -> bool:
-        from .web.app import TelemetryHTTP as _T
-        from .web.common import HttpError, send_error
-
-        if scope.get("type") != "http" or not _T.owns(scope["path"]):
+        # Every router request passes here first: one prefix test, nothing more.
+        if not scope["path"].startswith(PREFIXES) or not TelemetryHTTP.owns(scope["path"]):
             return False
         await send_error(
             send, HttpError(404, "the decision store is not configured", code="not_found")

@@ -50,7 +50,7 @@ class TelemetryHTTP:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request if its path is ours; False (nothing sent) otherwise."""
         path = scope["path"]
-        if scope["type"] != "http" or not self.owns(path):
+        if not path.startswith(PREFIXES) or scope["type"] != "http" or not self.owns(path):
             return False
         method = scope["method"]
         try:
