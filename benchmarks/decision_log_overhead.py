@@ -168,7 +168,9 @@ async def measure(args, workload: Workload, routers: dict[str, tuple[Any, int]])
         for rep in range(args.repeats):
             seq = await interleaved_sequential({s: c[0] for s, c in calls.items()}, args.n_seq)
             seq_plain = await interleaved_sequential(plain, args.n_seq)
-            for s, (call, pid, metrics) in calls.items():
+            order = list(calls)[rep % len(calls) :] + list(calls)[: rep % len(calls)]
+            for s in order:  # each system first in some repeat: no order effect
+                call, pid, metrics = calls[s]
                 res: dict[str, Any] = {"sequential": seq[s], "sequential_plain": seq_plain[s]}
                 ref = (seq[s]["p50_ms"] or 1.0) / 1000
                 res["max"] = await closed_loop(call, args.conc, args.seconds, pid)

@@ -103,7 +103,10 @@ def test_postgres_run_by_the_chart(cluster, kube, namespace, tmp_path):
 
 
 def test_sqlite_and_an_existing_server(cluster, kube, namespace):
-    docs = render(cluster, "-n", namespace, "--set", "telemetry.decisionLog.store=sqlite")
+    docs = render(
+        cluster, "-n", namespace,
+        "--set", "telemetry.decisionLog.store=sqlite", "--set", "router.replicas=1",
+    )  # fmt: skip
     dry_run(kube, namespace, docs)
     pod = router_of(docs)
     assert env_of(pod)["SLMFLEET_DECISION_STORE"] == "sqlite:///var/lib/slmfleet/decisions.db"
@@ -140,6 +143,18 @@ def test_defaults_render_no_telemetry(cluster, namespace):
         (["--set", "telemetry.tracing.protocol=thrift"], "protocol"),
         (["--set", "telemetry.review.queues.bad name.slaSeconds=5"], "bad name"),
         (["--set", "telemetry.postgres.url=mysql://x"], "url"),
+        (["--set", "telemetry.decisionLog.store=sqlite"], "router.replicas=1"),
+        (
+            [
+                "--set",
+                "telemetry.decisionLog.store=sqlite",
+                "--set",
+                "router.replicas=1",
+                "--set",
+                "router.autoscaling.enabled=true",
+            ],
+            "without router.autoscaling",
+        ),
     ],
 )
 def test_bad_values_are_refused(cluster, namespace, args, complaint):

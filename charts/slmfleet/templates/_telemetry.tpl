@@ -33,6 +33,9 @@
 {{- define "slmfleet.telemetry.env" -}}
 {{- $t := .Values.telemetry }}
 {{- $log := $t.decisionLog }}
+{{- if and (eq $log.store "sqlite") (or .Values.router.autoscaling.enabled (gt (int .Values.router.replicas) 1)) }}
+{{- fail "telemetry.decisionLog.store=sqlite keeps one store per router Pod (feedback and review cases would split between replicas): set router.replicas=1 without router.autoscaling, or use store=postgres" }}
+{{- end }}
 {{- $dir := "/var/run/secrets/slmfleet-telemetry" }}
 {{- if eq $log.store "sqlite" }}
 - name: SLMFLEET_DECISION_STORE
