@@ -50,6 +50,7 @@ from .manifests import (
 )
 from .router import RouterProcess, log_tail
 from .standins import StandInChoice, export_stand_ins, stand_in_for, stand_ins
+from .telemetry import LocalTelemetry
 from .triton import TritonServer, free_port
 
 __all__ = [
@@ -147,8 +148,11 @@ class LocalFleet:
         progress: Progress | None = None,
         startup_timeout: float = 300.0,
         replicas: int = 1,
+        telemetry: LocalTelemetry | None = None,
     ) -> None:
         self.path = Path(path)
+        self.telemetry = telemetry
+        """The decision store and reviewers the router is given (None: none)."""
         self.replicas = max(1, replicas)
         """Triton servers to run, each serving every model; the router balances over them."""
         self.port = port
@@ -267,12 +271,16 @@ class LocalFleet:
         )
         begin = time.monotonic()
         secrets = write_secrets(self.fleet, self.workdir / "secrets")
+        env = None
+        if self.telemetry is not None:
+            env = {**os.environ, **self.telemetry.env()}
         self.router = RouterProcess(
             ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"],
             port=self.port,
             host=self.host,
             log_path=self.router_log,
             startup_timeout=self.startup_timeout,
+            env=env,
         )
         self.router.start()
         self.progress(f"Router ready: classifier fitted ({time.monotonic() - begin:.1f}s)")

@@ -17,6 +17,7 @@ from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import (
     CostConfig,
+    DecisionLogConfig,
     DomainConfig,
     FallbackConfig,
     PolicyConfig,
@@ -98,4 +99,9 @@ def policy_config(
         cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
         budgets=budgets,
+        decision_log=(
+            DecisionLogConfig.model_validate(spec.decision_log.wire())
+            if spec.decision_log
+            else None
+        ),
     )

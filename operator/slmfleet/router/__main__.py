@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from ..telemetry.runtime import Telemetry
+from ..telemetry.settings import SettingsError
 from . import defences
 from .app import RouterApp, Settings, load_api_keys
 from .source import ConfigMapSource, FileSource
@@ -86,11 +88,17 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
         shared_stream_max_tokens=args.shared_stream_max_tokens,
     )
+    try:
+        # SLMFLEET_DECISION_*, SLMFLEET_REVIEW_*, SLMFLEET_REVIEWERS_FILE, OTEL_*.
+        telemetry = Telemetry.from_env()
+    except (SettingsError, ValueError, OSError) as exc:
+        raise SystemExit(f"telemetry settings: {exc}") from None
     return RouterApp(
         settings=settings,
         source=source,
         discovery=make_discovery(args.discovery),
         external=defences.external_clients(args),
+        telemetry=telemetry,
     )
 
 

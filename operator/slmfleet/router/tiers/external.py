@@ -43,6 +43,8 @@ class ExternalTier:
             budgets, cost_usd(estimate_tokens(req.prompt), worst, *prices)
         )
         cost = 0.0
+        trace: dict[str, str] = {}
+        c.span.inject(trace)  # the endpoint continues this hop's trace (W3C traceparent)
         t0 = self.clock()
         try:
             try:
@@ -53,6 +55,7 @@ class ExternalTier:
                     sampling=req.sampling,
                     timeout_s=timeout,
                     request_id=d.request_id,
+                    trace_headers=trace,
                 )
             finally:
                 dt = self.clock() - t0
