@@ -11,6 +11,8 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.hostile",
     "tests.fixtures.redis",
+    "tests.fixtures.postgres",
+    "tests.fixtures.jaeger",
 ]
 
 #: Skips that are right even in CI, with the reason they are right.

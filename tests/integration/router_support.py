@@ -244,6 +244,7 @@ class RouterThread:
         poll_s: float = 0.1,
         discovery: Any = None,
         external: Any = None,
+        telemetry: Any = None,
     ) -> None:
         self.port = free_port()
         self.app = RouterApp(
@@ -252,6 +253,7 @@ class RouterThread:
             classifier_factory=classifier_factory,
             discovery=discovery,
             external=external,  # egress policy and Secret resolver of external tiers
+            telemetry=telemetry,  # decision log, review queue, tracing (off when None)
         )
         cfg = uvicorn.Config(
             self.app,

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -120,7 +121,10 @@ def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up, tmp_path):
     port = free_port()
     ledger = tmp_path / "ledger"
     costs.clear()
-    fleet = up(str(RETAIL), "--port", str(port), "--redis", "--redis-dir", str(ledger))
+    fleet = up(
+        str(RETAIL), "--port", str(port), "--state-dir", str(tmp_path),
+        "--redis", "--redis-dir", str(ledger),
+    )  # fmt: skip
     line = fleet.wait_for("slmfleet is serving at", timeout=300)
     url = line.split("serving at", 1)[1].strip()
     assert url == f"http://127.0.0.1:{port}/v1"
@@ -150,13 +154,40 @@ def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up, tmp_path):
     assert h["x-slmfleet-escalations"] == "specialist:label_threshold:refund"
     assert h["x-slmfleet-tier"] == "generalist" and "retail generalist" in text
 
-    # Structured extraction: valid JSON is accepted, prose fails the validator.
+    # Structured extraction: valid JSON is accepted; prose fails the validator of both
+    # models, so a person at the order desk gets a case (202: the client polls it).
     text, h = chat(client, "order-lookup", "order id AB-12345 from bob@example.com")
     assert h["x-slmfleet-tier"] == "extractor" and '"order_id": "AB-12345"' in text
-    _, h = chat(client, "order-lookup", "hello there")
-    assert h["x-slmfleet-escalations"] == "extractor:validator:order-json"
+    raw = client.chat.completions.with_raw_response.create(
+        model="order-lookup", messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert raw.http_response.status_code == 202
+    costs.append(float(raw.headers["x-slmfleet-cost-usd"]))  # its two tiers were charged
+    assert raw.headers["x-slmfleet-escalations"] == (
+        "extractor:validator:order-json,generalist:validator:order-json"
+    )
+    case_id = raw.headers["x-slmfleet-review-case"]
+    assert client.get(f"/cases/{case_id}", cast_to=object)["status"] == "pending"
+    fleet.wait_for(f"case={case_id}", timeout=10)  # the request log line names it
 
-    fleet.wait_for("escalations=extractor:validator:order-json", timeout=10)  # request log
+    # The local reviewer (its key in the state directory) resolves it; the client polls.
+    base = url.removesuffix("/v1")
+    assert f"review console: {base}/review" in "\n".join(fleet.lines)
+    key = (tmp_path / "reviewer.key").read_text().strip()
+    with httpx.Client(base_url=base, headers={"authorization": f"Bearer {key}"}) as r:
+        assert r.post(f"/v1/review/cases/{case_id}/claim").status_code == 200
+        done = r.post(
+            f"/v1/review/cases/{case_id}/resolve", json={"answer": '{"order_id": "AB-00001"}'}
+        )
+        assert done.status_code == 200, done.text
+    polled = client.get(f"/cases/{case_id}", cast_to=object)
+    assert polled["status"] == "resolved" and polled["answer"] == '{"order_id": "AB-00001"}'
+    # Feedback for an earlier answer, joined to its decision in the local store.
+    fb = client.post(
+        "/feedback", body={"request_id": h["x-slmfleet-request-id"], "rating": 1}, cast_to=object
+    )
+    assert fb["rating"] == 1
+    assert (tmp_path / "decisions.db").is_file()
 
     # Every answer's cost is in the shared ledger, in both windows of the retail Budget.
     for window in ("1h", "1d"):

@@ -150,11 +150,26 @@ class ExternalEndpoint(KubeModel):
     """Price per million output tokens, in USD."""
 
 
+#: The holding message's default; ``{case_id}`` is replaced by the filed case's id.
+HOLDING_MESSAGE = "Your request was sent to a human reviewer (case {case_id})."
+
+
 class HumanReview(KubeModel):
     queue: Identifier = "default"
     """Review queue the case is filed to."""
-    message: str = Field(default="Your request was sent to a human reviewer.", max_length=1024)
-    """Answer returned to the caller meanwhile."""
+    message: str = Field(default=HOLDING_MESSAGE, max_length=1024)
+    """Answer returned to the caller while the case waits (mode hold, and wait when no
+    reviewer answered in time); `{case_id}` is replaced by the case's id."""
+    mode: Literal["hold", "async", "wait"] = "hold"
+    """How the caller is answered once the case is filed (durably, before any answer):
+    hold: 200 with the message; async: 202 with the case URL to poll (GET
+    /v1/cases/{id}; a streamed request gets the message instead); wait: held up to
+    waitSeconds for a reviewer's answer, then onTimeout."""
+    wait_seconds: int = Field(default=30, ge=1, le=600)
+    """With mode wait: how long the caller is held for a reviewer (at most the tier's
+    timeoutMs, and the router's SLMFLEET_REVIEW_MAX_WAIT_S)."""
+    on_timeout: Literal["hold", "async"] = "hold"
+    """With mode wait: the answer when no reviewer resolved the case in time."""
 
 
 class CascadeTier(KubeModel):
@@ -166,7 +181,14 @@ class CascadeTier(KubeModel):
                     ".filter(x, x).size() == 1",
                     "set exactly one of routed, specialist, external or human",
                     ".routed",
-                )
+                ),
+                cel(
+                    "!has(self.human) || !has(self.human.mode) || self.human.mode != 'wait' || "
+                    "(has(self.human.waitSeconds) ? self.human.waitSeconds : 30) * 1000 <= "
+                    "(has(self.timeoutMs) ? self.timeoutMs : 30000)",
+                    "human.waitSeconds must fit in the tier's timeoutMs",
+                    ".human.waitSeconds",
+                ),
             ]
         }
     }
@@ -185,6 +207,17 @@ class CascadeTier(KubeModel):
     """When this tier's answer is accepted."""
     timeout_ms: int = Field(default=30000, ge=1, le=600000)
     """Deadline of one call to this tier."""
+
+
+class DecisionLogSpec(KubeModel):
+    """What the decision log keeps of this policy's prompts and answers (the router's
+    SLMFLEET_DECISION_CONTENT when the policy says nothing)."""
+
+    content: Literal["off", "hashed", "full"] = "off"
+    """off: neither is kept; hashed: a keyed SHA-256 and the length (repeats can be
+    joined without keeping the text); full: the text, cut at maxChars."""
+    max_chars: int = Field(default=4096, ge=0, le=1_000_000)
+    """With content full, longer texts are cut to this many characters (and marked so)."""
 
 
 class FallbackSpec(KubeModel):
@@ -237,6 +270,9 @@ class RouterPolicySpec(KubeModel):
     """Ordered tiers; a request escalates down the list until a tier's answer is accepted."""
     fallback: FallbackSpec | None = None
     """Where out-of-domain and failed requests go."""
+    decision_log: DecisionLogSpec | None = None
+    """What the decision log keeps of prompts and answers (default: the router's
+    setting, off unless its operator says otherwise)."""
 
 
 class ResolvedTarget(KubeModel):

@@ -27,7 +27,7 @@ from .budget import (
     WindowAction,
 )
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
-from .policy import BASE_URL_PATTERN, LabelThresholds
+from .policy import BASE_URL_PATTERN, HOLDING_MESSAGE, LabelThresholds
 from .regex import Re2Pattern
 from .schemacheck import check_schema
 from .specialist import Backend
@@ -172,8 +172,22 @@ class ExternalConfig(KubeModel):
 class HumanConfig(KubeModel):
     queue: Identifier = "default"
     """Review queue the case is filed to."""
-    message: str = "Your request was sent to a human reviewer."
-    """Answer returned to the caller meanwhile."""
+    message: str = Field(default=HOLDING_MESSAGE, max_length=1024)
+    """Answer returned while the case waits; ``{case_id}`` is replaced by its id."""
+    mode: Literal["hold", "async", "wait"] = "hold"
+    """hold: 200 with the message; async: 202 with the case URL; wait: up to waitSeconds
+    for a reviewer's answer, then onTimeout."""
+    wait_seconds: int = Field(default=30, ge=1, le=600)
+    """With mode wait: how long the caller is held for a reviewer."""
+    on_timeout: Literal["hold", "async"] = "hold"
+    """With mode wait: the answer when no reviewer resolved the case in time."""
+
+
+class DecisionLogConfig(KubeModel):
+    content: Literal["off", "hashed", "full"] = "off"
+    """What the decision log keeps of prompts and answers: off, hashed or full."""
+    max_chars: int = Field(default=4096, ge=0, le=1_000_000)
+    """With content full, longer texts are cut to this many characters."""
 
 
 class TierConfig(KubeModel):
@@ -191,6 +205,13 @@ class TierConfig(KubeModel):
     """When this tier's answer is accepted."""
     timeout_ms: int = Field(default=30000, ge=1, le=600000)
     """Deadline of one call to this tier."""
+
+    @model_validator(mode="after")
+    def _wait_fits(self) -> TierConfig:
+        h = self.human
+        if h is not None and h.mode == "wait" and h.wait_seconds * 1000 > self.timeout_ms:
+            raise ValueError("human.waitSeconds must fit in the tier's timeoutMs")
+        return self
 
 
 class FallbackConfig(KubeModel):
@@ -215,6 +236,8 @@ class PolicyConfig(KubeModel):
     """Out-of-domain and error fallbacks."""
     budgets: list[ObjectId] = Field(default_factory=list)
     """Ids of the Budgets that apply."""
+    decision_log: DecisionLogConfig | None = None
+    """What the decision log keeps of prompts and answers (None: the router's default)."""
 
 
 class PerRequestConfig(KubeModel):

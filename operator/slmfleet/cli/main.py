@@ -7,6 +7,7 @@ slmfleet up --cluster PATH         a local control plane (fake GPU nodes), the
 slmfleet validate PATH             check the manifests, show what runs locally
 slmfleet standins DIR PATH         write the stand-in model code a pvc:// claim holds
 slmfleet crds                      print the CustomResourceDefinitions
+slmfleet review serve|export       the review console and API; labelled data as JSON lines
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..local.fleet import (
     load_fleet,
     stand_ins,
 )
+from ..local.telemetry import LocalTelemetry
 
 
 class Console:
@@ -144,6 +146,32 @@ or with curl (the x-slmfleet-* headers say how the request was routed):
 """
 
 
+def local_telemetry(args: argparse.Namespace) -> LocalTelemetry:
+    from ..local.manifests import default_namespace
+    from ..local.telemetry import default_state_dir, prepare
+
+    namespace = args.namespace or default_namespace(args.path)
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(namespace)
+    reviewers = Path(args.reviewers) if args.reviewers else None
+    return prepare(state, args.store, reviewers)
+
+
+def telemetry_text(fleet: LocalFleet) -> str:
+    """Where decisions, feedback and review cases go, and how to reach them."""
+    t = fleet.telemetry
+    if t is None or t.store_url is None:
+        return "Decision log off (--store off): review cases are log lines.\n"
+    base = fleet.url.removesuffix("/v1")
+    lines = [
+        f"Decisions, feedback and review cases: {t.store_url}",
+        f"  feedback: POST {fleet.url}/feedback with the x-slmfleet-request-id of a response",
+        f"  review console: {base}/review",
+    ]
+    if t.reviewer_key_file is not None:
+        lines.append(f"  (reviewer 'local', every queue; key in {t.reviewer_key_file})")
+    return "\n".join(lines) + "\n"
+
+
 def request_line(record: dict[str, Any]) -> str:
     route = record.get("route") or "-"
     how = record.get("route_source") or ""
@@ -158,6 +186,8 @@ def request_line(record: dict[str, Any]) -> str:
         parts.append(f"escalations={escalations}")
     if record.get("human_review"):
         parts.append(f"human-review={record['human_review']}")
+        if record.get("review_case"):
+            parts.append(f"case={record['review_case']}")
     parts.append(f"status={record.get('status')} {record.get('duration_ms', 0):.0f}ms")
     return "  ".join(parts)
 
@@ -176,6 +206,7 @@ def ledger_dir(args: argparse.Namespace) -> Path | None:
 def up_local(args: argparse.Namespace, say: Console) -> int:
     fleet_path = Path(args.path)
     try:
+        telemetry = local_telemetry(args)
         fleet = LocalFleet(
             fleet_path,
             port=args.port,
@@ -184,9 +215,10 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
             progress=say,
             startup_timeout=args.startup_timeout,
             replicas=getattr(args, "replicas", 1),
+            telemetry=telemetry,
             ledger_dir=ledger_dir(args),
         )
-    except ManifestError as exc:
+    except (ManifestError, OSError) as exc:
         say(f"error: {exc}")
         return 2
     describe(fleet.fleet, say)
@@ -207,6 +239,7 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
                 f"{example.namespace}/{example.name})")  # fmt: skip
             say()
             say(usage_text(url, models[0], question))
+            say(telemetry_text(fleet))
             say("Requests are shown below as they arrive. Press Ctrl-C to stop.")
             fleet.on_request = lambda rec: say(request_line(rec))
             while True:
@@ -309,6 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--startup-timeout", type=float, default=300.0, help="seconds to wait for readiness"
     )
     up.add_argument(
+        "--store",
+        default=None,
+        help="decision store URL (sqlite:///FILE or postgresql://...), or off; default: a "
+        "SQLite file in the state directory",
+    )
+    up.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the local decision store and reviewer key live (default "
+        "$SLMFLEET_STATE_DIR or ~/.local/state/slmfleet/NAMESPACE)",
+    )
+    up.add_argument(
+        "--reviewers",
+        default=None,
+        help="reviewers file (YAML list of {name, keySha256, queues}); default: one local "
+        "reviewer with a generated key",
+    )
+    up.add_argument(
         "--gpu-nodes", type=int, default=2, help="fake GPU nodes with --cluster (default 2)"
     )
     up.add_argument(
@@ -338,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--namespace", default=None)
 
     sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+
+    from ..telemetry.server import add_parser as add_review
+
+    add_review(sub)
     return p
 
 
@@ -357,6 +412,10 @@ def _dispatch(args: argparse.Namespace, say: Console) -> int:
 
             return up_cluster(args, say)
         return up_local(args, say)
+    if args.command == "review":
+        from ..telemetry.server import run as review
+
+        return review(args)
     handler = {"validate": cmd_validate, "standins": cmd_standins, "crds": cmd_crds}
     return handler[args.command](args, say)
 

@@ -51,6 +51,7 @@ from .manifests import (
 from .redis import RedisServer
 from .router import RouterProcess, log_tail
 from .standins import StandInChoice, export_stand_ins, stand_in_for, stand_ins
+from .telemetry import LocalTelemetry
 from .triton import TritonServer, free_port
 
 __all__ = [
@@ -150,8 +151,11 @@ class LocalFleet:
         replicas: int = 1,
         ledger_dir: Path | None = None,
         ledger_url: str | None = None,
+        telemetry: LocalTelemetry | None = None,
     ) -> None:
         self.path = Path(path)
+        self.telemetry = telemetry
+        """The decision store and reviewers the router is given (None: none)."""
         self.ledger_dir = ledger_dir
         """Where a local redis-server keeps the shared spend ledger (``slmfleet up
         --redis``); None: the router's own in-process ledger."""
@@ -287,12 +291,16 @@ class LocalFleet:
         url = self.redis.url if self.redis is not None else self.ledger_url
         ledger = ["--ledger-url", url] if url else []
         args = ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"]
+        env = None
+        if self.telemetry is not None:
+            env = {**os.environ, **self.telemetry.env()}
         self.router = RouterProcess(
             [*args, *ledger],
             port=self.port,
             host=self.host,
             log_path=self.router_log,
             startup_timeout=self.startup_timeout,
+            env=env,
         )
         self.router.start()
         self.progress(f"Router ready: classifier fitted ({time.monotonic() - begin:.1f}s)")

@@ -19,6 +19,7 @@ from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import (
     BudgetConfig,
     CostConfig,
+    DecisionLogConfig,
     DomainConfig,
     FallbackConfig,
     LadderStepConfig,
@@ -103,6 +104,11 @@ def policy_config(
         cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
         budgets=budgets,
+        decision_log=(
+            DecisionLogConfig.model_validate(spec.decision_log.wire())
+            if spec.decision_log
+            else None
+        ),
     )
 
 

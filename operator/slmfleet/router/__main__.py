@@ -9,6 +9,8 @@ import sys
 
 from ..budget.fromenv import ledger_from_env
 from ..budget.tokens import TokenCounter, counter_for
+from ..telemetry.runtime import Telemetry
+from ..telemetry.settings import SettingsError
 from . import defences
 from .accounting import LedgerAccounting
 from .app import RouterApp, Settings, load_api_keys
@@ -108,6 +110,11 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         ledger = ledger_from_env(environ)
     except ValueError as exc:
         raise SystemExit(f"ledger: {exc}") from None
+    try:
+        # SLMFLEET_DECISION_*, SLMFLEET_REVIEW_*, SLMFLEET_REVIEWERS_FILE, OTEL_*.
+        telemetry = Telemetry.from_env()
+    except (SettingsError, ValueError, OSError) as exc:
+        raise SystemExit(f"telemetry settings: {exc}") from None
     return RouterApp(
         settings=settings,
         source=source,
@@ -115,6 +122,7 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         external=defences.external_clients(args),
         accounting=LedgerAccounting(ledger),
         counter=make_counter(args.tokenizer_file),
+        telemetry=telemetry,
     )
 
 

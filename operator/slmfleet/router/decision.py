@@ -1,14 +1,46 @@
 """The Decision record: everything decided about one request.
 
 Rendered as the ``x-slmfleet-*`` response headers, the ``slmfleet`` field of the
-response body and one JSON log line per request; telemetry persists it. The engine and
-the tier adapters fill it in as the request goes.
+response body and one JSON log line per request; the decision log keeps it
+(``telemetry.record.record_from_decision``). The engine and the tier adapters fill it
+in as the request goes, one ``Attempt`` per cascade tier reached.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..telemetry.tracing import NOOP
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One cascade tier the request reached, as the decision log keeps it.
+
+    ``outcome``: accepted (its answer was returned and passed), rejected (it answered;
+    the answer failed acceptance), failed (error, timeout, open circuit, unready),
+    skipped (not called: routing confidence, budget, deadline), returned (no tier
+    passed; this rejected answer is the one returned).
+    """
+
+    tier: str
+    outcome: str
+    reasons: tuple[str, ...] = ()
+    target: str | None = None
+    latency_s: float | None = None
+    answer_confidence: float | None = None
+    validators: dict[str, bool] | None = None
+    """Every validator of the tier by name: passed (True) or failed (False)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    truncated: bool | None = None
+    answer: str | None = None
+    """The tier's answer text: handed to a review case, never logged from here (the
+    decision log keeps texts only per the policy's content setting)."""
 
 
 @dataclass(slots=True)
@@ -55,6 +87,14 @@ class Decision:
     status: int = 200
     error: str | None = None
     metric_policy: str = "_unknown"
+    route_scores: Mapping[str, float] | None = None
+    """The classifier's score per specialist (None when it did not run)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """Every tier the request reached, in order (the decision log's ``attempts``)."""
+    case_id: str | None = None
+    """The review case the human tier filed."""
+    trace: Any = NOOP
+    """The request's span (telemetry.tracing); cascade hops are its children."""
 
     def headers(self, *, streaming: bool = False) -> list[tuple[bytes, bytes]]:
         """The x-slmfleet-* headers. A stream's headers go out with its first token, so
@@ -76,6 +116,8 @@ class Decision:
             h.append((b"x-slmfleet-accepted", b"false"))
         if self.human_queue is not None:
             h.append((b"x-slmfleet-human-review", self.human_queue.encode()))
+        if self.case_id is not None:
+            h.append((b"x-slmfleet-review-case", self.case_id.encode()))
         if self.degraded:
             h.append((b"x-slmfleet-degraded", b"true"))
         if self.budget_step is not None:
@@ -112,6 +154,7 @@ class Decision:
             "accepted": self.accepted,
             "escalations": self.escalations,
             "human_review": self.human_queue,
+            "review_case": self.case_id,
             "degraded": self.degraded,
             "budget_exceeded": list(self.budget_exceeded),
             "budget_step": self.budget_step,

@@ -28,6 +28,7 @@ from .classifying import ClassifierService
 from .decision import Decision
 from .errors import RouterError, UpstreamError, unknown_model
 from .external import ExternalClients
+from .hops import Hop, returned, skipped
 from .protocol import ParsedRequest, routing_excerpt
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
@@ -53,6 +54,7 @@ class Engine:
         accounting: Accounting | None = None,
         breaker_config: BreakerConfig | None = None,
         classifier: ClassifierService | None = None,
+        review: Any = None,
         shared_stream_max_tokens: int = 64,
         clock: Callable[[], float] = time.monotonic,
         counter: TokenCounter | None = None,
@@ -67,7 +69,8 @@ class Engine:
             pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens, counter
         )
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock, counter)
-        self.human_tier: Tier = HumanTier()
+        # The review queue (telemetry.review.ReviewService) the human tier files to.
+        self.human_tier: Tier = HumanTier(review, clock)
 
     def close(self) -> None:
         self.classifier.close()
@@ -148,6 +151,7 @@ class Engine:
         d.route = route.specialist or "-"
         d.route_source = route.source
         d.confidence = route.confidence
+        d.route_scores = route.scores or None
         m.bound(m.ROUTING_CONFIDENCE, policy.model_name).observe(route.confidence)
         return route, degrade
 
@@ -214,23 +218,30 @@ class Engine:
                 if cfg.external is not None
                 else self.specialist_tier
             )
-            call = TierCall(snap, policy, tier, route, req, d, live, deadline, started, tier_spend)
+            hop = Hop(d, cfg, route.specialist, self.clock, max_tokens=req.max_tokens)
+            call = TierCall(
+                snap, policy, tier, route, req, d, live, deadline, started,
+                spend=tier_spend, span=hop.span,
+            )  # fmt: skip
             try:
                 answer = await adapter.call(call)
             except SpendRefused as exc:
+                hop.failed("budget_exceeded", exc)
+                hop.attempt.outcome = "skipped"  # not called: its reservation was refused
                 self._note_refusal(d, exc)
                 if exc.admission.reason == "ledger_unavailable" or self._refused_by_request(
                     exc, policy, sid == route.specialist
                 ):
                     raise self._reject(policy, exc) from None
                 rejected = exc
-                self._escalate(d, policy, cfg.name, "budget_exceeded")
+                self._escalate(d, policy, cfg.name, "budget_exceeded", called=True)
                 idx = nxt
                 continue
             except UpstreamError as exc:
+                hop.failed(exc.reason, exc)
                 last_error = exc
                 log.info("tier %s failed for %s: %s", cfg.name, d.request_id, exc)
-                self._escalate(d, policy, cfg.name, exc.reason)
+                self._escalate(d, policy, cfg.name, exc.reason, called=True)
                 if d.status == -1:  # already streamed to the client: cannot fall back
                     raise
                 if deadline is not None and self.clock() >= deadline:
@@ -238,28 +249,45 @@ class Engine:
                     break
                 idx = next_index(tiers, policy.fallback, idx, failed=True)
                 continue
+            except BaseException as exc:  # cancelled, client gone: the hop ends with it
+                hop.failed(type(exc).__name__, exc)
+                raise
             out, answer_conf = answer.outcome, answer.confidence
             d.answer_confidence = answer_conf
-            reasons = evaluate(
+            # A 202 (a review case to poll) has no answer to judge yet.
+            reasons = (
+                ()
+                if out.status == 202
+                else evaluate(
+                    tier.accept,
+                    routing_confidence=route.confidence,
+                    answer=out.text,
+                    answer_confidence=answer_conf,
+                )
+            )
+            hop.answered(
+                reasons,
                 tier.accept,
-                routing_confidence=route.confidence,
-                answer=out.text,
-                answer_confidence=answer_conf,
+                confidence=answer_conf,
+                text=out.text,
+                finish_reason=out.finish_reason,
             )
             if not reasons:
                 d.accepted = True
                 return out
             for r in reasons:
-                self._escalate(d, policy, cfg.name, r)
+                self._escalate(d, policy, cfg.name, r, called=True)
             last = (out, d.tier, d.target, d.truncated, answer_conf)
             if out.emitted:
                 d.accepted = False
+                returned(d, cfg.name)
                 return out
             idx = nxt
         if last is not None:
             # The headers describe the answer returned, not the tier that failed after it.
             out, d.tier, d.target, d.truncated, d.answer_confidence = last
             d.accepted = False
+            returned(d, d.tier)
             return out
         raise self._failure(policy, out_of_time, last_error, rejected)
 
@@ -348,6 +376,12 @@ class Engine:
         d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *adm.refused_by)))
 
     @staticmethod
-    def _escalate(d: Decision, policy: PolicyRuntime, tier: str, reason: str) -> None:
+    def _escalate(
+        d: Decision, policy: PolicyRuntime, tier: str, reason: str, *, called: bool = False
+    ) -> None:
+        """Why the cascade moved past ``tier``; a tier that was not ``called`` is
+        recorded as a skipped attempt (a called one's Hop recorded it)."""
         d.escalations.append(f"{tier}:{reason}")
         m.bound(m.ESCALATIONS, policy.model_name, tier, reason).inc()
+        if not called:
+            skipped(d, tier, reason)

@@ -82,12 +82,18 @@ class ExternalClients:
         sampling: Mapping[str, Any],
         timeout_s: float,
         request_id: str,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> ExternalAnswer:
+        """``trace_headers``: the W3C trace context of the hop (``traceparent``, ...)."""
         body: dict[str, Any] = {"model": ext.model, "messages": messages}
         body.update({k: v for k, v in sampling.items() if k in FORWARDED})
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        headers = {"content-type": "application/json", "x-request-id": request_id}
+        headers = {
+            **(trace_headers or {}),
+            "content-type": "application/json",
+            "x-request-id": request_id,
+        }
         url = ext.base_url.rstrip("/") + "/chat/completions"
         try:
             self.egress.check_url(url)

@@ -15,6 +15,7 @@ import orjson
 
 from ..api.routerconfig import (
     BudgetConfig,
+    DecisionLogConfig,
     DomainConfig,
     PolicyConfig,
     RouterConfig,
@@ -69,6 +70,8 @@ class PolicyRuntime:
     budgets: tuple[BudgetConfig, ...]
     direct: bool = False
     """A specialist addressed by id: one tier, no routing."""
+    decision_log: DecisionLogConfig | None = None
+    """What the decision log keeps of this policy's texts (None: the router's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ def build_snapshot(
                 tier_cfgs=tuple(p.cascade),
                 fallback=p.fallback,
                 budgets=_policy_budgets(cfg, p),
+                decision_log=p.decision_log,
             )
         except Exception as exc:
             log.error("policy %s left out of the configuration: %s", p.id, exc)

@@ -54,6 +54,8 @@ class ExternalTier:
         )
         d.ledger_available = d.ledger_available and not hold.local  # served on a local count
         spent = plan.worst  # until the endpoint says otherwise (see the module docstring)
+        trace: dict[str, str] = {}
+        c.span.inject(trace)  # the endpoint continues this hop's trace (W3C traceparent)
         t0 = self.clock()
         try:
             try:
@@ -67,6 +69,7 @@ class ExternalTier:
                     sampling=req.sampling,
                     timeout_s=timeout,
                     request_id=d.request_id,
+                    trace_headers=trace,
                 )
             except UpstreamError as exc:
                 if not exc.timeout:
