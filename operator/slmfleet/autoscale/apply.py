@@ -28,16 +28,22 @@ from pydantic import ValidationError
 from ..api.base import API_VERSION, now_rfc3339
 from ..api.specialist import SLMSpecialistSpec
 from ..clients.kube import ApiError
-from ..render.conditions import condition
 from ..render.specialist import replica_count
 from . import decide as D
-from .decide import Decision, ScalePolicy, ScalerState, Signals
+from .decide import Decision, ScalePolicy, ScalerState
+from .record import (
+    MANAGER,
+    SCALING,
+    claimants,
+    event_body,
+    observed,
+    resource_version,
+    scaling_condition,
+)
 from .scrape import Collector, ScrapeTargets
 
 log = logging.getLogger("slmfleet.autoscaler")
 
-MANAGER = "slmfleet-autoscaler"
-SCALING = "Scaling"
 CONFLICT = "ConflictingAutoscaler"
 INVALID = "InvalidSpec"
 #: The Scaling condition's reason when another owner sets the replicas.
@@ -89,60 +95,6 @@ class Outcome:
     reason: str
     scaled: bool
     status_written: bool
-
-
-def sig2(x: float | None) -> float | None:
-    """Two significant digits: observed values that differ only in noise write nothing."""
-    if x is None or x == 0:
-        return x
-    return float(f"{x:.2g}")
-
-
-def observed(s: Signals, replicas: int, price: float, at: str) -> dict[str, Any]:
-    """status.observed from one window (camelCase, rounded, unknowns left out)."""
-    values = {
-        "latencyP95Ms": sig2(s.p95_ms),
-        "throughputRps": sig2(s.request_rps),
-        "costUsdPerHour": sig2(replicas * price),
-        "inFlight": sig2(s.in_flight),
-        "inFlightPerReplica": sig2(s.in_flight / replicas) if replicas else None,
-        "queueMs": sig2(s.queue_ms),
-        "escalationRps": sig2(s.escalation_rps),
-        "windowSeconds": round(s.window_s),
-        "time": at,
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def claimants(hpas: Iterable[Mapping[str, Any]], namespace: str, name: str) -> list[str]:
-    """HorizontalPodAutoscalers (KEDA makes one per ScaledObject) targeting a specialist."""
-    found = []
-    for hpa in hpas:
-        meta, ref = hpa.get("metadata", {}), hpa.get("spec", {}).get("scaleTargetRef", {})
-        if (
-            meta.get("namespace") == namespace
-            and ref.get("kind") == "SLMSpecialist"
-            and ref.get("name") == name
-            and ref.get("apiVersion", API_VERSION).split("/")[0] == API_VERSION.split("/")[0]
-        ):
-            found.append(meta.get("name", "?"))
-    return sorted(found)
-
-
-def _rv(body: Mapping[str, Any]) -> int:
-    try:
-        return int(body["metadata"]["resourceVersion"])
-    except (KeyError, ValueError):
-        return 0
-
-
-def scaling_condition(
-    status: str, reason: str, message: str, generation: int | None, before: dict | None
-) -> dict[str, Any]:
-    cond = condition(SCALING, status, reason, message[:4096], generation)
-    same = before is not None and before.get("status") == status
-    cond["lastTransitionTime"] = before["lastTransitionTime"] if same else now_rfc3339()
-    return cond
 
 
 class Autoscaler:
@@ -247,7 +199,7 @@ class Autoscaler:
             return Outcome(key, None, CONFLICT, False, written)
 
         spec_replicas = spec.replicas
-        if tracked.written and _rv(body) < tracked.written[1]:
+        if tracked.written and resource_version(body) < tracked.written[1]:
             spec_replicas = tracked.written[0]  # the cache has not seen our write yet
         current = replica_count(spec.model_copy(update={"replicas": spec_replicas}))
         ready = int(status.get("readyReplicas") or 0)
@@ -293,36 +245,14 @@ class Autoscaler:
         scale = await self.kube.patch_scale(
             "SLMSpecialist", meta["namespace"], meta["name"], decision.replicas
         )
-        tracked.written = (decision.replicas, _rv(scale))
+        tracked.written = (decision.replicas, resource_version(scale))
         log.info("%s/%s: %s -> %s replicas: %s (%s)", meta["namespace"], meta["name"], current,
                  decision.replicas, decision.reason, decision.message)  # fmt: skip
         message = f"scaled from {current} to {decision.replicas}: {decision.message}"
         await self._event(body, "Normal", decision.reason, message)
 
     async def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        meta = body["metadata"]
-        stamp = now_rfc3339()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": "SLMSpecialist",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": type_,
-            "source": {"component": MANAGER},
-            "reportingComponent": MANAGER,
-            "reportingInstance": self.instance,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+        event = event_body(body, type_, reason, message, self.instance)
         try:
             await self.kube.create(event)
         except ApiError as err:  # an Event is a courtesy: never fail the tick for it
@@ -342,7 +272,7 @@ class Autoscaler:
     ) -> bool:
         """Apply this loop's status fields when they changed; True if written."""
         meta, live = body["metadata"], body.get("status") or {}
-        if tracked.sent and _rv(body) < tracked.sent[0]:
+        if tracked.sent and resource_version(body) < tracked.sent[0]:
             live = tracked.sent[1]  # the cache has not seen our last write yet
         live_cond = next(
             (c for c in live.get("conditions") or [] if c.get("type") == SCALING), None
@@ -380,7 +310,7 @@ class Autoscaler:
         }
         applied = await self.kube.apply_status(obj, manager=MANAGER)
         tracked.status_at, tracked.condition = now, cond
-        tracked.sent = (_rv(applied), applied.get("status") or {})
+        tracked.sent = (resource_version(applied), applied.get("status") or {})
         if reason in WARN and reason != (before or {}).get("reason"):
             await self._event(body, "Warning", reason, message)
         return True
