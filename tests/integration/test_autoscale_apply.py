@@ -155,7 +155,7 @@ async def test_load_scales_the_specialist_and_the_deployment_follows(
     try:
         # Idle: within target, and no scale write.
         await h.until(lambda o: o and o[0].reason == "WithinTarget", what="a first decision")
-        assert kube.get("slm", MODEL, ns)["spec"].get("replicas") is None
+        assert kube.get("slm", MODEL, ns)["spec"]["replicas"] == 1  # the default, unwritten
 
         # Eight concurrent requests against a target of two per replica: up to four.
         load = asyncio.create_task(hammer(router.url, 8, stop))

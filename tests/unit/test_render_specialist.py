@@ -148,16 +148,17 @@ def test_replicas_and_zero_downtime_rollout():
 @pytest.mark.parametrize(
     ("bounds", "replicas", "expected"),
     [
-        ({"min": 2, "max": 5}, None, 2),  # nobody scaled yet: start at min
+        ({"min": 2, "max": 5}, None, 2),  # nobody scaled yet (default 1): start at min
         ({"min": 2, "max": 5}, 4, 4),  # the scale subresource's value, not min
         ({"min": 2, "max": 5}, 9, 5),  # above max (bounds lowered since): clamped
         ({"min": 2, "max": 5}, 0, 2),  # below min: clamped
         ({"min": 0, "max": 3}, 0, 0),  # scaled to zero
-        ({"min": 0, "max": 3}, None, 0),  # min 0 starts at zero
+        ({"min": 0, "max": 3}, None, 1),  # min 0 starts at one, then idles to zero
     ],
 )
 def test_replicas_follow_the_scale_subresource_within_bounds(bounds, replicas, expected):
-    dep = build_deployment(OWNER, spec(serving__replicas=bounds, replicas=replicas))
+    extra = {} if replicas is None else {"replicas": replicas}
+    dep = build_deployment(OWNER, spec(serving__replicas=bounds, **extra))
     assert dep["spec"]["replicas"] == expected
 
 

@@ -180,10 +180,12 @@ class SLMSpecialistSpec(KubeModel):
     """What the model costs."""
     slo: SLOSpec = Field(default_factory=SLOSpec)
     """Latency and concurrency targets."""
-    replicas: int | None = Field(default=None, ge=0, le=1000)
+    replicas: int = Field(default=1, ge=0, le=1000)
     """Desired replica count: the scale subresource's field, written by whoever
     serving.autoscaling.mode names (the built-in autoscaler, an HPA, KEDA, kubectl scale).
-    Leave it out of manifests; the Deployment follows it, kept within serving.replicas."""
+    Leave it out of manifests; the Deployment follows it, kept within serving.replicas
+    (so the default of 1 starts a specialist at its min when min is higher). Always set:
+    the scale subresource cannot be read without it."""
 
 
 class ObservedSpec(KubeModel):

@@ -183,12 +183,11 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
 
 def replica_count(spec: SLMSpecialistSpec) -> int:
     """The Deployment's replicas: ``spec.replicas`` (the scale subresource, set by whoever
-    ``serving.autoscaling.mode`` names), ``serving.replicas.min`` until someone sets it,
-    always within the min/max bounds. The operator never resets it to min on a spec
-    change, so it does not fight an HPA, KEDA or the built-in autoscaler."""
+    ``serving.autoscaling.mode`` names) within the min/max bounds. The operator never
+    resets it to min on a spec change, so it does not fight an HPA, KEDA or the built-in
+    autoscaler."""
     bounds = spec.serving.replicas
-    wanted = bounds.min if spec.replicas is None else spec.replicas
-    return max(bounds.min, min(bounds.max, wanted))
+    return max(bounds.min, min(bounds.max, spec.replicas))
 
 
 def build_deployment(
