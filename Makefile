@@ -65,6 +65,9 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/routing_quality.py
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/autoscale_economics.py
+	$(PY) benchmarks/autoscale_stability.py
+	$(PY) benchmarks/autoscale_reaction.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

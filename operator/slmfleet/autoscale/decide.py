@@ -39,6 +39,8 @@ from ..api.specialist import SLMSpecialistSpec
 
 #: Relative change of the load that is ignored (as Kubernetes' HPA does, 10%).
 TOLERANCE = 0.1
+#: Latency rule: p95 above this multiple of the SLO adds replicas.
+LATENCY_TRIGGER = 1.1
 #: Latency rule: Triton queueing above this fraction of the SLO means replicas would help.
 QUEUE_EVIDENCE = 0.1
 #: Queue rule: Triton's mean queue time above this fraction of the SLO adds a replica.
@@ -213,7 +215,7 @@ def _need(s: Signals, current: int, ready: int, p: ScalePolicy) -> tuple[int, st
         slo = p.latency_p95_ms
         queue = s.queue_ms
         contended = queue >= QUEUE_EVIDENCE * slo if queue is not None else demand > current
-        if s.p95_ms is not None and s.p95_ms > slo * (1 + TOLERANCE) and contended:
+        if s.p95_ms is not None and s.p95_ms > slo * LATENCY_TRIGGER and contended:
             grow = current + max(1, _ceil(current * min(1.0, s.p95_ms / slo - 1)))
             if grow > need:
                 return grow, LATENCY, f"p95 {s.p95_ms:.0f} ms above SLO {slo:g} ms; {why}"
