@@ -68,6 +68,7 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/autoscale_economics.py
 	$(PY) benchmarks/autoscale_stability.py
 	$(PY) benchmarks/autoscale_reaction.py
+	$(PY) benchmarks/autoscale_from_zero.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
