@@ -85,10 +85,12 @@ def router(slow_triton, namespace, tmp_path):
 class Harness:
     """The autoscaler as the supervisor would run it, with bodies listed before each tick."""
 
-    def __init__(self, kube: KubeClient, namespace: str, targets: ScrapeTargets) -> None:
+    def __init__(self, kube: KubeClient, namespace: str, targets: ScrapeTargets | None) -> None:
         self.kube, self.namespace, self.bodies = kube, namespace, []
 
         async def scrape_targets() -> ScrapeTargets:
+            if targets is None:
+                raise OSError("EndpointSlices unreadable")
             return targets
 
         self.scaler = Autoscaler(
@@ -230,6 +232,19 @@ async def test_unreachable_metrics_hold_and_say_so(kube, namespace, kube_client)
         assert len(warnings) == 1
         for _ in range(2):  # no repeated Warning, no write while nothing changes
             assert not (await h.tick())[0].status_written
+    finally:
+        await h.close()
+
+
+async def test_failing_discovery_holds_without_ending_the_loop(kube, namespace, kube_client):
+    kube.apply(manifest("blind"), namespace)
+    h = Harness(kube_client, namespace, None)
+    try:
+        out = await h.until(lambda o: o and o[0].status_written, what="a status write")
+        assert (out[0].replicas, out[0].reason) == (1, "MetricsUnavailable")
+        cond = scaling(kube.get("slm", "blind", namespace))
+        assert "scrape targets unavailable" in cond["message"]
+        assert "EndpointSlices unreadable" in cond["message"]
     finally:
         await h.close()
 

@@ -143,7 +143,12 @@ class Autoscaler:
             del self.tracked[gone]
         if not bodies:
             return []
-        await self.collector.scrape(await self.targets())
+        try:
+            targets = await self.targets()
+        except Exception as err:  # discovery failing must not end the loop: hold instead
+            log.warning("scrape targets unavailable: %s", err)
+            targets = ScrapeTargets(router=(), unavailable=f"scrape targets unavailable: {err}")
+        await self.collector.scrape(targets)
         hpas = await self._hpas()
         feeds = self.feeds()
         outcomes = []

@@ -31,6 +31,8 @@ class ScrapeTargets:
 
     router: Sequence[str]
     triton: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    unavailable: str = ""
+    """Why there are no targets, when discovering them failed."""
 
 
 class Collector:
@@ -105,7 +107,7 @@ class Collector:
         """The specialist's Signals over ``window_s``, or None and why not."""
         routers = self.targets.router
         if not routers:
-            return None, "no router to scrape"
+            return None, self.targets.unavailable or "no router to scrape"
         failed = [f"{u}: {self.errors[u]}" for u in routers if u in self.errors]
         if failed:
             return None, "router metrics unreachable (" + "; ".join(failed) + ")"
