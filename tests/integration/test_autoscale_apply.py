@@ -286,3 +286,22 @@ async def test_second_owner_and_other_modes_are_reported_not_fought(kube, namesp
         assert all(not o.scaled for o in out)
     finally:
         await h.close()
+
+
+async def test_a_count_the_bounds_override_is_set_to_what_runs(kube, namespace, kube_client):
+    body = manifest("floor")
+    body["spec"]["serving"]["replicas"] = {"min": 3, "max": 4}
+    kube.apply(body, namespace)
+    assert kube.get("slm", "floor", namespace)["spec"]["replicas"] == 1  # the default
+    h = Harness(kube_client, namespace, ScrapeTargets(router=[]))
+    try:
+        out = await h.until(lambda o: o and o[0].status_written, what="a first decision")
+        assert out[0].replicas == 3 and not out[0].scaled  # no change to what runs
+        assert kube.get("slm", "floor", namespace)["spec"]["replicas"] == 3
+        events = [e for e in kube.items("events", namespace)
+                  if e["involvedObject"]["name"] == "floor" and e["type"] == "Normal"]  # fmt: skip
+        assert events == []
+        quiet = await h.tick()
+        assert not quiet[0].status_written and not quiet[0].scaled
+    finally:
+        await h.close()

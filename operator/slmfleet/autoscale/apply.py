@@ -80,7 +80,8 @@ class Tracked:
     """The loop's memory of one specialist."""
 
     state: ScalerState = field(default_factory=ScalerState)
-    written: tuple[int, int] | None = None  # (replicas, resourceVersion) of our scale write
+    written: tuple[int, int, int] | None = None  # (replicas, resourceVersion, generation)
+    # of our last scale write
     status_at: float = float("-inf")  # when we last wrote its status
     condition: dict[str, Any] | None = None  # the Scaling condition we last wrote
     sent: tuple[int, dict[str, Any]] | None = None  # (resourceVersion, status) of that write
@@ -203,9 +204,9 @@ class Autoscaler:
             written = await self._status(body, tracked, "False", CONFLICT, message, {}, None)
             return Outcome(key, None, CONFLICT, False, written)
 
-        spec_replicas = spec.replicas
+        spec_replicas, generation = spec.replicas, meta.get("generation") or 0
         if tracked.written and resource_version(body) < tracked.written[1]:
-            spec_replicas = tracked.written[0]  # the cache has not seen our write yet
+            spec_replicas, _, generation = tracked.written  # the cache lags our write
         current = replica_count(spec.model_copy(update={"replicas": spec_replicas}))
         ready = int(status.get("readyReplicas") or 0)
         signals, why = self.collector.signals(
@@ -224,18 +225,22 @@ class Autoscaler:
             missing=why,
         )
         tracked.state = decision.state
-        # Against the count the Deployment runs: a spec.replicas outside the bounds (the
-        # render clamps it) or unset is not rewritten when the decision agrees.
+        # Against the count the Deployment runs (spec.replicas within the bounds): a change
+        # there is a scale, with its Event. A spec.replicas the bounds override (the
+        # default 1 under a min of 3, a count above a lowered max) is set to what runs,
+        # quietly, so `kubectl get slm` shows the truth.
         scaled = decision.replicas != current
-        if scaled:
-            await self._scale(body, tracked, current, decision)
+        if scaled or decision.replicas != spec_replicas:
+            # A spec change: the generation moves on (the Scale reply does not carry it).
+            generation += 1
+            await self._scale(body, tracked, current, decision, generation, event=scaled)
         ok = "False" if decision.reason == D.MISSING else "True"
         obs = (
             observed(signals, current, spec.cost.replica_hour_usd, now_rfc3339()) if signals else {}
         )
         written = await self._status(
             body, tracked, ok, decision.reason, decision.message, obs, decision.replicas,
-            scaled=scaled,
+            scaled=scaled, generation=generation,
         )  # fmt: skip
         return Outcome(key, decision.replicas, decision.reason, scaled, written)
 
@@ -245,12 +250,17 @@ class Autoscaler:
         tracked: Tracked,
         current: int,
         decision: Decision,
+        generation: int,
+        *,
+        event: bool = True,
     ) -> None:
         meta = body["metadata"]
         scale = await self.kube.patch_scale(
             "SLMSpecialist", meta["namespace"], meta["name"], decision.replicas
         )
-        tracked.written = (decision.replicas, resource_version(scale))
+        tracked.written = (decision.replicas, resource_version(scale), generation)
+        if not event:
+            return
         log.info("%s/%s: %s -> %s replicas: %s (%s)", meta["namespace"], meta["name"], current,
                  decision.replicas, decision.reason, decision.message)  # fmt: skip
         message = f"scaled from {current} to {decision.replicas}: {decision.message}"
@@ -274,6 +284,7 @@ class Autoscaler:
         desired: int | None,
         *,
         scaled: bool = False,
+        generation: int | None = None,
     ) -> bool:
         """Apply this loop's status fields when they changed; True if written."""
         meta, live = body["metadata"], body.get("status") or {}
@@ -283,7 +294,8 @@ class Autoscaler:
             (c for c in live.get("conditions") or [] if c.get("type") == SCALING), None
         )
         before = tracked.condition or live_cond
-        cond = scaling_condition(cond_status, reason, message, meta.get("generation"), before)
+        generation = generation if generation is not None else meta.get("generation")
+        cond = scaling_condition(cond_status, reason, message, generation, before)
         status: dict[str, Any] = {"conditions": [cond]}
         if desired is not None:
             status["desiredReplicas"] = desired
