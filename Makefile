@@ -66,6 +66,10 @@ bench: $(STAMP) control-plane
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/autoscale_economics.py
+	$(PY) benchmarks/autoscale_stability.py
+	$(PY) benchmarks/autoscale_reaction.py
+	$(PY) benchmarks/autoscale_from_zero.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -5,6 +5,8 @@ import pytest
 from slmfleet.render.conditions import merge_conditions, ready_set, status_changed
 from slmfleet.render.specialist_status import deployment_progress, specialist_status
 
+ROLLOUT = "RolloutInProgress"
+
 
 def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, total=1, conds=()):
     return {
@@ -29,6 +31,12 @@ def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, tot
         (deployment(updated=0, available=0, total=0), False, False, "RolloutInProgress"),
         (deployment(total=2), False, False, "RolloutInProgress"),
         (deployment(available=0), False, False, "ReplicasUnavailable"),
+        # Scaled from 2 to 3, same template: the two running replicas keep serving.
+        (deployment(replicas=3, updated=2, available=2, total=2), True, False, "ScalingUp"),
+        # ... but a rollout with old Pods still around is not "scaling up".
+        (deployment(replicas=3, updated=2, available=3, total=3), False, False, ROLLOUT),
+        # Scaled up from zero: nothing serves yet.
+        (deployment(replicas=1, updated=0, available=0, total=0), False, False, ROLLOUT),
         (deployment(), True, False, "Available"),
         (deployment(replicas=0, updated=0, available=0, total=0), True, False, "ScaledToZero"),
         (
@@ -58,6 +66,7 @@ def test_specialist_status_ready():
     assert status["observedGeneration"] == 3
     assert status["endpoint"] == "slm-a.ns.svc:8001"
     assert status["readyReplicas"] == 1
+    assert status["selector"] == "slmfleet.io/specialist=a"  # the scale subresource's
 
 
 def test_specialist_status_error_is_stalled_not_reconciling():

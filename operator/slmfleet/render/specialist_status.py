@@ -26,10 +26,14 @@ def deployment_progress(deployment: dict[str, Any] | None) -> tuple[bool, bool, 
         return False, False, "RolloutPending", "the Deployment controller has not seen the change"
     if want == 0:
         return True, False, "ScaledToZero", "scaled to zero replicas"
-    if updated < want:
-        return False, False, "RolloutInProgress", f"{updated}/{want} replicas updated"
     if total > updated:
         return False, False, "RolloutInProgress", f"{total - updated} old replicas terminating"
+    if updated < want:
+        if total == updated and available > 0:
+            # Only the count grew (every Pod runs the current template): still servable
+            # by the replicas that are up, so an autoscaler's scale-up is not an outage.
+            return True, False, "ScalingUp", f"{available}/{want} replicas available"
+        return False, False, "RolloutInProgress", f"{updated}/{want} replicas updated"
     if available < want:
         return False, False, "ReplicasUnavailable", f"{available}/{want} replicas available"
     return True, False, "Available", f"{available}/{want} replicas available"
@@ -64,4 +68,6 @@ def specialist_status(
         "readyReplicas": dep_status.get("readyReplicas", 0),
         "endpoint": L.grpc_endpoint(name, namespace),
         "tritonModel": name,
+        # The scale subresource's labelSelectorPath: HPA and KEDA read the Pods from it.
+        "selector": f"{L.SPECIALIST_LABEL}={name}",
     }
