@@ -38,7 +38,8 @@ def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, tot
         # Scaled up from zero: nothing serves yet.
         (deployment(replicas=1, updated=0, available=0, total=0), False, False, ROLLOUT),
         (deployment(), True, False, "Available"),
-        (deployment(replicas=0, updated=0, available=0, total=0), True, False, "ScaledToZero"),
+        # Zero replicas: nothing can serve, so not Ready (the router holds or cascades).
+        (deployment(replicas=0, updated=0, available=0, total=0), False, False, "ScaledToZero"),
         (
             deployment(conds=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]),
             False,
@@ -50,6 +51,56 @@ def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, tot
 def test_deployment_progress(dep, ready, stalled, reason):
     got = deployment_progress(dep)
     assert got[:3] == (ready, stalled, reason)
+
+
+ZERO = deployment(replicas=0, updated=0, available=0, total=0)
+
+
+@pytest.mark.parametrize(
+    ("dep", "previous", "ready", "reason"),
+    [
+        # From zero: whatever the rollout bookkeeping says, until a replica is available.
+        (deployment(replicas=1, updated=0, available=0, total=0), "ScaledToZero", False,
+         "ScalingFromZero"),
+        (deployment(replicas=1, observed=1, updated=0, available=0, total=0), "ScaledToZero",
+         False, "ScalingFromZero"),
+        (deployment(replicas=1, updated=1, available=0, total=1), "ScalingFromZero", False,
+         "ScalingFromZero"),
+        (deployment(replicas=2, updated=1, available=1, total=1), "ScalingFromZero", True,
+         "ScalingUp"),
+        (deployment(), "ScalingFromZero", True, "Available"),
+        # Not from zero: a new or broken Deployment with nothing available is not held for.
+        (deployment(available=0), "Available", False, "ReplicasUnavailable"),
+        (deployment(available=0), None, False, "ReplicasUnavailable"),
+        (ZERO, "ScalingFromZero", False, "ScaledToZero"),
+        (
+            deployment(available=0, conds=[{"type": "Progressing",
+                                            "reason": "ProgressDeadlineExceeded"}]),
+            "ScalingFromZero", False, "ProgressDeadlineExceeded",
+        ),
+    ],
+)  # fmt: skip
+def test_deployment_progress_from_zero(dep, previous, ready, reason):
+    assert deployment_progress(dep, previous)[0] == ready
+    assert deployment_progress(dep, previous)[2] == reason
+
+
+def test_scaled_to_zero_is_at_rest_not_ready_not_reconciling():
+    """kubectl wait --for=condition=Ready waits (nothing serves); kstatus reads neither
+    Reconciling nor Stalled as Current (healthy, at rest)."""
+    status = specialist_status(name="a", namespace="ns", generation=2, deployment=ZERO)
+    conds = by_type(status["conditions"])
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "ScaledToZero")
+    assert conds["Reconciling"]["status"] == "False"
+    assert conds["Stalled"]["status"] == "False"
+    waking = specialist_status(
+        name="a", namespace="ns", generation=3,
+        deployment=deployment(replicas=1, updated=1, available=0, total=1),
+        previous_reason="ScaledToZero",
+    )  # fmt: skip
+    conds = by_type(waking["conditions"])
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "ScalingFromZero")
+    assert conds["Reconciling"]["status"] == "True"
 
 
 def by_type(conditions):

@@ -83,6 +83,10 @@ async def refresh_status(key: Key) -> None:
             state.reconciled if state.reconciled is not None else current.get("observedGeneration")
         )
         problem = (state.problem.reason, state.problem.message) if state.problem else None
+        previous = next(
+            (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"),
+            None,
+        )
         desired = specialist_status(
             name=key[1],
             namespace=key[0],
@@ -90,6 +94,7 @@ async def refresh_status(key: Key) -> None:
             deployment=state.deployment,
             error=state.error,
             problem=problem,
+            previous_reason=previous,
         )
         if not status_changed(current, desired):
             return
