@@ -7,7 +7,6 @@ from typing import Any
 from . import labels as L
 from .conditions import ready_set
 
-
 #: At zero replicas on purpose (min 0, idle): not Ready (nothing can serve), not failing.
 SCALED_TO_ZERO = "ScaledToZero"
 #: The first replica after zero is starting: requests wait for it (or cascade).
