@@ -69,15 +69,18 @@ class TritonPool:
         """Follow a new configuration: new endpoints get replica sets, static replica
         lists are applied, endpoints no longer used drain and close."""
         static: dict[str, list[str]] = {}
+        zero: dict[str, bool] = {}
         for s in specialists:
             static.setdefault(s.endpoint, []).extend(s.replicas)
+            zero[s.endpoint] = zero.get(s.endpoint, True) and s.scaled_to_zero
         for endpoint, addresses in static.items():
             rs = self._sets.get(endpoint)
             if rs is None:
                 rs = self._sets[endpoint] = ReplicaSet(endpoint, breaker_config=self.breaker_config)
             if addresses:
                 self._untrack(endpoint)
-                rs.update(addresses, source="static")
+                # Scaled to zero: no replica, whatever the list says (requests wait).
+                rs.update([] if zero[endpoint] else addresses, source="static")
                 continue
             if (
                 endpoint not in self._tracked
@@ -86,8 +89,12 @@ class TritonPool:
             ):
                 self._tracked.add(endpoint)
             if rs.source != "endpointslices":
-                # Until discovery answers (or without it): the endpoint's DNS name.
-                rs.update([endpoint], source="dns", round_robin=True)
+                # Until discovery answers (or without it): the endpoint's DNS name, unless
+                # the specialist is scaled to zero (its name resolves to no Pod).
+                if zero[endpoint]:
+                    rs.update([], source="dns")
+                else:
+                    rs.update([endpoint], source="dns", round_robin=True)
         for endpoint in [e for e in self._sets if e not in static]:
             self._untrack(endpoint)
             rs = self._sets.pop(endpoint)
@@ -109,6 +116,11 @@ class TritonPool:
         for endpoint in list(self._sets):
             self._untrack(endpoint)
             await self._sets.pop(endpoint).close()
+
+    def load(self, endpoint: str) -> tuple[int, int]:
+        """(active replicas, requests outstanding on them) of ``endpoint``, now."""
+        active = self.replica_set(endpoint).active()
+        return len(active), sum(r.outstanding for r in active)
 
     # -- one request --------------------------------------------------------------------
     def shared_stream(
@@ -143,10 +155,13 @@ class TritonPool:
         request_id: str = "",
         shared: bool = False,
         specialist: str = "-",
+        wait_s: float | None = None,
     ) -> AsyncIterator[Piece]:
-        """Stream the model's text deltas from the least-loaded replica of ``endpoint``."""
+        """Stream the model's text deltas from the least-loaded replica of ``endpoint``;
+        while it has none, wait for one at most ``wait_s`` (and the deadline)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        wait_until = deadline if wait_s is None else min(deadline, loop.time() + wait_s)
         rs = self.replica_set(endpoint)
         tried: list[Replica] = []
         attempt = 0
@@ -154,7 +169,7 @@ class TritonPool:
             attempt += 1
             others = len(rs.active()) > len(tried)
             replica = await rs.acquire(
-                deadline, exclude=tried if others else (), specialist=specialist
+                wait_until, exclude=tried if others else (), specialist=specialist
             )
             started = ok = fault = False
             try:
