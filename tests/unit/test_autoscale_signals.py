@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from slmfleet.api.routerconfig import PolicyConfig
 from slmfleet.autoscale.signals import (
+    NAMES,
     Sample,
     escalation_feeds,
     parse,
@@ -38,16 +39,23 @@ class FakeRouter:
             buckets=BUCKETS,
             registry=r,
         )
+        # Per-reason escalations (not read: a request escalated for two reasons counts
+        # twice there) beside the per-request count of escalations into a tier (read).
         self.escalations = Counter(
             "slmfleet_router_escalations_total", "", ["policy", "tier", "reason"], registry=r
         )
+        self.escalated = Counter(
+            "slmfleet_router_escalated_requests_total", "", ["policy", "tier"], registry=r
+        )
+        self.no_replica = Counter("slmfleet_router_no_replica_total", "", ["specialist"],
+                                  registry=r)  # fmt: skip
         self.requests = Counter(
             "slmfleet_router_requests_total", "", ["policy", "tier", "status"], registry=r
         )
         if gauges:
-            self.in_flight = Gauge("slmfleet_router_specialist_in_flight", "", ["specialist"],
+            self.in_flight = Gauge("slmfleet_router_inflight_requests", "", ["specialist"],
                                    registry=r)  # fmt: skip
-            self.waiting = Gauge("slmfleet_router_specialist_waiting", "", ["specialist"],
+            self.waiting = Gauge("slmfleet_router_waiting_requests", "", ["specialist"],
                                  registry=r)  # fmt: skip
 
     def text(self) -> str:
@@ -69,8 +77,18 @@ def triton_text(success: float, queue_us: float, pending: float, model: str = "b
 
 
 def test_the_names_match_the_routers_metrics():
-    names = {m._name for m in (router_metrics.UPSTREAM, router_metrics.ESCALATIONS)}
-    assert names == {"slmfleet_router_upstream_duration_seconds", "slmfleet_router_escalations"}
+    """What the autoscaler reads is what the router exports, with the labels it reads."""
+    rm = router_metrics
+    pairs = [
+        (NAMES.upstream, rm.UPSTREAM, "specialist"),
+        (NAMES.escalations, rm.ESCALATED, "tier"),
+        (NAMES.in_flight, rm.INFLIGHT, "specialist"),
+        (NAMES.waiting, rm.WAITING, "specialist"),
+        (NAMES.unavailable, rm.NO_REPLICA, "specialist"),
+    ]
+    for name, metric, label in pairs:
+        assert name.removesuffix("_total") == metric._name, name
+        assert label in metric._labelnames, name
 
 
 def test_parse_sums_policies_and_tiers_per_specialist():
@@ -80,12 +98,13 @@ def test_parse_sums_policies_and_tiers_per_specialist():
     r.upstream.labels("support", "shop/large", "large").observe(0.07)
     r.escalations.labels("support", "routed", "label_threshold:refund").inc(3)
     r.escalations.labels("support", "routed", "answer_confidence").inc(2)
+    r.escalated.labels("support", "large").inc(4)
     s = parse(r.text(), at=1.0)
     billing = s.upstream["shop/billing"]
     assert billing.count == 2 and billing.total == pytest.approx(0.9)
     assert dict(billing.buckets)[0.25] == 1 and dict(billing.buckets)[math.inf] == 2
     assert s.upstream["shop/large"].count == 1
-    assert s.escalations == {("support", "routed"): 5.0}
+    assert s.escalations == {("support", "large"): 4.0}  # per request, not per reason
 
 
 def test_parse_triton():
@@ -163,10 +182,12 @@ def test_counter_reset_counts_from_zero_and_a_new_series_counts_whole():
     after = FakeRouter()  # the router restarted: counters from zero
     for _ in range(7):
         after.upstream.labels("p", "a/b", "routed").observe(0.1)
-    after.escalations.labels("p", "routed", "x").inc(4)  # born after the base sample
+    after.escalated.labels("p", "large").inc(4)  # born after the base sample
+    after.no_replica.labels("a/b").inc(2)
     w = window_of([(0.0, before.text()), (10.0, after.text())])
     assert w.upstream["a/b"].count == 7  # not -93
-    assert w.escalations[("p", "routed")] == 4
+    assert w.escalations[("p", "large")] == 4
+    assert w.unavailable["a/b"] == 2
 
 
 def test_several_routers_add_up_and_gauges_are_preferred():
@@ -197,7 +218,7 @@ def test_triton_queue_time_per_request_and_pending_only():
     assert signals_for("shop/billing", "billing", [], [idle]).queue_ms == 0.0
 
 
-def test_escalations_land_on_the_tier_behind():
+def test_escalated_requests_land_on_the_specialist_of_their_tier():
     policy = PolicyConfig.model_validate(
         {
             "modelName": "support",
@@ -211,12 +232,16 @@ def test_escalations_land_on_the_tier_behind():
         }
     )
     feeds = escalation_feeds([policy])
-    assert feeds == {"shop/large": [("support", "routed"), ("support", "routing")]}
+    assert feeds == {"shop/large": [("support", "large")]}
     r = FakeRouter()
     t0 = r.text()
+    # 30 requests into "large" (from the routed tier or out of domain), 20 of them for
+    # two reasons at once: 50 reasons, 30 requests.
     r.escalations.labels("support", "routed", "label_threshold:refund").inc(20)
+    r.escalations.labels("support", "routed", "answer_confidence").inc(20)
     r.escalations.labels("support", "routing", "out_of_domain").inc(10)
-    r.escalations.labels("support", "large", "answer_confidence").inc(99)  # to review
+    r.escalated.labels("support", "large").inc(30)
+    r.escalated.labels("support", "review").inc(99)  # on to review: not this specialist
     w = window_of([(0.0, t0), (10.0, r.text())])
     s = signals_for("shop/large", None, [w], [], feeds["shop/large"])
     assert s.escalation_rps == pytest.approx(3.0)

@@ -7,7 +7,7 @@ Everything that depends on time or history comes in as arguments (``now``, the
 (tests/unit/test_autoscale_decide.py). The rule, in the order it is applied:
 
 1. **Need.** The concurrency the load demands is the largest of: the in-flight requests
-   seen at the router plus those waiting for a replica; the arrival rate times the mean
+   seen at the router (those waiting for a replica included); the arrival rate times the mean
    service time (Little's law: it leads in-flight when requests pile up); and the rate of
    escalations into this specialist from the cascade tiers in front of it times its
    service time (escalations are counted when they happen, before this specialist's own
@@ -75,7 +75,8 @@ class Signals:
     request_rps: float = 0.0
     """Requests this specialist completed per second (router upstream calls)."""
     in_flight: float = 0.0
-    """Mean concurrent requests to it over the window, all replicas together."""
+    """Mean concurrent requests to it over the window, all replicas together, those the
+    router holds for a replica included."""
     p95_ms: float | None = None
     """p95 of its upstream latency; None when no request completed in the window."""
     mean_ms: float | None = None
@@ -85,9 +86,9 @@ class Signals:
     waiting: float = 0.0
     """Requests the router holds for lack of a ready replica (scale from zero)."""
     unavailable_rps: float = 0.0
-    """Requests per second routed here while no replica could take them."""
+    """Requests per second that found no replica here (cascaded on, or gave up waiting)."""
     escalation_rps: float = 0.0
-    """Escalations per second into this specialist from the cascade tiers in front."""
+    """Requests per second escalated into this specialist's cascade tiers."""
 
     def finite(self) -> bool:
         """False when a value is NaN, infinite or negative (a broken exporter): such a
@@ -193,7 +194,9 @@ def _need(s: Signals, current: int, ready: int, p: ScalePolicy) -> tuple[int, st
     """Replicas the load needs, the rule that says so, and the numbers behind it."""
     service_s = (s.mean_ms if s.mean_ms else p.latency_p95_ms) / 1000.0
     demands = {
-        IN_FLIGHT: s.in_flight + s.waiting,
+        # The router's in-flight gauge (and Little's law on its latency sum) already
+        # counts the requests waiting for a replica; waiting alone matters without it.
+        IN_FLIGHT: max(s.in_flight, s.waiting),
         # Little's law: arrivals x service time, counting requests that found no replica.
         "rate": (s.request_rps + s.unavailable_rps) * service_s,
         ESCALATION: s.escalation_rps * service_s,

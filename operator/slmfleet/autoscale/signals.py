@@ -6,13 +6,14 @@ Prometheus' ``rate`` and ``histogram_quantile`` would compute them: per source f
 (a restarted router resets its counters, which counts as a reset, not a negative rate),
 then summed over sources (several router replicas, several Triton Pods).
 
-What is read (``MetricNames``; the router's names live in router/metrics.py):
+What is read (``MetricNames``; the router's names live in router/metrics.py, and a unit
+test holds the two together):
 - router, per specialist id: the upstream latency histogram (rate, p95, mean service
-  time, and in-flight by Little's law: the growth of its sum over time), and, when the
-  router exports them, an in-flight gauge, a waiting-for-a-replica gauge and a counter
-  of requests that found no ready replica;
-- router, per (policy, tier): escalations, mapped to the specialist they land on by
-  ``escalation_feeds`` (from the router configuration's cascades);
+  time, and in-flight by Little's law: the growth of its sum over time), the in-flight
+  gauge (requests waiting for a replica included), the waiting-for-a-replica gauge and
+  the counter of requests that found no replica (cascaded or gave up: demand);
+- router, per (policy, tier): requests escalated into the tier (once per request),
+  mapped to the specialist the tier names by ``escalation_feeds``;
 - Triton, per model: completed requests, cumulative queue time and pending requests.
 """
 
@@ -25,11 +26,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..api.routerconfig import PolicyConfig
-from ..router.cascade import start_index
 from .decide import Signals
-
-#: The router's pseudo-tier for requests no specialist took (router/engine.py).
-ROUTING_TIER = "routing"
 
 
 @dataclass(frozen=True)
@@ -37,10 +34,10 @@ class MetricNames:
     """Sample names read from the scrapes (the router's must match router/metrics.py)."""
 
     upstream: str = "slmfleet_router_upstream_duration_seconds"
-    escalations: str = "slmfleet_router_escalations_total"
-    in_flight: str = "slmfleet_router_specialist_in_flight"
-    waiting: str = "slmfleet_router_specialist_waiting"
-    unavailable: str = "slmfleet_router_specialist_unavailable_total"
+    escalations: str = "slmfleet_router_escalated_requests_total"
+    in_flight: str = "slmfleet_router_inflight_requests"
+    waiting: str = "slmfleet_router_waiting_requests"
+    unavailable: str = "slmfleet_router_no_replica_total"
     triton_success: str = "nv_inference_request_success"
     triton_queue_us: str = "nv_inference_queue_duration_us"
     triton_pending: str = "nv_inference_pending_request_count"
@@ -216,23 +213,15 @@ def source_window(samples: Sequence[Sample], window_s: float) -> SourceWindow | 
 
 
 def escalation_feeds(policies: Iterable[PolicyConfig]) -> dict[str, list[tuple[str, str]]]:
-    """Specialist id -> the (policy model name, tier) escalations that land on it: the tier
-    directly in front of each fixed-specialist tier, and the ``routing`` pseudo-tier when
-    out-of-domain requests start there. (Escalations on error may jump further ahead to
-    ``fallback.onError``; they are not counted: the escalation counter cannot tell them
-    from the ones that go to the next tier.)"""
+    """Specialist id -> the (policy model name, tier) pairs whose escalated requests land
+    on it: every cascade tier that names it. The router counts a request escalated into
+    a tier once, whatever the reasons and wherever it came from (the tier in front, an
+    error's ``fallback.onError``, an out-of-domain start), as the tier takes it."""
     feeds: dict[str, list[tuple[str, str]]] = {}
     for pol in policies:
-        tiers = pol.cascade
-        unrouted_start = start_index(tiers, pol.fallback, routed=False)
-        for i, tier in enumerate(tiers):
-            if tier.specialist is None:
-                continue
-            into = feeds.setdefault(tier.specialist, [])
-            if i > 0:
-                into.append((pol.model_name, tiers[i - 1].name))
-            if unrouted_start == i:
-                into.append((pol.model_name, ROUTING_TIER))
+        for tier in pol.cascade:
+            if tier.specialist is not None:
+                feeds.setdefault(tier.specialist, []).append((pol.model_name, tier.name))
     return feeds
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..api.base import API_VERSION
 from ..api.specialist import SLMSpecialistSpec
+from ..autoscale.signals import NAMES
 from . import labels as L
 from .specialist import Owner
 
@@ -29,9 +30,10 @@ HPA_API, KEDA_API = "autoscaling/v2", "keda.sh/v1alpha1"
 HPA_METRIC = "slmfleet_specialist_in_flight"
 #: Labels the HPA's metric selector names the specialist by (label values cannot hold "/").
 NAMESPACE_LABEL, NAME_LABEL = "specialist_namespace", "specialist_name"
-UPSTREAM_SUM = "slmfleet_router_upstream_duration_seconds_sum"
-UNAVAILABLE = "slmfleet_router_specialist_unavailable_total"
-WAITING = "slmfleet_router_specialist_waiting"
+#: The router's series, as the built-in autoscaler reads them (autoscale/signals.py).
+UPSTREAM_SUM = f"{NAMES.upstream}_sum"
+UNAVAILABLE = NAMES.unavailable
+WAITING = NAMES.waiting
 #: How often KEDA queries Prometheus, in seconds.
 KEDA_POLLING_S = 15
 
@@ -72,7 +74,8 @@ def in_flight_query(owner: Owner) -> str:
 
 
 def demand_query(owner: Owner) -> str:
-    """PromQL: requests that found no ready replica (what wakes a specialist from zero)."""
+    """PromQL: requests that found no replica (cascaded on or gave up) plus those the
+    router holds for one: what wakes a specialist from zero."""
     sid = f'{{specialist="{owner.namespace}/{owner.name}"}}'
     return f"(sum(rate({UNAVAILABLE}{sid}[1m])) or vector(0)) + (sum({WAITING}{sid}) or vector(0))"
 
