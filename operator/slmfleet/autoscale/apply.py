@@ -50,6 +50,9 @@ INVALID = "InvalidSpec"
 EXTERNAL = {"hpa": "ScaledByHPA", "keda": "ScaledByKEDA", "none": "ManualScaling"}
 #: Reasons that also get a Warning Event when they start.
 WARN = (D.MISSING, CONFLICT, INVALID)
+#: Outcome of a tick that waits for the first window of a new router's metrics: nothing
+#: is decided or written (a restart must not flip every specialist to MetricsUnavailable).
+WARMING = "CollectingFirstWindow"
 
 
 class ScaleClient(Protocol):
@@ -113,8 +116,11 @@ class Autoscaler:
         collector: Collector | None = None,
         config: AutoscalerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spec_of: Callable[[dict[str, Any]], SLMSpecialistSpec] | None = None,
     ) -> None:
         self.kube = kube
+        self.spec_of = spec_of or (lambda body: SLMSpecialistSpec.model_validate(body["spec"]))
+        """Validates a body's spec (the operator passes its cache of validated specs)."""
         self.specialists = specialists
         self.targets = targets
         self.feeds = feeds
@@ -181,7 +187,7 @@ class Autoscaler:
         key = f"{ns}/{name}"
         tracked = self.tracked.setdefault(key, Tracked())
         try:
-            spec = SLMSpecialistSpec.model_validate(body["spec"])
+            spec = self.spec_of(body)
             policy = ScalePolicy.from_spec(spec)
         except (ValidationError, ValueError) as err:
             message = str(err).splitlines()[0]
@@ -215,6 +221,8 @@ class Autoscaler:
             window_s=float(spec.serving.autoscaling.window_seconds),
             feeds=feeds.get(key, ()),
         )
+        if signals is None and self.collector.warming():
+            return Outcome(key, None, WARMING, False, False)
         decision = D.decide(
             signals,
             current=current,

@@ -96,6 +96,13 @@ class Collector:
             del self.errors[gone]
         await asyncio.gather(*(self._one(u) for u in sorted(urls)))
 
+    def warming(self) -> bool:
+        """A router target answers but has not given a whole first window yet (the
+        operator just started, or a router Pod is new)."""
+        return any(
+            u not in self.errors and len(self.samples.get(u, [])) < 2 for u in self.targets.router
+        )
+
     def signals(
         self,
         specialist: str,

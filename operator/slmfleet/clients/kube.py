@@ -42,6 +42,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "RouterPolicy": (_CRDS, "routerpolicies"),
     "Budget": (_CRDS, "budgets"),
     "Event": ("/api/v1", "events"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
 }

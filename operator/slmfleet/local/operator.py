@@ -2,6 +2,11 @@
 
 Used by integration tests, the benchmark and ``slmfleet up --cluster``. The liveness
 endpoint doubles as a window on the operator: its ``writes`` probe counts API writes.
+
+The built-in autoscaler is off unless ``extra_env`` turns it on (``SLMFLEET_AUTOSCALER``)
+and says which router to scrape (``SLMFLEET_ROUTER_METRICS_URLS``): none of these users
+runs a router the operator could reach, and an autoscaler without metrics would only
+hold every specialist and say so.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "SLMFLEET_ROUTER_CONFIGMAP": self.router_configmap,
+            "SLMFLEET_AUTOSCALER": "off",
             **self.extra_env,
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
