@@ -214,6 +214,8 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("delete", "slmspecialists.slmfleet.io", namespace),
         ("create", "slmspecialists.slmfleet.io", namespace),
         ("patch", "routerpolicies.slmfleet.io", namespace),
+        ("watch", "endpointslices.discovery.k8s.io", namespace),
+        ("update", "slmspecialists.slmfleet.io/scale", namespace),
     ]:
         scope = ["-n", where] if where else []
         assert not can_i(kube, operator_sa, verb, what, *scope), f"operator may {verb} {what}"
@@ -225,6 +227,14 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("patch", f"roles.rbac.authorization.k8s.io/{secrets_role}", namespace),
         ("patch", f"rolebindings.rbac.authorization.k8s.io/{secrets_role}", namespace),
         ("delete", "configmaps", ns),  # stale fragments, in the release namespace only
+        # The built-in autoscaler: the replica count, where to scrape, its Events.
+        ("patch", "slmspecialists.slmfleet.io/scale", namespace),
+        ("list", "endpointslices.discovery.k8s.io", namespace),
+        ("create", "events", namespace),
+        # Modes hpa and keda: their object, and deleting the one a mode no longer uses.
+        ("patch", "horizontalpodautoscalers.autoscaling", namespace),
+        ("delete", "horizontalpodautoscalers.autoscaling", namespace),
+        ("patch", "scaledobjects.keda.sh", namespace),
     ]:
         assert can_i(kube, operator_sa, verb, what, "-n", where), f"operator may not {verb} {what}"
     assert can_i(kube, router_sa, "list", "configmaps", "-n", ns)
