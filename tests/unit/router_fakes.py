@@ -42,7 +42,7 @@ class FakePool:
         for text, conf in out:
             yield Piece(text, conf)
 
-    def load(self, endpoint):
+    def load(self, endpoint, model=""):
         return self.loads.get(endpoint, (1, 0))
 
     async def configure(self, specialists):

@@ -11,7 +11,7 @@ from slmfleet.api.routerconfig import CapacityConfig, RouterConfig, SpecialistCo
 from slmfleet.router import metrics as m
 from slmfleet.router.capacity import COST_CAPPED, SCALED_TO_ZERO, overflow
 from slmfleet.router.engine import Engine
-from slmfleet.router.errors import RouterError
+from slmfleet.router.errors import RouterError, UpstreamError
 from slmfleet.router.external import ExternalClients
 from slmfleet.router.snapshot import build_snapshot
 from slmfleet.router.triton.pool import TritonPool
@@ -181,3 +181,32 @@ async def test_escalated_requests_count_once_per_request_per_tier():
     assert value(m.ESCALATIONS, "p", "small", "low_answer_confidence") == reasons + 1
     assert value(m.ESCALATED, "p", "large") == entered + 1
     assert value(m.ESCALATED, "p", "small") == first  # the first tier is not an escalation
+
+
+async def test_a_model_scaled_to_zero_on_a_shared_server_is_held_per_model():
+    """Locally one Triton serves every model: the one scaled to zero (unloaded) is held
+    until the configuration brings it back; the others keep the server's replica."""
+
+    def cfg(zero: bool) -> RouterConfig:
+        return RouterConfig.model_validate(
+            {
+                "specialists": [spec("a", "ma", ready=not zero, scaledToZero=zero), spec("b", "mb")]
+            }  # fmt: skip
+        )
+
+    pool = TritonPool()
+    await pool.configure(cfg(zero=True).specialists)
+    assert pool.load("h:1", "ma") == (0, 0) and pool.load("h:1", "mb") == (1, 0)
+    loop = asyncio.get_running_loop()
+    held = asyncio.create_task(pool._model_back("h:1", "ma", loop.time() + 5, "ns/a"))
+    await asyncio.sleep(0.05)
+    assert not held.done() and value(m.WAITING, "ns/a") == 1
+    await pool._model_back("h:1", "mb", loop.time() + 5, "ns/b")  # not held
+    await pool.configure(cfg(zero=False).specialists)  # loaded again
+    await asyncio.wait_for(held, 1)
+    assert value(m.WAITING, "ns/a") == 0 and pool.load("h:1", "ma") == (1, 0)
+    await pool.configure(cfg(zero=True).specialists)
+    with pytest.raises(UpstreamError) as err:
+        await pool._model_back("h:1", "ma", loop.time() + 0.1, "ns/a")
+    assert err.value.reason == "no_replica"
+    await pool.close()

@@ -50,7 +50,7 @@ class SpecialistTier:
         spec = c.snap.specialists.get(c.specialist or "")
         if spec is None or not (spec.scaled_to_zero or spec.ready):
             return None  # unknown or unready: call() says so
-        replicas, in_flight = self.pool.load(spec.endpoint)
+        replicas, in_flight = self.pool.load(spec.endpoint, spec.triton_model)
         reason = overflow(
             spec, c.policy.capacity, replicas=replicas, in_flight=in_flight, has_next=has_next
         )
