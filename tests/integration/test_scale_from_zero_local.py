@@ -95,8 +95,8 @@ def fleet(start_triton, tmp_path: Path):
     base = config(triton.grpc_url)
     path = tmp_path / "router.json"
     # "asleep" is scaled to zero and nothing will load it (no residency member).
-    urllib.request.urlopen(urllib.request.Request(
-        f"{triton.http_url}/v2/repository/models/asleep/unload", data=b"{}", method="POST"))  # fmt: skip
+    unload = f"{triton.http_url}/v2/repository/models/asleep/unload"
+    urllib.request.urlopen(urllib.request.Request(unload, data=b"{}", method="POST"))
     write_config(path, with_scaled_to_zero(base, {"local/asleep"}))
     router = RouterProcess(["--config", str(path), "--poll-interval", "0.2"],
                            port=free_port(), log_path=tmp_path / "router.log")  # fmt: skip

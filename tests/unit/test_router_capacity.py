@@ -188,11 +188,8 @@ async def test_a_model_scaled_to_zero_on_a_shared_server_is_held_per_model():
     until the configuration brings it back; the others keep the server's replica."""
 
     def cfg(zero: bool) -> RouterConfig:
-        return RouterConfig.model_validate(
-            {
-                "specialists": [spec("a", "ma", ready=not zero, scaledToZero=zero), spec("b", "mb")]
-            }  # fmt: skip
-        )
+        a = spec("a", "ma", ready=not zero, scaledToZero=zero)
+        return RouterConfig.model_validate({"specialists": [a, spec("b", "mb")]})
 
     pool = TritonPool()
     await pool.configure(cfg(zero=True).specialists)
