@@ -33,8 +33,11 @@ class OperatorProcess:
         router_configmap: str = "slmfleet-system/slmfleet-router",
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
+        """``namespaces``: watch only these (kopf ``--namespace``); empty: every one."""
         self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
         self.router_configmap = router_configmap
         self.log_path = log_path or kubeconfig.parent / "operator.log"
         self.extra_env = extra_env or {}
@@ -48,13 +51,15 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "SLMFLEET_ROUTER_CONFIGMAP": self.router_configmap,
             "SLMFLEET_AUTOSCALER": "off",
+            **({"SLMFLEET_WATCH_NAMESPACES": ",".join(self.namespaces)} if self.namespaces else {}),
             **self.extra_env,
         }
+        scope = [f"--namespace={n}" for n in self.namespaces] or ["--all-namespaces"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "kopf", "run", "-m", "slmfleet.controller",
-                "--standalone", "--all-namespaces",
+                "--standalone", *scope,
                 f"--liveness=http://127.0.0.1:{self.port}/healthz",
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
