@@ -1,6 +1,8 @@
-"""The rendered HPA and KEDA ScaledObject against the real API server: accepted by a
-server-side dry run (the ScaledObject against KEDA's own CRD schema), a broken one
-refused, and the real HPA controller able to read a specialist's scale subresource."""
+"""The HPA and KEDA ScaledObject of modes hpa and keda on the real API server: the
+operator applies the one the mode names (the ScaledObject validated against KEDA's own
+CRD schema, installed here) and deletes it when the mode changes; a broken one is
+refused by a server-side dry run; the real HPA controller reads a specialist's scale
+subresource."""
 
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ import pytest
 from slmfleet.api.specialist import SLMSpecialistSpec
 from slmfleet.render.autoscaling import build_hpa, build_scaled_object
 from slmfleet.render.specialist import Owner
-from tests.fixtures.cluster import specialist_manifest, wait_for
+from tests.fixtures.cluster import PROMETHEUS_URL, specialist_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 
-PROM = "http://prometheus.monitoring.svc:9090"
+PROM = PROMETHEUS_URL  # the shared operator's setting
 
 
 def keda_crds() -> Path:
@@ -56,9 +58,11 @@ def dry_run(kube, obj: dict, ns: str) -> str:
 
 
 def test_scaled_object_is_valid_for_keda_and_a_broken_one_is_not(kube, keda, namespace):
+    # Mode none in the API server (the operator applies nothing), keda for the renderer.
     owner, spec = owned_by(
-        kube, namespace, "keda-one", replicas={"min": 0, "max": 5}, autoscaling={"mode": "keda"}
+        kube, namespace, "keda-one", replicas={"min": 0, "max": 5}, autoscaling={"mode": "none"}
     )
+    spec.serving.autoscaling.mode = "keda"
     so = build_scaled_object(owner, spec, prometheus_url=PROM)
     out = dry_run(kube, so, namespace)
     assert "created (server dry run)" in out, out
@@ -80,15 +84,21 @@ def test_hpa_is_valid_and_the_hpa_controller_reads_the_specialists_scale(kube, o
     # The operator reports the Pods' selector, which the scale subresource hands the HPA.
     wait_for(lambda: kube.get("slm", "hpa-one", namespace).get("status", {}).get("selector"),
              what="status.selector")  # fmt: skip
+    # The operator applies the HPA the mode names, owned by the specialist.
     hpa = build_hpa(owner, spec)
-    assert "created (server dry run)" in dry_run(kube, hpa, namespace)
+    live = wait_for(lambda: kube.get("hpa", "slm-hpa-one", namespace), what="the operator's HPA")
+    for key in ("scaleTargetRef", "minReplicas", "maxReplicas", "metrics"):
+        assert live["spec"][key] == hpa["spec"][key], key
+    assert live["spec"]["behavior"]["scaleUp"] == hpa["spec"]["behavior"]["scaleUp"]
+    assert live["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert live["metadata"]["ownerReferences"][0]["uid"] == owner.uid
     broken = copy.deepcopy(hpa)
+    broken["metadata"]["name"] = "broken"
     broken["spec"]["metrics"][0]["external"]["target"]["type"] = "Percentage"
     assert "spec.metrics[0].external.target.type: Invalid value" in dry_run(kube, broken, namespace)
 
-    # Created for real: the HPA controller gets the specialist's scale (replicas and the
-    # selector from the scale subresource); the external metric has no adapter here.
-    kube.apply(hpa, namespace)
+    # The HPA controller gets the specialist's scale (replicas and the selector from the
+    # scale subresource); the external metric has no adapter here.
 
     def conditions() -> dict:
         body = kube.get("hpa", "slm-hpa-one", namespace) or {}
@@ -101,6 +111,34 @@ def test_hpa_is_valid_and_the_hpa_controller_reads_the_specialists_scale(kube, o
     assert conds["ScalingActive"]["status"] == "False"
     assert "external metric" in conds["ScalingActive"]["message"]
     assert "slmfleet_specialist_in_flight" in conds["ScalingActive"]["message"]
+
+    # Another mode: the operator deletes the HPA (it would fight the new owner).
+    kube("patch", "slm/hpa-one", "-n", namespace, "--type=merge",
+         "-p", json.dumps({"spec": {"serving": {"autoscaling": {"mode": "none"}}}}))  # fmt: skip
+    wait_for(lambda: kube.get("hpa", "slm-hpa-one", namespace) is None, 30, "the HPA deleted")
+
+
+def test_the_operator_applies_the_scaled_object_of_mode_keda_and_deletes_it_after(
+    kube, keda, operator, namespace
+):
+    owner, spec = owned_by(
+        kube, namespace, "keda-two", replicas={"min": 0, "max": 3}, autoscaling={"mode": "keda"}
+    )
+    live = wait_for(lambda: kube.get("scaledobject", "slm-keda-two", namespace), 60,
+                    "the operator's ScaledObject")  # fmt: skip
+    want = build_scaled_object(owner, spec, prometheus_url=PROM)
+    assert live["spec"]["scaleTargetRef"] == want["spec"]["scaleTargetRef"]
+    assert live["spec"]["minReplicaCount"] == 0 and live["spec"]["maxReplicaCount"] == 3
+    triggers = {t["name"]: t["metadata"] for t in live["spec"]["triggers"]}
+    assert triggers["demand"]["serverAddress"] == PROM
+    # It asks Prometheus for what the router exports (router/metrics.py's names).
+    assert "slmfleet_router_waiting_requests" in triggers["demand"]["query"]
+    assert "slmfleet_router_no_replica_total" in triggers["demand"]["query"]
+    assert live["metadata"]["ownerReferences"][0]["uid"] == owner.uid
+    kube("patch", "slm/keda-two", "-n", namespace, "--type=merge",
+         "-p", json.dumps({"spec": {"serving": {"autoscaling": {"mode": "builtin"}}}}))  # fmt: skip
+    wait_for(lambda: kube.get("scaledobject", "slm-keda-two", namespace) is None, 30,
+             "the ScaledObject deleted")  # fmt: skip
 
 
 @pytest.mark.parametrize(

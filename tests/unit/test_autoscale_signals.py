@@ -190,7 +190,7 @@ def test_counter_reset_counts_from_zero_and_a_new_series_counts_whole():
     assert w.unavailable["a/b"] == 2
 
 
-def test_several_routers_add_up_and_gauges_are_preferred():
+def test_several_routers_add_up_and_in_flight_is_the_larger_estimate():
     a, b = FakeRouter(gauges=True), FakeRouter(gauges=True)
     wins = []
     for r, n, g in ((a, 10, 3.0), (b, 30, 5.0)):
@@ -202,9 +202,19 @@ def test_several_routers_add_up_and_gauges_are_preferred():
         wins.append(window_of([(0.0, t0), (10.0, r.text())]))
     s = signals_for("a/b", None, wins, [])
     assert s.request_rps == pytest.approx(4.0)
-    # Gauges average over the window's samples: (0 + g) / 2 per router.
+    # Gauges average over the window's samples: (0 + g) / 2 per router, 4 in all; Little's
+    # law says 40 requests x 0.2 s / 10 s = 0.8: the gauge sees more (still running).
     assert s.in_flight == pytest.approx((3.0 + 5.0) / 2)
     assert s.waiting == pytest.approx(1.0)
+    # Quiet gauges (sampled between requests) do not hide completed work: Little's law.
+    quiet = []
+    for r in (a, b):
+        t0 = r.text()
+        for _ in range(50):
+            r.upstream.labels("p", "a/b", "routed").observe(0.4)
+        r.in_flight.labels("a/b").set(0)
+        quiet.append(window_of([(0.0, t0), (10.0, r.text())]))
+    assert signals_for("a/b", None, quiet, []).in_flight == pytest.approx(100 * 0.4 / 10)
 
 
 def test_triton_queue_time_per_request_and_pending_only():

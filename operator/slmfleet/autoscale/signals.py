@@ -10,7 +10,8 @@ What is read (``MetricNames``; the router's names live in router/metrics.py, and
 test holds the two together):
 - router, per specialist id: the upstream latency histogram (rate, p95, mean service
   time, and in-flight by Little's law: the growth of its sum over time), the in-flight
-  gauge (requests waiting for a replica included), the waiting-for-a-replica gauge and
+  gauge (requests waiting for a replica included; in-flight is the larger of the two
+  estimates), the waiting-for-a-replica gauge and
   the counter of requests that found no replica (cascaded or gave up: demand);
 - router, per (policy, tier): requests escalated into the tier (once per request),
   mapped to the specialist the tier names by ``escalation_feeds``;
@@ -266,8 +267,10 @@ def signals_for(
     return Signals(
         window_s=window_s or max((w.span for w in router), default=0.0),
         request_rps=rps,
-        # The gauge when the router exports it; else Little's law, exact for the mean.
-        in_flight=in_flight_gauge if in_flight_gauge is not None else in_flight_little,
+        # The larger of two estimates: Little's law (the growth of the latency sum) is
+        # the exact mean for requests that completed in the window but blind to those
+        # still running or waiting; the router's gauge sees those, sampled at scrapes.
+        in_flight=max(in_flight_little, in_flight_gauge or 0.0),
         p95_ms=None if p95 is None else p95 * 1000.0,
         mean_ms=total / count * 1000.0 if count > 0 else None,
         queue_ms=queue_ms,
