@@ -267,8 +267,8 @@ class ResolvedTarget(KubeModel):
     """Its gRPC endpoint."""
     ready: bool = False
     """Whether it is Ready."""
-    scaled_to_zero: bool = False
-    """No replica runs by design (min 0, idle): a request wakes it."""
+    scaled_to_zero: bool | None = None
+    """True while no replica runs by design (min 0, idle): a request starts one."""
 
 
 class ThresholdProposal(KubeModel):

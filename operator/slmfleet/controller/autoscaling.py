@@ -80,10 +80,12 @@ def autoscaler_children(
 
 async def delete_unused(rt: Runtime, refs: list[tuple[str, str, str]]) -> None:
     """Delete the autoscaler objects the mode no longer uses (a leftover HPA would fight
-    the new owner). A kind the cluster does not serve (KEDA not installed) has none: the
-    API answers 404, as for an object that is gone."""
+    the new owner). Read first: after a restart nothing is known, and a quiet restart
+    writes nothing. A kind the cluster does not serve (KEDA not installed) reads as
+    absent (404), like an object that is gone."""
     for kind, namespace, name in refs:
-        await rt.kube.delete(kind, namespace, name)
+        if await rt.kube.get(kind, namespace, name) is not None:
+            await rt.kube.delete(kind, namespace, name)
 
 
 def missing_kind(err: ApiError, obj: dict[str, Any]) -> ApiError:
