@@ -105,6 +105,7 @@ class Fleet:
 def triton_models():
     return {
         "burst": StandIn("extractor", {"token_delay_ms": "20"}),  # one instance: it queues
+        "capped": StandIn("extractor", {"token_delay_ms": "20"}),
         "wake": StandIn("extractor"),
         "nap": StandIn("extractor"),
         "big": StandIn("generalist"),
@@ -283,3 +284,52 @@ def test_cascade_policy_answers_from_the_next_tier_and_still_wakes_the_specialis
     events = f.events("nap")
     assert any(e["reason"] in ("ScaleFromZero", "MaxReplicasReached")
                and e["message"].startswith("scaled from 0 to") for e in events), events  # fmt: skip
+
+
+async def test_at_the_cost_cap_the_overflow_goes_to_the_next_tier_where_the_policy_allows(fleet):
+    """The cap pays for one replica: the autoscaler says CostCapped, the operator tells
+    the router, and requests beyond targetInFlight per replica go to the next tier."""
+    f = fleet
+    body = specialist_manifest("capped", gpu=0)
+    body["spec"]["serving"]["replicas"] = {"min": 1, "max": 4}
+    body["spec"]["serving"]["autoscaling"] = {"windowSeconds": 5, "maxCostUsdPerHour": 1.0}
+    body["spec"]["cost"] = {"replicaHourUsd": 1.0}
+    body["spec"]["slo"] = {"latencyP95Ms": 60000, "targetInFlight": 2}
+    f.kube.apply(body, f.ns)
+    f.apply_specialist("big", bounds={"min": 1, "max": 1})
+    model = f.apply_policy(
+        "capped",
+        [{"routed": True, "specialist": "capped"}, {"name": "large", "specialist": "big"}],
+        whenCostCapped="cascade",
+    )
+    f.served("capped")
+    f.served("big")
+    tiers: list[str] = []
+    client = openai.AsyncOpenAI(base_url=f.router.url + "/v1", api_key="-", max_retries=0)
+    stop = asyncio.Event()
+
+    async def worker() -> None:
+        while not stop.is_set():
+            raw = await client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": ORDER}]
+            )
+            tiers.append(raw.headers["x-slmfleet-tier"])
+
+    load = asyncio.gather(*(worker() for _ in range(8)))
+    try:
+        await asyncio.to_thread(
+            wait_for, lambda: f.condition("capped", "Scaling").get("reason") == "CostCapped", 60,
+            "the cap to bind",
+        )  # fmt: skip
+        await asyncio.to_thread(f.served, "capped", "cost_capped")
+        mark = len(tiers)
+        await asyncio.to_thread(wait_for, lambda: len(tiers) > mark + 40, 60, "more answers")
+    finally:
+        stop.set()
+        await load
+        await client.close()
+    assert f.slm("capped")["spec"]["replicas"] == 1  # what the cap pays for
+    after = tiers[mark:]
+    # Eight clients, one replica taking two at a time: the overflow went to "large".
+    assert after.count("large") > 0 and after.count("small") > 0, after
+    assert "cost cap 1 USD/h pays for 1" in f.condition("capped", "Scaling")["message"]
