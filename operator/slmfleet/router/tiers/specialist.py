@@ -50,6 +50,12 @@ class SpecialistTier:
         spec = c.snap.specialists.get(c.specialist or "")
         if spec is None or not (spec.scaled_to_zero or spec.ready):
             return None  # unknown or unready: call() says so
+        cap = c.policy.capacity
+        may = cap.when_scaled_to_zero == "cascade" or (
+            spec.cost_capped and cap.when_cost_capped == "cascade"
+        )
+        if not (has_next and may):
+            return None  # the default (wait, queue) costs the hot path nothing
         replicas, in_flight = self.pool.load(spec.endpoint, spec.triton_model)
         reason = overflow(
             spec, c.policy.capacity, replicas=replicas, in_flight=in_flight, has_next=has_next
