@@ -25,6 +25,8 @@ class FakePool:
         self.calls: list[tuple[str, str, dict]] = []
         self.timeouts: list[float] = []
         self.shared: list[bool] = []
+        self.loads: dict[str, tuple[int, int]] = {}
+        """endpoint -> (active replicas, requests outstanding); default one idle replica."""
 
     async def stream(
         self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **kw
@@ -39,6 +41,9 @@ class FakePool:
             raise out
         for text, conf in out:
             yield Piece(text, conf)
+
+    def load(self, endpoint, model=""):
+        return self.loads.get(endpoint, (1, 0))
 
     async def configure(self, specialists):
         pass

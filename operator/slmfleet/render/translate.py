@@ -16,6 +16,7 @@ from typing import Any
 from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import (
+    CapacityConfig,
     CostConfig,
     DecisionLogConfig,
     DomainConfig,
@@ -46,6 +47,8 @@ def specialist_config(
     ready: bool,
     extra_examples: list[str],
     endpoint_of: EndpointOf = cluster_endpoint,
+    scaled_to_zero: bool = False,
+    cost_capped: bool = False,
 ) -> SpecialistConfig:
     return SpecialistConfig(
         id=object_id(namespace, name),
@@ -53,6 +56,9 @@ def specialist_config(
         triton_model=name,
         backend=spec.model.backend,
         ready=ready,
+        scaled_to_zero=scaled_to_zero and not ready,
+        cost_capped=cost_capped,
+        target_in_flight=spec.slo.target_in_flight,
         domain=DomainConfig(
             description=spec.domain.description,
             keywords=list(spec.domain.keywords),
@@ -98,6 +104,7 @@ def policy_config(
         routing=RoutingConfig.model_validate(routing),
         cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
+        capacity=CapacityConfig.model_validate(spec.capacity.wire()),
         budgets=budgets,
         decision_log=(
             DecisionLogConfig.model_validate(spec.decision_log.wire())
