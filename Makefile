@@ -75,6 +75,10 @@ bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/budget_routers.py
 	$(PY) benchmarks/decision_log.py
 	$(PY) benchmarks/decision_log_overhead.py
+	$(PY) benchmarks/autoscale_economics.py
+	$(PY) benchmarks/autoscale_stability.py
+	$(PY) benchmarks/autoscale_reaction.py
+	$(PY) benchmarks/autoscale_from_zero.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -320,5 +320,6 @@ def test_the_operator_stays_live(hostile_fleet):
         "specialist-status",
         "specialist-retry",
         "budget-status",
+        "autoscaler",
     }
     assert all(loop["running"] for loop in probe["loops"].values())

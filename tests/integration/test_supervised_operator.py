@@ -68,6 +68,7 @@ def test_a_failing_fleet_loop_is_restarted_and_a_stuck_loop_turns_liveness_red(
             "specialist-status",
             "specialist-retry",
             "budget-status",
+            "autoscaler",
             "stuck",
         }
         # The fleet loop failed once, was restarted, and does its work.

@@ -35,6 +35,8 @@ class FakePool:
         self.calls: list[tuple[str, str, dict]] = []
         self.timeouts: list[float] = []
         self.shared: list[bool] = []
+        self.loads: dict[str, tuple[int, int]] = {}
+        """endpoint -> (active replicas, requests outstanding); default one idle replica."""
 
     async def stream(
         self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **kw
@@ -51,6 +53,9 @@ class FakePool:
             out = out[: sampling["max_tokens"]]
         for text, conf in out:
             yield counted(text, conf, prompt, self.report_counts and kw.get("counts"))
+
+    def load(self, endpoint, model=""):
+        return self.loads.get(endpoint, (1, 0))
 
     async def configure(self, specialists):
         pass

@@ -142,6 +142,7 @@ def test_the_operator_registers_its_loops_in_one_list():
         "specialist-status",
         "specialist-retry",
         "budget-status",
+        "autoscaler",
     ]
     assert all(loop.stall_after for loop in LOOPS)
 

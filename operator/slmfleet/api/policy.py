@@ -227,6 +227,25 @@ class FallbackSpec(KubeModel):
     """Tier that takes requests whose tier failed or timed out (default: the next tier)."""
 
 
+class CapacitySpec(KubeModel):
+    """What the router does with a request whose specialist cannot take it now: one
+    scaled to zero (see docs/autoscaling.md), or one whose cost cap binds while its
+    replicas are full."""
+
+    when_scaled_to_zero: Literal["wait", "cascade"] = "wait"
+    """wait: hold the request while the autoscaler starts a replica, then serve it (at
+    most maxWaitSeconds; then HTTP 503 with Retry-After); cascade: send it to the next
+    cascade tier at once (its demand still wakes the specialist). A tier with no tier
+    after it always waits."""
+    max_wait_seconds: int = Field(default=30, ge=1, le=600)
+    """Longest a request waits for a replica (also bounded by the tier's timeoutMs)."""
+    when_cost_capped: Literal["queue", "cascade"] = "queue"
+    """When the specialist's cost cap binds (its Scaling condition says CostCapped) and
+    each of its replicas already has slo.targetInFlight requests in flight from this
+    router: queue behind them, or cascade the overflow to the next tier (which may cost
+    more per token: hence opt-in)."""
+
+
 def _default_cascade() -> list[CascadeTier]:
     return [CascadeTier(name="routed", routed=True)]
 
@@ -273,6 +292,8 @@ class RouterPolicySpec(KubeModel):
     decision_log: DecisionLogSpec | None = None
     """What the decision log keeps of prompts and answers (default: the router's
     setting, off unless its operator says otherwise)."""
+    capacity: CapacitySpec = Field(default_factory=CapacitySpec)
+    """What happens to a request whose specialist is scaled to zero or at its cost cap."""
 
 
 class ResolvedTarget(KubeModel):
@@ -282,6 +303,8 @@ class ResolvedTarget(KubeModel):
     """Its gRPC endpoint."""
     ready: bool = False
     """Whether it is Ready."""
+    scaled_to_zero: bool | None = None
+    """True while no replica runs by design (min 0, idle): a request starts one."""
 
 
 class ThresholdProposal(KubeModel):

@@ -79,6 +79,15 @@ class SpecialistConfig(KubeModel):
     """Triton backend (selects the request tensors)."""
     ready: bool = False
     """Whether the specialist reported Ready; unready targets are skipped."""
+    scaled_to_zero: bool = False
+    """No replica runs by design (min 0 and idle, or starting from zero): not Ready, yet
+    routable; a request for it waits for a replica or cascades, as its policy's
+    ``capacity`` says. Never sent to zero Pods."""
+    cost_capped: bool = False
+    """The autoscaler's cost cap binds: no more replicas will come for the overflow."""
+    target_in_flight: int = Field(default=8, ge=1, le=10000)
+    """Requests one replica takes at once (slo.targetInFlight): full replicas at the cost
+    cap overflow to the next tier when the policy allows."""
     domain: DomainConfig = Field(default_factory=DomainConfig)
     """The specialist's territory."""
     cost: CostConfig = Field(default_factory=CostConfig)
@@ -221,6 +230,15 @@ class FallbackConfig(KubeModel):
     """Tier that takes requests whose tier failed or timed out."""
 
 
+class CapacityConfig(KubeModel):
+    when_scaled_to_zero: Literal["wait", "cascade"] = "wait"
+    """wait for a replica (at most max_wait_seconds) or cascade to the next tier."""
+    max_wait_seconds: int = Field(default=30, ge=1, le=600)
+    """Longest a request waits for a replica."""
+    when_cost_capped: Literal["queue", "cascade"] = "queue"
+    """queue at a cost-capped specialist whose replicas are full, or cascade."""
+
+
 class PolicyConfig(KubeModel):
     model_name: ModelName
     """Name clients pass as `model`."""
@@ -234,6 +252,8 @@ class PolicyConfig(KubeModel):
     """Tiers, specialist tiers as ids."""
     fallback: FallbackConfig | None = None
     """Out-of-domain and error fallbacks."""
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    """What happens to a request whose specialist is scaled to zero or at its cost cap."""
     budgets: list[ObjectId] = Field(default_factory=list)
     """Ids of the Budgets that apply."""
     decision_log: DecisionLogConfig | None = None

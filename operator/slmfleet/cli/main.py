@@ -31,6 +31,7 @@ from ..local.fleet import (
     load_fleet,
     stand_ins,
 )
+from ..local.residency import Change
 from ..local.telemetry import LocalTelemetry
 
 
@@ -203,6 +204,14 @@ def ledger_dir(args: argparse.Namespace) -> Path | None:
     return Path.home() / ".cache" / "slmfleet" / "ledger" / name
 
 
+def residency_line(change: Change) -> str:
+    """A specialist scaled to zero (model unloaded) or back (loaded), locally."""
+    if change.loaded:
+        return (f"  {change.sid}: scaled from zero, model loaded in {change.seconds:.1f}s "
+                f"({change.reason}: {change.message})")  # fmt: skip
+    return f"  {change.sid}: scaled to zero, model unloaded ({change.reason}: {change.message})"
+
+
 def up_local(args: argparse.Namespace, say: Console) -> int:
     fleet_path = Path(args.path)
     try:
@@ -242,6 +251,7 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
             say(telemetry_text(fleet))
             say("Requests are shown below as they arrive. Press Ctrl-C to stop.")
             fleet.on_request = lambda rec: say(request_line(rec))
+            fleet.on_residency = lambda change: say(residency_line(change))
             while True:
                 time.sleep(0.5)
                 problem = fleet.failure()

@@ -19,6 +19,7 @@ from ..api.fragments import FRAGMENT_KEY, FRAGMENT_LABEL, fragment_name
 from ..api.names import BUDGETS, POLICIES
 from ..api.policy import RouterPolicySpec
 from ..api.specialist import SLMSpecialistSpec
+from ..autoscale.signals import escalation_feeds
 from ..clients.kube import ApiError
 from ..render.conditions import merge_conditions, status_changed
 from ..render.fleet import FleetRender, Invalid, Item, render_fleet
@@ -216,6 +217,9 @@ def note_problems(rt: Runtime, rendered: FleetRender) -> None:
 
 async def sync_once(rt: Runtime) -> None:
     rendered = await render(rt)
+    rt.escalation_feeds = escalation_feeds(
+        f.policy for f in rendered.fragments.values() if f.policy is not None
+    )
     applied, deleted = await write_fragments(rt, rendered)
     if applied or deleted:
         log.info("router configuration: %d fragments written, %d deleted", applied, deleted)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.routerconfig import RouterConfig
+from ..autoscale.decide import ScalePolicy
 from ..render.fleet import Item, render_fleet
 from .manifests import (
     Document,
@@ -49,6 +50,14 @@ from .manifests import (
     write_secrets,
 )
 from .redis import RedisServer
+from .residency import (
+    Change,
+    Member,
+    Residency,
+    local_policy,
+    with_scaled_to_zero,
+    write_config,
+)
 from .router import RouterProcess, log_tail
 from .standins import StandInChoice, export_stand_ins, stand_in_for, stand_ins
 from .telemetry import LocalTelemetry
@@ -152,6 +161,7 @@ class LocalFleet:
         ledger_dir: Path | None = None,
         ledger_url: str | None = None,
         telemetry: LocalTelemetry | None = None,
+        scale_to_zero: bool = True,
     ) -> None:
         self.path = Path(path)
         self.telemetry = telemetry
@@ -178,6 +188,10 @@ class LocalFleet:
         self.config: RouterConfig | None = None
         self.on_request: Callable[[dict[str, Any]], None] | None = None
         self._tail: threading.Thread | None = None
+        self.scale_to_zero = scale_to_zero
+        """Unload idle specialists whose min is 0 and load them on demand (residency.py)."""
+        self.residency: Residency | None = None
+        self.on_residency: Callable[[Change], None] | None = None
 
     @property
     def url(self) -> str:
@@ -198,6 +212,7 @@ class LocalFleet:
             self._start_triton()
             self._start_ledger()
             self._start_router()
+            self._start_residency()
         except BaseException:
             self.stop()
             raise
@@ -307,6 +322,38 @@ class LocalFleet:
         self._tail = threading.Thread(target=self._follow_router_log, daemon=True)
         self._tail.start()
 
+    def _write_config(self, scaled_to_zero: set[str]) -> None:
+        assert self.config is not None
+        write_config(self.workdir / "router.json", with_scaled_to_zero(self.config, scaled_to_zero))
+
+    def _start_residency(self) -> None:
+        """Specialists with min 0 (builtin mode) are unloaded when idle, loaded on demand."""
+        assert self.triton is not None and self.router is not None
+        assert self.config is not None
+        model_of = {s.id: s.triton_model for s in self.config.specialists}
+        members = [
+            Member(
+                s.id,
+                model_of[s.id],
+                local_policy(ScalePolicy.from_spec(s.spec)),
+                float(s.spec.serving.autoscaling.window_seconds),
+            )
+            for s in self.fleet.specialists
+            if s.spec.serving.replicas.min == 0 and s.spec.serving.autoscaling.mode == "builtin"
+        ]
+        if not self.scale_to_zero or not members:
+            return
+        for m in members:
+            after = m.policy.scale_to_zero_after_s
+            self.progress(f"  {m.sid}: min 0, unloaded after {after:.0f}s without requests")
+        self.residency = Residency(
+            members,
+            router_metrics=f"{self.router.url}/metrics",
+            triton_http=[t.http_url for t in (self.triton, *self.more_tritons)],
+            publish=self._write_config,
+            on_change=lambda c: self.on_residency and self.on_residency(c),
+        ).start()
+
     def _follow_router_log(self) -> None:
         """Hand each request's decision line (JSON) to ``on_request``."""
         with self.router_log.open("rb") as f:
@@ -335,6 +382,9 @@ class LocalFleet:
         return None
 
     def stop(self) -> None:
+        residency, self.residency = self.residency, None
+        if residency is not None:
+            residency.stop()
         router, self.router = self.router, None
         if router is not None and router.alive():
             begin = time.monotonic()

@@ -18,6 +18,7 @@ from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import (
     BudgetConfig,
+    CapacityConfig,
     CostConfig,
     DecisionLogConfig,
     DomainConfig,
@@ -51,6 +52,8 @@ def specialist_config(
     ready: bool,
     extra_examples: list[str],
     endpoint_of: EndpointOf = cluster_endpoint,
+    scaled_to_zero: bool = False,
+    cost_capped: bool = False,
 ) -> SpecialistConfig:
     return SpecialistConfig(
         id=object_id(namespace, name),
@@ -58,6 +61,9 @@ def specialist_config(
         triton_model=name,
         backend=spec.model.backend,
         ready=ready,
+        scaled_to_zero=scaled_to_zero and not ready,
+        cost_capped=cost_capped,
+        target_in_flight=spec.slo.target_in_flight,
         domain=DomainConfig(
             description=spec.domain.description,
             keywords=list(spec.domain.keywords),
@@ -103,6 +109,7 @@ def policy_config(
         routing=RoutingConfig.model_validate(routing),
         cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
+        capacity=CapacityConfig.model_validate(spec.capacity.wire()),
         budgets=budgets,
         decision_log=(
             DecisionLogConfig.model_validate(spec.decision_log.wire())

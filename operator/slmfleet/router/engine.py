@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..budget.tokens import TokenCounter
@@ -23,6 +24,7 @@ from . import metrics as m
 from .acceptance import evaluate
 from .accounting import Accounting, LedgerAccounting, SpendRefused
 from .breaker import Breaker, BreakerConfig
+from .capacity import NO_REPLICA_RETRY_AFTER_S
 from .cascade import next_index, skip_reason, start_index
 from .classifying import ClassifierService
 from .decision import Decision
@@ -65,7 +67,7 @@ class Engine:
         self.classifier = classifier or ClassifierService()
         self.clock = clock
         bc = breaker_config or BreakerConfig()
-        self.specialist_tier: Tier = SpecialistTier(
+        self.specialist_tier = SpecialistTier(
             pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens, counter
         )
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock, counter)
@@ -208,21 +210,30 @@ class Engine:
                 self._escalate(d, policy, cfg.name, reason)
                 idx = nxt
                 continue
+            live = emit if (nxt is None or not tier.accept.checks_answer) else None
+            call = TierCall(
+                snap, policy, tier, route, req, d, live, deadline, started, spend=tier_spend
+            )
+            if sid is not None:
+                # Scaled to zero, or cost-capped and full: cascade now where the policy says.
+                reason = self.specialist_tier.overflow(call, has_next=nxt is not None)
+                if reason is not None:
+                    self._escalate(d, policy, cfg.name, reason)
+                    idx = nxt
+                    continue
             d.tier = cfg.name
             d.truncated = False
-            live = emit if (nxt is None or not tier.accept.checks_answer) else None
-            adapter = (
+            adapter: Tier = (
                 self.human_tier
                 if cfg.human is not None
                 else self.external_tier
                 if cfg.external is not None
                 else self.specialist_tier
             )
+            if d.escalations:  # once per request per tier, whatever the reasons
+                m.bound(m.ESCALATED, policy.model_name, cfg.name).inc()
             hop = Hop(d, cfg, route.specialist, self.clock, max_tokens=req.max_tokens)
-            call = TierCall(
-                snap, policy, tier, route, req, d, live, deadline, started,
-                spend=tier_spend, span=hop.span,
-            )  # fmt: skip
+            call = replace(call, span=hop.span)
             try:
                 answer = await adapter.call(call)
             except SpendRefused as exc:
@@ -299,6 +310,14 @@ class Engine:
         rejected: SpendRefused | None,
     ) -> RouterError:
         """The error for a request no tier answered."""
+        if last_error is not None and last_error.reason == "no_replica" and not out_of_time:
+            return RouterError(
+                503,
+                f"service unavailable: {last_error.public_message}; retry later",
+                type="server_error",
+                code="no_replica",
+                headers={"retry-after": str(NO_REPLICA_RETRY_AFTER_S)},
+            )
         if out_of_time or (last_error is not None and last_error.timeout):
             return RouterError(
                 504,

@@ -156,8 +156,23 @@ RELOADS = Counter(
 
 INFLIGHT = Gauge(
     "slmfleet_router_inflight_requests",
-    "Upstream calls in flight per specialist (every policy and tier; an autoscaling signal).",
+    "Upstream calls in flight per specialist, those waiting for a replica included (every "
+    "policy and tier; an autoscaling signal).",
     ["specialist"],
+    registry=REGISTRY,
+)
+NO_REPLICA = Counter(
+    "slmfleet_router_no_replica_total",
+    "Requests that found the specialist without a replica (scaled to zero or starting) and "
+    "went to the next tier or gave up waiting: demand that starts it (an autoscaling signal).",
+    ["specialist"],
+    registry=REGISTRY,
+)
+ESCALATED = Counter(
+    "slmfleet_router_escalated_requests_total",
+    "Requests escalated into a cascade tier, once per request whatever the reasons, counted "
+    "as the tier takes them (sizes a fallback tier ahead of its queue).",
+    ["policy", "tier"],
     registry=REGISTRY,
 )
 WAITING = Gauge(

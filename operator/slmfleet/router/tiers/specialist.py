@@ -23,6 +23,7 @@ from ...budget.tokens import ByteBound, TokenCounter
 from .. import metrics as m
 from ..accounting import Accounting, record_usage
 from ..breaker import Breaker, BreakerConfig, allow, record
+from ..capacity import overflow, wait_seconds
 from ..errors import UpstreamError
 from ..tracebudget import continuation_prompt, new_state
 from .base import Answer, Outcome, TierCall
@@ -58,6 +59,26 @@ class SpecialistTier:
         self.breaker_config = breaker_config
         self.clock = clock
 
+    def overflow(self, c: TierCall, *, has_next: bool) -> str | None:
+        """Why the request skips this specialist for the next tier now (scaled to zero,
+        or cost-capped and full, as the policy allows), or None; see capacity.py."""
+        spec = c.snap.specialists.get(c.specialist or "")
+        if spec is None or not (spec.scaled_to_zero or spec.ready):
+            return None  # unknown or unready: call() says so
+        cap = c.policy.capacity
+        may = cap.when_scaled_to_zero == "cascade" or (
+            spec.cost_capped and cap.when_cost_capped == "cascade"
+        )
+        if not (has_next and may):
+            return None  # the default (wait, queue) costs the hot path nothing
+        replicas, in_flight = self.pool.load(spec.endpoint, spec.triton_model)
+        reason = overflow(
+            spec, c.policy.capacity, replicas=replicas, in_flight=in_flight, has_next=has_next
+        )
+        if reason is not None and reason != "cost_capped":
+            m.bound(m.NO_REPLICA, spec.id).inc()  # demand that starts it
+        return reason
+
     async def call(self, c: TierCall) -> Answer:
         sid = c.specialist
         caps, budgets = c.caps(sid)
@@ -66,7 +87,7 @@ class SpecialistTier:
         spec = c.snap.specialists.get(sid)
         if spec is None:
             raise UpstreamError(f"unknown specialist {sid}")
-        if not spec.ready:
+        if not spec.ready and not spec.scaled_to_zero:
             raise UpstreamError(f"specialist {sid} is not ready", reason="unready")
         d, req, policy = c.d, c.req, c.policy.model_name
         d.target = sid
@@ -126,6 +147,7 @@ class SpecialistTier:
                 shared=shared,
                 specialist=spec.id,
                 counts=True,
+                wait_s=wait_seconds(c.policy.capacity),
             )
             await consume(gen, first, reasoning_cap=rcap, output_cap=ocap, emit=c.emit)
             if first.action == "cut":
@@ -154,8 +176,11 @@ class SpecialistTier:
         except UpstreamError as exc:
             # A deadline shortened by maxLatencyMs says nothing about the endpoint.
             fault = (exc.timeout and own_timeout) or exc.retryable or "UNAVAILABLE" in str(exc)
-            # The endpoint answered (e.g. a model error): healthy, as before.
-            ok = not fault and not exc.timeout
+            # The endpoint answered (e.g. a model error): healthy, as before. No replica to
+            # answer at all says nothing about its health.
+            ok = not fault and not exc.timeout and exc.reason != "no_replica"
+            if exc.reason == "no_replica":
+                m.bound(m.NO_REPLICA, spec.id).inc()
             if first.emitted or (answer is not None and answer.emitted):
                 d.status = -1  # the client already has part of this answer
             raise

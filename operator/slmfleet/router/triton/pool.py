@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import grpc
 
 from ...api.routerconfig import SpecialistConfig
+from .. import metrics as m
 from ..breaker import BreakerConfig
 from ..errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
 from .codec import Piece, build_request, from_rpc_error, read_message
@@ -62,6 +63,10 @@ class TritonPool:
         self._tracked: set[str] = set()
         self._no_counts: set[tuple[str, str]] = set()
         """(endpoint, model) pairs whose backend refused the token-count inputs."""
+        self._zero_models: dict[str, set[str]] = {}
+        """Endpoint -> models scaled to zero on a server that serves others too (a local
+        Triton under explicit model control): held per model, not by emptying the set."""
+        self._models_changed = asyncio.Event()
 
     # -- which replicas -----------------------------------------------------------------
     def replica_set(self, endpoint: str) -> ReplicaSet:
@@ -76,15 +81,26 @@ class TritonPool:
         """Follow a new configuration: new endpoints get replica sets, static replica
         lists are applied, endpoints no longer used drain and close."""
         static: dict[str, list[str]] = {}
+        zero: dict[str, bool] = {}
+        zero_models: dict[str, set[str]] = {}
         for s in specialists:
             static.setdefault(s.endpoint, []).extend(s.replicas)
+            zero[s.endpoint] = zero.get(s.endpoint, True) and s.scaled_to_zero
+            if s.scaled_to_zero:
+                zero_models.setdefault(s.endpoint, set()).add(s.triton_model)
+        shared = {e: models for e, models in zero_models.items() if not zero[e]}
+        if any(models - shared.get(e, set()) for e, models in self._zero_models.items()):
+            self._models_changed.set()  # a model is back: its waiting requests go on
+            self._models_changed = asyncio.Event()
+        self._zero_models = shared
         for endpoint, addresses in static.items():
             rs = self._sets.get(endpoint)
             if rs is None:
                 rs = self._sets[endpoint] = ReplicaSet(endpoint, breaker_config=self.breaker_config)
             if addresses:
                 self._untrack(endpoint)
-                rs.update(addresses, source="static")
+                # Scaled to zero: no replica, whatever the list says (requests wait).
+                rs.update([] if zero[endpoint] else addresses, source="static")
                 continue
             if (
                 endpoint not in self._tracked
@@ -93,8 +109,12 @@ class TritonPool:
             ):
                 self._tracked.add(endpoint)
             if rs.source != "endpointslices":
-                # Until discovery answers (or without it): the endpoint's DNS name.
-                rs.update([endpoint], source="dns", round_robin=True)
+                # Until discovery answers (or without it): the endpoint's DNS name, unless
+                # the specialist is scaled to zero (its name resolves to no Pod).
+                if zero[endpoint]:
+                    rs.update([], source="dns")
+                else:
+                    rs.update([endpoint], source="dns", round_robin=True)
         for endpoint in [e for e in self._sets if e not in static]:
             self._untrack(endpoint)
             rs = self._sets.pop(endpoint)
@@ -116,6 +136,31 @@ class TritonPool:
         for endpoint in list(self._sets):
             self._untrack(endpoint)
             await self._sets.pop(endpoint).close()
+
+    def load(self, endpoint: str, model: str = "") -> tuple[int, int]:
+        """(active replicas, requests outstanding on them) of ``endpoint`` for ``model``,
+        now (none while the model is scaled to zero on a shared server)."""
+        if model in self._zero_models.get(endpoint, ()):
+            return 0, 0
+        active = self.replica_set(endpoint).active()
+        return len(active), sum(r.outstanding for r in active)
+
+    async def _model_back(self, endpoint: str, model: str, until: float, specialist: str) -> None:
+        """Hold a request for a model scaled to zero on a shared server until the
+        configuration brings it back (or ``until``, loop clock)."""
+        while model in self._zero_models.get(endpoint, ()):
+            changed = self._models_changed
+            gauge = m.bound(m.WAITING, specialist)
+            gauge.inc()
+            try:
+                async with asyncio.timeout_at(until):
+                    await changed.wait()
+            except TimeoutError:
+                raise UpstreamError(
+                    f"model {model} on {endpoint} was not loaded in time", reason="no_replica"
+                ) from None
+            finally:
+                gauge.dec()
 
     # -- one request --------------------------------------------------------------------
     def shared_stream(
@@ -151,11 +196,15 @@ class TritonPool:
         shared: bool = False,
         specialist: str = "-",
         counts: bool = False,
+        wait_s: float | None = None,
     ) -> AsyncIterator[Piece]:
-        """Stream the model's text deltas from the least-loaded replica of ``endpoint``."""
+        """Stream the model's text deltas from the least-loaded replica of ``endpoint``;
+        while it has none, wait for one at most ``wait_s`` (and the deadline)."""
         counts = counts and (endpoint, model) not in self._no_counts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        wait_until = deadline if wait_s is None else min(deadline, loop.time() + wait_s)
+        await self._model_back(endpoint, model, wait_until, specialist)
         rs = self.replica_set(endpoint)
         tried: list[Replica] = []
         attempt = 0
@@ -163,7 +212,7 @@ class TritonPool:
             attempt += 1
             others = len(rs.active()) > len(tried)
             replica = await rs.acquire(
-                deadline, exclude=tried if others else (), specialist=specialist
+                wait_until, exclude=tried if others else (), specialist=specialist
             )
             started = ok = fault = False
             try:
