@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run run-cluster venv system-deps control-plane crds lint test test-unit test-integration bench clean
+.PHONY: help run run-cluster venv system-deps control-plane jaeger crds lint test test-unit test-integration bench clean
 
 help:
 	@echo "make run             install, then serve the example fleet locally (Triton + router)"
@@ -36,6 +36,10 @@ run-cluster: $(STAMP) control-plane
 control-plane:
 	bash hack/control-plane.sh
 
+# Jaeger (the OTLP receiver of the tracing tests), built once from the Go module proxy.
+jaeger:
+	bash hack/jaeger.sh
+
 # Debian packages the suites need (redis-server, postgresql, chromium, lua5.4, ...).
 system-deps:
 	bash hack/system-deps.sh
@@ -51,22 +55,31 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check operator tests benchmarks
 
 # Every suite runs, none is skipped: a skip fails the run (tests/conftest.py).
-test: $(STAMP) system-deps control-plane lint
+test: $(STAMP) system-deps control-plane jaeger lint
 	$(PY) -m slmfleet.crdgen --out crds --check
 	SLMFLEET_REQUIRE_ALL=1 $(PY) -m pytest -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests/unit
 
-test-integration: $(STAMP) system-deps control-plane
+test-integration: $(STAMP) system-deps control-plane jaeger
 	$(PY) -m pytest -p no:cacheprovider tests/integration
 
-bench: $(STAMP) control-plane
+bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/routing_quality.py
 	$(PY) benchmarks/router_overhead.py
+	$(PY) benchmarks/classifier_cost.py
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/query_split.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/ledger_load.py
+	$(PY) benchmarks/budget_routers.py
+	$(PY) benchmarks/decision_log.py
+	$(PY) benchmarks/decision_log_overhead.py
+	$(PY) benchmarks/autoscale_economics.py
+	$(PY) benchmarks/autoscale_stability.py
+	$(PY) benchmarks/autoscale_reaction.py
+	$(PY) benchmarks/autoscale_from_zero.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

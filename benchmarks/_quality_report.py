@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import _sizes_quality as sizes_quality
 import _staged_quality as staged_quality
 
 TARGET_RECALL = 0.80
+
+
+def _on_grid(t: float, step: float = 0.05) -> bool:
+    return abs(t / step - round(t / step)) < 1e-6
+
+
+def intervals(x: dict) -> str:
+    """One operating point with its 95% intervals (see _sizes_quality.point)."""
+    p = x["operating_point_intervals"]
+    lo, hi = p["oos_recall_interval"]
+    return (
+        f"raw {p['raw_accuracy']:.2%} [{p['raw_interval'][0]:.2%}, {p['raw_interval'][1]:.2%}]"
+        f"; in-scope {p['in_scope_accuracy']:.2%} [{p['in_scope_interval'][0]:.2%}, "
+        f"{p['in_scope_interval'][1]:.2%}]; OOS recall {p['oos_recall']:.0%} "
+        f"[{lo:.0%}, {hi:.0%}] (threshold {p['threshold']:.3f})"
+    )
 
 
 def markdown(r: dict) -> str:
@@ -22,10 +39,11 @@ def markdown(r: dict) -> str:
         f"- Evaluated on val.jsonl ({r['data']['val_in_scope']} in-scope) and oos_val.jsonl "
         f"({r['data']['oos_val']} out-of-scope). In-scope accuracy counts a query right only "
         "if routed to its domain *and* not escalated.",
-        "- **Held-out protocol.** Hyperparameters (TF-IDF weight "
-        f"{p['tfidf_weight']}, k={p['knn_k']}, similarity centre {p['sim_center']}, width "
-        f"{p['sim_width']}) were chosen by a grid on a split of *train*: fit on 80% of each "
-        "intent's examples, scored on the other 20% plus oos_train.jsonl "
+        "- **Held-out protocol.** Hyperparameters (pseudo-intent size "
+        f"{p['examples_per_cluster']}, TF-IDF weight {p['tfidf_weight']}, C {p['lr_c']}, "
+        f"k={p['knn_k']}, similarity centre {p['sim_center']}, width {p['sim_width']}) were "
+        "chosen by grids on a split of *train* (`classifier_tuning.py`: fit on 80% of each "
+        "intent's examples at three sizes, scored on the other 20% plus oos_train.jsonl) "
         f"(on that split now: raw {tune['raw_accuracy_no_threshold']:.2%}, best "
         f"{tb['in_scope_accuracy']:.2%} at >= 80% oos_train recall). The reported operating "
         "point's threshold is the lowest one escalating >= 80% of oos_train under the "
@@ -49,6 +67,13 @@ def markdown(r: dict) -> str:
             f"{o['in_scope_accuracy']:.2%} | {o['oos_recall']:.0%} | {v['threshold']:.2f} | "
             f"{v['in_scope_accuracy']:.2%} | {v['oos_recall']:.0%} |"
         )
+    lines += [
+        "",
+        "At the held-out operating points, with 95% intervals (Wilson; "
+        "Clopper-Pearson for the recall on 100 queries):",
+        "",
+    ]
+    lines += [f"- {name}: {intervals(r[name])}" for name in ("embed+tfidf", "tfidf_only")]
     lat, fit = r["latency_ms"], r["fit_seconds"]
     op = r["embed+tfidf"]["operating_point_threshold_from_oos_train"]
     met = op["in_scope_accuracy"] >= 0.98 and op["oos_recall"] >= TARGET_RECALL
@@ -67,7 +92,7 @@ def markdown(r: dict) -> str:
         "|---|---|---|",
     ]
     for row in r["embed+tfidf"]["curve"]:
-        if round(row["threshold"] * 100) % 5 == 0 and row["threshold"] <= 0.8:
+        if _on_grid(row["threshold"]) and row["threshold"] <= 0.8:
             lines.append(
                 f"| {row['threshold']:.2f} | {row['in_scope_accuracy']:.2%} | "
                 f"{row['oos_recall']:.0%} |"
@@ -88,7 +113,9 @@ def markdown(r: dict) -> str:
         f"cached embeddings {fit['refit_cached_embeddings']} s; TF-IDF-only {fit['tfidf_only']} s.",
         "",
     ]
-    return "\n".join(lines + staged_quality.markdown(r) + markdown_negatives(r))
+    return "\n".join(
+        lines + staged_quality.markdown(r) + sizes_quality.markdown(r) + markdown_negatives(r)
+    )
 
 
 def markdown_negatives(r: dict) -> list[str]:
@@ -132,6 +159,8 @@ def markdown_negatives(r: dict) -> list[str]:
         f"{o['threshold']:.2f} | {o['in_scope_accuracy']:.2%} | {o['oos_recall']:.0%} | "
         f"{v['threshold']:.2f} | {v['in_scope_accuracy']:.2%} | {v['oos_recall']:.0%} |",
         "",
+        f"With 95% intervals: {intervals(x)}.",
+        "",
         f"Target >= 98% in-scope with >= 80% OOS recall on val with negatives: "
         f"{'met' if met else 'NOT met'} at the held-out operating point "
         f"({o['in_scope_accuracy']:.2%} / {o['oos_recall']:.0%}). Decision latency with "
@@ -147,7 +176,7 @@ def markdown_negatives(r: dict) -> list[str]:
         "|---|---|---|",
     ]
     for row in x["curve"]:
-        if round(row["threshold"] * 100) % 5 == 0 and row["threshold"] <= 0.5:
+        if _on_grid(row["threshold"]) and row["threshold"] <= 0.5:
             lines.append(
                 f"| {row['threshold']:.2f} | {row['in_scope_accuracy']:.2%} | "
                 f"{row['oos_recall']:.0%} |"

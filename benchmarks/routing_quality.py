@@ -14,7 +14,10 @@ fifths as negatives, score the held-out fifth; the lowest threshold escalating >
 the pooled held-out queries); val is again only scored.
 
 Data: $SLMFLEET_DATA or ../shared/data/clinc150 next to the repo (never copied in).
-Run: ``.venv/bin/python benchmarks/routing_quality.py`` (a few minutes).
+The sizes users write (5 examples an intent, the router benchmark's 50 a domain) are
+scored in ``_sizes_quality.py``; the defaults come from ``classifier_tuning.py``.
+
+Run: ``.venv/bin/python benchmarks/routing_quality.py`` (about ten minutes).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 import _quality_report as quality_report  # noqa: E402
+import _sizes_quality as sizes_quality  # noqa: E402
 import _staged_quality as staged_quality  # noqa: E402
+from _clinc_splits import regimes  # noqa: E402
 
 from slmfleet.api.routerconfig import DomainConfig  # noqa: E402
 from slmfleet.router import classify  # noqa: E402
@@ -171,7 +176,7 @@ def main() -> None:
     train, val = load("train"), load("val")
     oos_train, oos_val = load("oos_train"), load("oos_val")
     domains = domains_of(train)
-    thresholds = np.round(np.arange(0.0, 1.0001, 0.01), 2)
+    thresholds = np.round(np.arange(0.0, 1.0001, 0.005), 3)
 
     enc = default_encoder()
     enc.encode_one("warm up")
@@ -220,6 +225,7 @@ def main() -> None:
         t_tr = oos_threshold(conf_ot, thresholds)
         at_tr = curve(conf_in, correct, conf_ov, [t_tr])[0]
         report[name] = {
+            "operating_point_intervals": sizes_quality.point(t_tr, conf_in, correct, conf_ov),
             "raw_accuracy_no_threshold": float(correct.mean()),
             "operating_point_threshold_from_oos_train": {
                 "threshold": t_tr,
@@ -252,6 +258,7 @@ def main() -> None:
     rows = curve(conf_in, correct, conf_ov, thresholds)
     at_neg = curve(conf_in, correct, conf_ov, [t_neg])[0]
     report["embed+tfidf+negatives"] = {
+        "operating_point_intervals": sizes_quality.point(t_neg, conf_in, correct, conf_ov),
         "negatives": f"{len(neg_texts)} oos_train queries",
         "params": {k: v for k, v in vars(ClassifierParams()).items() if k.startswith("negative")},
         "tuning_split_cv": tune_neg,
@@ -293,12 +300,15 @@ def main() -> None:
         oos_train,
         enc=enc,
         domains_of=domains_of,
-        split_train=split_train,
         sid=sid,
         recall=TARGET_RECALL,
+        regimes=lambda rows: regimes(rows, split_train),
     )
     report["staged_on_val"] = staged_quality.on_val(
         clf, val, oos_val, oos_train, sid=sid, recall=TARGET_RECALL, sample=sample
+    )
+    report["sizes"] = sizes_quality.run(
+        train, val, oos_train, oos_val, enc=enc, sid=sid, cv_negatives=cv_negatives
     )
     report["fit_seconds"] = {
         "cold_15k_examples": round(fit_cold, 2),

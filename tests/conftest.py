@@ -10,6 +10,9 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.triton",
     "tests.fixtures.hostile",
+    "tests.fixtures.redis",
+    "tests.fixtures.postgres",
+    "tests.fixtures.jaeger",
 ]
 
 #: Skips that are right even in CI, with the reason they are right.

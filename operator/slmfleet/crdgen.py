@@ -111,6 +111,15 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 CONDITION_READY = '.status.conditions[?(@.type=="Ready")].status'
+CONDITION_SCALING = '.status.conditions[?(@.type=="Scaling")].reason'
+
+#: The scale subresource of SLMSpecialist: `kubectl scale slm/x`, HPA and KEDA target it;
+#: the operator's Deployment follows spec.replicas (see docs/autoscaling.md).
+SPECIALIST_SCALE = {
+    "specReplicasPath": ".spec.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
 
 KINDS: list[dict[str, Any]] = [
     {
@@ -118,11 +127,14 @@ KINDS: list[dict[str, Any]] = [
         "plural": "slmspecialists",
         "singular": "slmspecialist",
         "short": ["slm", "slms"],
+        "scale": SPECIALIST_SCALE,
         "columns": [
             {"name": "Ready", "type": "string", "jsonPath": CONDITION_READY},
             {"name": "Backend", "type": "string", "jsonPath": ".spec.model.backend"},
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+            {"name": "Scaling", "type": "string", "jsonPath": CONDITION_SCALING, "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     },
@@ -146,6 +158,8 @@ KINDS: list[dict[str, Any]] = [
         "columns": [
             {"name": "Ready", "type": "string", "jsonPath": CONDITION_READY},
             {"name": "State", "type": "string", "jsonPath": ".status.state"},
+            {"name": "Step", "type": "string", "jsonPath": ".status.step"},
+            {"name": "Percent", "type": "integer", "jsonPath": ".status.percent"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     },
@@ -175,7 +189,10 @@ def crd(kind: dict[str, Any]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {
+                        "status": {},
+                        **({"scale": kind["scale"]} if "scale" in kind else {}),
+                    },
                     "additionalPrinterColumns": kind["columns"],
                     "schema": {"openAPIV3Schema": openapi_schema(model)},
                 }

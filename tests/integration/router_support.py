@@ -238,20 +238,25 @@ class RouterThread:
 
     def __init__(
         self,
-        config_path: Path,
+        config_path: Path | None,
         *,
         settings: Settings | None = None,
         poll_s: float = 0.1,
         discovery: Any = None,
         external: Any = None,
+        telemetry: Any = None,
+        source: Any = None,
     ) -> None:
+        """``source``: where the configuration comes from instead of ``config_path``
+        (e.g. the operator's ConfigMaps)."""
         self.port = free_port()
         self.app = RouterApp(
             settings=settings,
-            source=FileSource(config_path, interval_s=poll_s),
+            source=source or FileSource(config_path, interval_s=poll_s),
             classifier_factory=classifier_factory,
             discovery=discovery,
             external=external,  # egress policy and Secret resolver of external tiers
+            telemetry=telemetry,  # decision log, review queue, tracing (off when None)
         )
         cfg = uvicorn.Config(
             self.app,

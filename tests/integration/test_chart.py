@@ -31,7 +31,7 @@ from slmfleet.api.fragments import FRAGMENT_LABEL
 from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.local.cluster import free_port
 from slmfleet.local.operator import OperatorProcess
-from tests.fixtures.chart import can_i, helm, sa_kubeconfig
+from tests.fixtures.chart import can_i, helm, review, sa_kubeconfig
 from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
 
@@ -223,6 +223,8 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("delete", "slmspecialists.slmfleet.io", namespace),
         ("create", "slmspecialists.slmfleet.io", namespace),
         ("patch", "routerpolicies.slmfleet.io", namespace),
+        ("watch", "endpointslices.discovery.k8s.io", namespace),
+        ("update", "slmspecialists.slmfleet.io/scale", namespace),
     ]:
         scope = ["-n", where] if where else []
         assert not can_i(kube, operator_sa, verb, what, *scope), f"operator may {verb} {what}"
@@ -234,8 +236,18 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("patch", f"roles.rbac.authorization.k8s.io/{secrets_role}", namespace),
         ("patch", f"rolebindings.rbac.authorization.k8s.io/{secrets_role}", namespace),
         ("delete", "configmaps", ns),  # stale fragments, in the release namespace only
+        # The built-in autoscaler: the replica count, where to scrape, its Events.
+        ("patch", "slmspecialists.slmfleet.io/scale", namespace),
+        ("list", "endpointslices.discovery.k8s.io", namespace),
+        ("create", "events", namespace),
+        # Modes hpa and keda: their object, and deleting the one a mode no longer uses.
+        ("patch", "horizontalpodautoscalers.autoscaling", namespace),
+        ("delete", "horizontalpodautoscalers.autoscaling", namespace),
     ]:
         assert can_i(kube, operator_sa, verb, what, "-n", where), f"operator may not {verb} {what}"
+    for verb in ("create", "patch", "delete"):  # mode keda, whether KEDA is installed or not
+        assert review(kube, operator_sa, verb, "keda.sh", "scaledobjects", namespace), verb
+    assert not review(kube, operator_sa, "delete", "keda.sh", "scaledjobs", namespace)
     assert can_i(kube, router_sa, "list", "configmaps", "-n", ns)
     assert can_i(kube, router_sa, "watch", "configmaps", "-n", ns)
     for verb, what, where in [

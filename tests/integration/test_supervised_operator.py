@@ -63,7 +63,14 @@ def test_a_failing_fleet_loop_is_restarted_and_a_stuck_loop_turns_liveness_red(
             f"--liveness=http://127.0.0.1:{port}/healthz"]  # fmt: skip
     with KopfRunner(args, timeout=60) as runner:
         _, report = wait_for(lambda: (s := health(port))[0] == 200 and s, 30, "live")
-        assert set(report["loops"]) == {"fleet", "specialist-status", "specialist-retry", "stuck"}
+        assert set(report["loops"]) == {
+            "fleet",
+            "specialist-status",
+            "specialist-retry",
+            "budget-status",
+            "autoscaler",
+            "stuck",
+        }
         # The fleet loop failed once, was restarted, and does its work.
         kube.apply(specialist_manifest("survivor"), namespace)
         wait_for(

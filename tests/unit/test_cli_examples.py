@@ -138,6 +138,20 @@ CASES = [
         "1h window over 2 USD",
     ),
     ("no conditions", obj(conditions=[]), "Progressing", "Waiting for the Ready condition"),
+    (
+        "scaled to zero: at rest",
+        obj(conditions=[condition("Ready", "False", "ScaledToZero", "scaled to zero replicas"),
+                        condition("Stalled", "False")]),
+        "Healthy",
+        "scaled to zero replicas",
+    ),
+    (
+        "starting from zero",
+        obj(conditions=[condition("Ready", "False", "ScalingFromZero", "starting from zero"),
+                        condition("Stalled", "False")]),
+        "Progressing",
+        "starting from zero",
+    ),
 ]  # fmt: skip
 
 

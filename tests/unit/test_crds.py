@@ -56,7 +56,20 @@ def test_envelope(kind, short, columns):
     crd = next(c for c in crds if c["spec"]["names"]["kind"] == kind)
     version = crd["spec"]["versions"][0]
     assert short in crd["spec"]["names"]["shortNames"]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"]["status"] == {}
+    # Only SLMSpecialist has a replica count for kubectl scale, HPA and KEDA to set.
+    scale = version["subresources"].get("scale")
+    if kind == "SLMSpecialist":
+        assert scale == {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+        props = version["schema"]["openAPIV3Schema"]["properties"]
+        assert props["spec"]["properties"]["replicas"]["type"] == "integer"
+        assert props["status"]["properties"]["selector"]["type"] == "string"
+    else:
+        assert scale is None
     assert columns <= {c["name"] for c in version["additionalPrinterColumns"]}
 
 

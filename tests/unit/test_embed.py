@@ -107,3 +107,33 @@ def test_missing_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(embed, "MODEL_PACKAGE", "no_such_model_package_xyz")
     with pytest.raises(embed.EmbeddingUnavailable, match="not installed"):
         embed.model_dir()
+
+
+@pytest.mark.parametrize("int8", [True, False])
+def test_graph_uses_fused_kernels(encoders, int8):
+    """A short request costs what onnxruntime dispatches: the graph must stay ~80 fused
+    nodes (the plain-op version was ~450 and ~0.9 ms of fixed cost per call)."""
+    pytest.importorskip("onnx")
+    from slmfleet.router.embed_onnx import bert_graph
+
+    nodes = bert_graph(encoders["numpy"], int8).graph.node
+    kinds = [n.op_type for n in nodes]
+    assert len(nodes) < 100
+    layers = len(encoders["numpy"]._layers)
+    assert kinds.count("MultiHeadAttention") == layers
+    assert kinds.count("SkipLayerNormalization") == 2 * layers
+    assert kinds.count("Gelu") == layers
+    assert kinds.count("DynamicQuantizeMatMul") == (4 * layers if int8 else 0)
+
+
+def test_int8_vector_does_not_depend_on_its_batch(encoders):
+    """The int8 graph quantises a call's activations with one scale, so a text is encoded
+    on its own: the same vector alone, first or last in any batch."""
+    if "int8" not in encoders:
+        pytest.skip("onnxruntime not installed")
+    enc = encoders["int8"]
+    t = "how do i reset my bank pin"
+    others = ["x " * 40, "a completely different and much longer request about the weather"]
+    alone = enc.encode_one(t)
+    np.testing.assert_array_equal(enc.encode([t, *others])[0], alone)
+    np.testing.assert_array_equal(enc.encode([*others, t])[-1], alone)

@@ -289,3 +289,46 @@ def test_rendering_is_deterministic():
     one = render_fleet(*args).config.model_dump_json()
     two = render_fleet(*[list(reversed(a)) for a in args]).config.model_dump_json()
     assert one == two
+
+
+def _status(ready: str, reason: str, scaling: str | None = None) -> dict:
+    conditions = [{"type": "Ready", "status": ready, "reason": reason}]
+    if scaling:
+        conditions.append({"type": "Scaling", "status": "True", "reason": scaling})
+    return {"conditions": conditions}
+
+
+@pytest.mark.parametrize(
+    ("status", "ready", "scaled_to_zero", "capped", "policy_ready"),
+    [
+        (_status("True", "Available"), True, False, False, "True"),
+        (_status("False", "ScaledToZero"), False, True, False, "True"),
+        (_status("False", "ScalingFromZero"), False, True, False, "True"),
+        (_status("False", "ReplicasUnavailable"), False, False, False, "False"),
+        (_status("True", "Available", scaling="CostCapped"), True, False, True, "True"),
+        (_status("True", "Available", scaling="WithinTarget"), True, False, False, "True"),
+    ],
+)
+def test_scaled_to_zero_and_cost_capped_reach_the_router(
+    status, ready, scaled_to_zero, capped, policy_ready
+):
+    """Zero replicas is not Ready (never routed to zero Pods) but is routable: the
+    router holds or cascades, and the policy serving it stays Ready."""
+    spec = SLMSpecialistSpec.model_validate(
+        {"model": {"uri": "hf://o/m", "backend": "vllm"}, "slo": {"targetInFlight": 3}}
+    )
+    out = render_fleet(
+        [Item("shop", "a", spec, 1, {}, status)],
+        [policy("p", specialists={"names": ["a"]}, capacity={"whenScaledToZero": "cascade"})],
+        [],
+    )
+    (cfg,) = out.config.specialists
+    assert (cfg.ready, cfg.scaled_to_zero, cfg.cost_capped) == (ready, scaled_to_zero, capped)
+    assert cfg.target_in_flight == 3
+    assert out.config.policies[0].capacity.when_scaled_to_zero == "cascade"
+    pstatus = out.policy_status["shop/p"]
+    assert conds(pstatus)["Ready"]["status"] == policy_ready
+    (target,) = pstatus["resolvedTargets"]
+    assert target.get("scaledToZero", False) == scaled_to_zero
+    if scaled_to_zero:
+        assert "scaled to zero" in conds(pstatus)["Ready"]["message"]

@@ -146,6 +146,31 @@ def test_replicas_and_zero_downtime_rollout():
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
+@pytest.mark.parametrize(
+    ("bounds", "replicas", "expected"),
+    [
+        ({"min": 2, "max": 5}, None, 2),  # nobody scaled yet (default 1): start at min
+        ({"min": 2, "max": 5}, 4, 4),  # the scale subresource's value, not min
+        ({"min": 2, "max": 5}, 9, 5),  # above max (bounds lowered since): clamped
+        ({"min": 2, "max": 5}, 0, 2),  # below min: clamped
+        ({"min": 0, "max": 3}, 0, 0),  # scaled to zero
+        ({"min": 0, "max": 3}, None, 1),  # min 0 starts at one, then idles to zero
+    ],
+)
+def test_replicas_follow_the_scale_subresource_within_bounds(bounds, replicas, expected):
+    extra = {} if replicas is None else {"replicas": replicas}
+    dep = build_deployment(OWNER, spec(serving__replicas=bounds, **extra))
+    assert dep["spec"]["replicas"] == expected
+
+
+def test_spec_change_keeps_the_scaled_replica_count():
+    """An unrelated spec edit must not reset replicas to min (an HPA would be fought)."""
+    scaled = spec(serving__replicas={"min": 1, "max": 8}, replicas=6)
+    edited = spec(serving__replicas={"min": 1, "max": 8}, replicas=6, model__quantization="awq")
+    assert build_deployment(OWNER, scaled)["spec"]["replicas"] == 6
+    assert build_deployment(OWNER, edited)["spec"]["replicas"] == 6
+
+
 def test_config_change_rolls_pods_and_cost_change_does_not():
     base = build_deployment(OWNER, spec())
     hash_of = lambda d: d["spec"]["template"]["metadata"]["annotations"][L.CONFIG_HASH_ANNOTATION]  # noqa: E731

@@ -3,9 +3,12 @@ the full classifier decides the rest, and inputs are clipped in tokens."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from slmfleet.router.classify import DomainClassifier
+from slmfleet.api.routerconfig import DomainConfig
+from slmfleet.router.classify import ClassifierParams, DomainClassifier
 from slmfleet.router.classifying import normalise
 from slmfleet.router.staged import StagedClassifier
 from tests.unit.test_classify import FLEET, HAVE_MODEL, MODES, OUT_OF_DOMAIN, ROUTED
@@ -73,3 +76,37 @@ def test_without_embeddings_inputs_are_clipped_in_characters():
     staged = StagedClassifier(DomainClassifier.fit(FLEET, embed=False))
     text = "x" * 10_000
     assert len(staged.clip(text)) <= 6 * staged.max_tokens + 1
+
+
+# Every word of these examples occurs in two other examples: each is fully familiar to
+# the rest, so the familiarity floor is 1.0 and one unknown word keeps a request from
+# being decided by word statistics alone.
+FAMILIAR = {
+    "a/banking": DomainConfig(
+        examples=["check account balance", "account balance check", "balance check account"]
+    ),
+    "b/travel": DomainConfig(
+        examples=["book hotel flight", "flight hotel book", "hotel book flight"]
+    ),
+}
+
+
+def test_the_cheap_stage_refuses_unfamiliar_requests():
+    staged = StagedClassifier(DomainClassifier.fit(FAMILIAR, embed=False))
+    staged.cut = 0.5
+    assert staged.full.familiar_floor == pytest.approx(1.0)
+    known = staged.cheap("check account balance")
+    assert known is not None and known.best == "a/banking"
+    # Same domain words, one the examples never used: the full classifier decides.
+    assert staged.cheap("check account balance tomorrow") is None
+    ((r, stage),) = staged.predict_staged(["check account balance tomorrow"])
+    assert stage == "full" and r.best == "a/banking"
+
+
+def test_familiarity_check_off_decides_on_probability_alone():
+    params = replace(ClassifierParams(), cheap_familiarity=0.0)
+    staged = StagedClassifier(DomainClassifier.fit(FAMILIAR, embed=False, params=params))
+    staged.cut = 0.5
+    assert staged.full.familiar_floor == 0.0
+    r = staged.cheap("check account balance tomorrow")
+    assert r is not None and r.best == "a/banking"

@@ -5,6 +5,8 @@ import pytest
 from slmfleet.render.conditions import merge_conditions, ready_set, status_changed
 from slmfleet.render.specialist_status import deployment_progress, specialist_status
 
+ROLLOUT = "RolloutInProgress"
+
 
 def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, total=1, conds=()):
     return {
@@ -29,8 +31,15 @@ def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, tot
         (deployment(updated=0, available=0, total=0), False, False, "RolloutInProgress"),
         (deployment(total=2), False, False, "RolloutInProgress"),
         (deployment(available=0), False, False, "ReplicasUnavailable"),
+        # Scaled from 2 to 3, same template: the two running replicas keep serving.
+        (deployment(replicas=3, updated=2, available=2, total=2), True, False, "ScalingUp"),
+        # ... but a rollout with old Pods still around is not "scaling up".
+        (deployment(replicas=3, updated=2, available=3, total=3), False, False, ROLLOUT),
+        # Scaled up from zero: nothing serves yet.
+        (deployment(replicas=1, updated=0, available=0, total=0), False, False, ROLLOUT),
         (deployment(), True, False, "Available"),
-        (deployment(replicas=0, updated=0, available=0, total=0), True, False, "ScaledToZero"),
+        # Zero replicas: nothing can serve, so not Ready (the router holds or cascades).
+        (deployment(replicas=0, updated=0, available=0, total=0), False, False, "ScaledToZero"),
         (
             deployment(conds=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]),
             False,
@@ -42,6 +51,56 @@ def deployment(replicas=1, generation=2, observed=2, updated=1, available=1, tot
 def test_deployment_progress(dep, ready, stalled, reason):
     got = deployment_progress(dep)
     assert got[:3] == (ready, stalled, reason)
+
+
+ZERO = deployment(replicas=0, updated=0, available=0, total=0)
+
+
+@pytest.mark.parametrize(
+    ("dep", "previous", "ready", "reason"),
+    [
+        # From zero: whatever the rollout bookkeeping says, until a replica is available.
+        (deployment(replicas=1, updated=0, available=0, total=0), "ScaledToZero", False,
+         "ScalingFromZero"),
+        (deployment(replicas=1, observed=1, updated=0, available=0, total=0), "ScaledToZero",
+         False, "ScalingFromZero"),
+        (deployment(replicas=1, updated=1, available=0, total=1), "ScalingFromZero", False,
+         "ScalingFromZero"),
+        (deployment(replicas=2, updated=1, available=1, total=1), "ScalingFromZero", True,
+         "ScalingUp"),
+        (deployment(), "ScalingFromZero", True, "Available"),
+        # Not from zero: a new or broken Deployment with nothing available is not held for.
+        (deployment(available=0), "Available", False, "ReplicasUnavailable"),
+        (deployment(available=0), None, False, "ReplicasUnavailable"),
+        (ZERO, "ScalingFromZero", False, "ScaledToZero"),
+        (
+            deployment(available=0, conds=[{"type": "Progressing",
+                                            "reason": "ProgressDeadlineExceeded"}]),
+            "ScalingFromZero", False, "ProgressDeadlineExceeded",
+        ),
+    ],
+)  # fmt: skip
+def test_deployment_progress_from_zero(dep, previous, ready, reason):
+    assert deployment_progress(dep, previous)[0] == ready
+    assert deployment_progress(dep, previous)[2] == reason
+
+
+def test_scaled_to_zero_is_at_rest_not_ready_not_reconciling():
+    """kubectl wait --for=condition=Ready waits (nothing serves); kstatus reads neither
+    Reconciling nor Stalled as Current (healthy, at rest)."""
+    status = specialist_status(name="a", namespace="ns", generation=2, deployment=ZERO)
+    conds = by_type(status["conditions"])
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "ScaledToZero")
+    assert conds["Reconciling"]["status"] == "False"
+    assert conds["Stalled"]["status"] == "False"
+    waking = specialist_status(
+        name="a", namespace="ns", generation=3,
+        deployment=deployment(replicas=1, updated=1, available=0, total=1),
+        previous_reason="ScaledToZero",
+    )  # fmt: skip
+    conds = by_type(waking["conditions"])
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "ScalingFromZero")
+    assert conds["Reconciling"]["status"] == "True"
 
 
 def by_type(conditions):
@@ -58,6 +117,7 @@ def test_specialist_status_ready():
     assert status["observedGeneration"] == 3
     assert status["endpoint"] == "slm-a.ns.svc:8001"
     assert status["readyReplicas"] == 1
+    assert status["selector"] == "slmfleet.io/specialist=a"  # the scale subresource's
 
 
 def test_specialist_status_error_is_stalled_not_reconciling():

@@ -69,7 +69,9 @@ async def test_without_replicas_requests_wait_for_one_until_their_deadline():
     t0 = loop.time()
     with pytest.raises(UpstreamError) as e:
         await rs.acquire(loop.time() + 0.1, specialist="ns/x")
-    assert e.value.timeout and loop.time() - t0 < 0.5 and waiting._value.get() == 0
+    # No replica in time is its own reason (503 + Retry-After), not an upstream timeout.
+    assert e.value.reason == "no_replica" and not e.value.timeout
+    assert loop.time() - t0 < 0.5 and waiting._value.get() == 0
 
 
 async def test_a_failing_replica_is_ejected_and_probed_after_the_cooldown():

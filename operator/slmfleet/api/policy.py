@@ -165,11 +165,26 @@ class ExternalEndpoint(KubeModel):
     """Price per million output tokens, in USD."""
 
 
+#: The holding message's default; ``{case_id}`` is replaced by the filed case's id.
+HOLDING_MESSAGE = "Your request was sent to a human reviewer (case {case_id})."
+
+
 class HumanReview(KubeModel):
     queue: Identifier = "default"
     """Review queue the case is filed to."""
-    message: str = Field(default="Your request was sent to a human reviewer.", max_length=1024)
-    """Answer returned to the caller meanwhile."""
+    message: str = Field(default=HOLDING_MESSAGE, max_length=1024)
+    """Answer returned to the caller while the case waits (mode hold, and wait when no
+    reviewer answered in time); `{case_id}` is replaced by the case's id."""
+    mode: Literal["hold", "async", "wait"] = "hold"
+    """How the caller is answered once the case is filed (durably, before any answer):
+    hold: 200 with the message; async: 202 with the case URL to poll (GET
+    /v1/cases/{id}; a streamed request gets the message instead); wait: held up to
+    waitSeconds for a reviewer's answer, then onTimeout."""
+    wait_seconds: int = Field(default=30, ge=1, le=600)
+    """With mode wait: how long the caller is held for a reviewer (at most the tier's
+    timeoutMs, and the router's SLMFLEET_REVIEW_MAX_WAIT_S)."""
+    on_timeout: Literal["hold", "async"] = "hold"
+    """With mode wait: the answer when no reviewer resolved the case in time."""
 
 
 class CascadeTier(KubeModel):
@@ -181,7 +196,14 @@ class CascadeTier(KubeModel):
                     ".filter(x, x).size() == 1",
                     "set exactly one of routed, specialist, external or human",
                     ".routed",
-                )
+                ),
+                cel(
+                    "!has(self.human) || !has(self.human.mode) || self.human.mode != 'wait' || "
+                    "(has(self.human.waitSeconds) ? self.human.waitSeconds : 30) * 1000 <= "
+                    "(has(self.timeoutMs) ? self.timeoutMs : 30000)",
+                    "human.waitSeconds must fit in the tier's timeoutMs",
+                    ".human.waitSeconds",
+                ),
             ]
         }
     }
@@ -202,11 +224,41 @@ class CascadeTier(KubeModel):
     """Deadline of one call to this tier."""
 
 
+class DecisionLogSpec(KubeModel):
+    """What the decision log keeps of this policy's prompts and answers (the router's
+    SLMFLEET_DECISION_CONTENT when the policy says nothing)."""
+
+    content: Literal["off", "hashed", "full"] = "off"
+    """off: neither is kept; hashed: a keyed SHA-256 and the length (repeats can be
+    joined without keeping the text); full: the text, cut at maxChars."""
+    max_chars: int = Field(default=4096, ge=0, le=1_000_000)
+    """With content full, longer texts are cut to this many characters (and marked so)."""
+
+
 class FallbackSpec(KubeModel):
     on_unknown_domain: DnsLabel | None = None
     """Tier that takes out-of-domain requests (default: the tier after the routed one)."""
     on_error: DnsLabel | None = None
     """Tier that takes requests whose tier failed or timed out (default: the next tier)."""
+
+
+class CapacitySpec(KubeModel):
+    """What the router does with a request whose specialist cannot take it now: one
+    scaled to zero (see docs/autoscaling.md), or one whose cost cap binds while its
+    replicas are full."""
+
+    when_scaled_to_zero: Literal["wait", "cascade"] = "wait"
+    """wait: hold the request while the autoscaler starts a replica, then serve it (at
+    most maxWaitSeconds; then HTTP 503 with Retry-After); cascade: send it to the next
+    cascade tier at once (its demand still wakes the specialist). A tier with no tier
+    after it always waits."""
+    max_wait_seconds: int = Field(default=30, ge=1, le=600)
+    """Longest a request waits for a replica (also bounded by the tier's timeoutMs)."""
+    when_cost_capped: Literal["queue", "cascade"] = "queue"
+    """When the specialist's cost cap binds (its Scaling condition says CostCapped) and
+    each of its replicas already has slo.targetInFlight requests in flight from this
+    router: queue behind them, or cascade the overflow to the next tier (which may cost
+    more per token: hence opt-in)."""
 
 
 def _default_cascade() -> list[CascadeTier]:
@@ -256,6 +308,11 @@ class RouterPolicySpec(KubeModel):
         default_factory=list, max_length=16, json_schema_extra=list_map("specialist")
     )
     """Canary and shadow rollouts of candidate specialists, one per incumbent."""
+    decision_log: DecisionLogSpec | None = None
+    """What the decision log keeps of prompts and answers (default: the router's
+    setting, off unless its operator says otherwise)."""
+    capacity: CapacitySpec = Field(default_factory=CapacitySpec)
+    """What happens to a request whose specialist is scaled to zero or at its cost cap."""
 
 
 class ResolvedTarget(KubeModel):
@@ -265,6 +322,8 @@ class ResolvedTarget(KubeModel):
     """Its gRPC endpoint."""
     ready: bool = False
     """Whether it is Ready."""
+    scaled_to_zero: bool | None = None
+    """True while no replica runs by design (min 0, idle): a request starts one."""
 
 
 class ThresholdProposal(KubeModel):

@@ -13,14 +13,21 @@ older operator, is refused object by object (see ``fragments``), never half-serv
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from .base import KubeModel
-from .budget import PerRequestLimits, SpendWindow
+from .budget import (
+    CALENDAR_UNITS,
+    WINDOW_PATTERN,
+    FailMode,
+    LadderAction,
+    WindowAction,
+)
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
-from .policy import BASE_URL_PATTERN, LabelThresholds
+from .policy import BASE_URL_PATTERN, HOLDING_MESSAGE, LabelThresholds
 from .regex import Re2Pattern
 from .schemacheck import check_schema
 from .specialist import Backend
@@ -76,6 +83,15 @@ class SpecialistConfig(KubeModel):
     it: an onnxruntime classifier's tokenizer.json (and config.json labels)."""
     ready: bool = False
     """Whether the specialist reported Ready; unready targets are skipped."""
+    scaled_to_zero: bool = False
+    """No replica runs by design (min 0 and idle, or starting from zero): not Ready, yet
+    routable; a request for it waits for a replica or cascades, as its policy's
+    ``capacity`` says. Never sent to zero Pods."""
+    cost_capped: bool = False
+    """The autoscaler's cost cap binds: no more replicas will come for the overflow."""
+    target_in_flight: int = Field(default=8, ge=1, le=10000)
+    """Requests one replica takes at once (slo.targetInFlight): full replicas at the cost
+    cap overflow to the next tier when the policy allows."""
     domain: DomainConfig = Field(default_factory=DomainConfig)
     """The specialist's territory."""
     cost: CostConfig = Field(default_factory=CostConfig)
@@ -180,8 +196,22 @@ class ExternalConfig(KubeModel):
 class HumanConfig(KubeModel):
     queue: Identifier = "default"
     """Review queue the case is filed to."""
-    message: str = "Your request was sent to a human reviewer."
-    """Answer returned to the caller meanwhile."""
+    message: str = Field(default=HOLDING_MESSAGE, max_length=1024)
+    """Answer returned while the case waits; ``{case_id}`` is replaced by its id."""
+    mode: Literal["hold", "async", "wait"] = "hold"
+    """hold: 200 with the message; async: 202 with the case URL; wait: up to waitSeconds
+    for a reviewer's answer, then onTimeout."""
+    wait_seconds: int = Field(default=30, ge=1, le=600)
+    """With mode wait: how long the caller is held for a reviewer."""
+    on_timeout: Literal["hold", "async"] = "hold"
+    """With mode wait: the answer when no reviewer resolved the case in time."""
+
+
+class DecisionLogConfig(KubeModel):
+    content: Literal["off", "hashed", "full"] = "off"
+    """What the decision log keeps of prompts and answers: off, hashed or full."""
+    max_chars: int = Field(default=4096, ge=0, le=1_000_000)
+    """With content full, longer texts are cut to this many characters."""
 
 
 class TierConfig(KubeModel):
@@ -199,6 +229,13 @@ class TierConfig(KubeModel):
     """When this tier's answer is accepted."""
     timeout_ms: int = Field(default=30000, ge=1, le=600000)
     """Deadline of one call to this tier."""
+
+    @model_validator(mode="after")
+    def _wait_fits(self) -> TierConfig:
+        h = self.human
+        if h is not None and h.mode == "wait" and h.wait_seconds * 1000 > self.timeout_ms:
+            raise ValueError("human.waitSeconds must fit in the tier's timeoutMs")
+        return self
 
 
 class FallbackConfig(KubeModel):
@@ -232,6 +269,15 @@ class RolloutConfig(KubeModel):
     """Automatic rollback of a canary."""
 
 
+class CapacityConfig(KubeModel):
+    when_scaled_to_zero: Literal["wait", "cascade"] = "wait"
+    """wait for a replica (at most max_wait_seconds) or cascade to the next tier."""
+    max_wait_seconds: int = Field(default=30, ge=1, le=600)
+    """Longest a request waits for a replica."""
+    when_cost_capped: Literal["queue", "cascade"] = "queue"
+    """queue at a cost-capped specialist whose replicas are full, or cascade."""
+
+
 class PolicyConfig(KubeModel):
     model_name: ModelName
     """Name clients pass as `model`."""
@@ -245,23 +291,93 @@ class PolicyConfig(KubeModel):
     """Tiers, specialist tiers as ids."""
     fallback: FallbackConfig | None = None
     """Out-of-domain and error fallbacks."""
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    """What happens to a request whose specialist is scaled to zero or at its cost cap."""
     budgets: list[ObjectId] = Field(default_factory=list)
     """Ids of the Budgets that apply."""
     rollouts: list[RolloutConfig] = Field(default_factory=list)
     """Canary and shadow rollouts (specialists as ids), one per incumbent."""
+    decision_log: DecisionLogConfig | None = None
+    """What the decision log keeps of prompts and answers (None: the router's default)."""
+
+
+class PerRequestConfig(KubeModel):
+    max_reasoning_tokens: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Reasoning (trace) tokens before the model's thinking is cut short."""
+    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Output tokens per request, reasoning included."""
+    max_latency_ms: int | None = Field(default=None, ge=1, le=3_600_000)
+    """Wall-clock deadline per request."""
+    answer_tokens: int = Field(default=64, ge=1, le=4096)
+    """Answer budget of the short second generation after a cut."""
+
+
+class SpendWindowConfig(KubeModel):
+    """One spend window, as the ledger enforces it (see ``slmfleet.budget.windows``)."""
+
+    window: str = Field(pattern=WINDOW_PATTERN, max_length=8)
+    """Rolling (15m, 1h, 7d) or calendar-aligned (hour, day, week, month)."""
+    time_zone: str | None = Field(default=None, max_length=64)
+    """IANA zone of a calendar window (UTC when unset)."""
+    limit_usd: float | None = Field(default=None, gt=0, le=1e6)
+    """USD allowed within the window."""
+    limit_tokens: int | None = Field(default=None, ge=1, le=10**15)
+    """Tokens allowed within the window (input plus output)."""
+    action: WindowAction = "alert"
+    """What happens at 100% of this window: degrade, reject or alert."""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SpendWindowConfig:
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError(f"window {self.window}: needs limitUsd, limitTokens or both")
+        if self.time_zone is not None:
+            if self.window not in CALENDAR_UNITS:
+                raise ValueError(f"window {self.window}: timeZone is for calendar windows")
+            try:
+                zoneinfo.ZoneInfo(self.time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {self.time_zone!r}") from exc
+        return self
+
+
+class LadderStepConfig(KubeModel):
+    at_percent: int = Field(ge=1, le=100)
+    """Percent of the fullest window's limit from which the step applies."""
+    action: LadderAction
+    """alert, halveReasoning, degrade or reject."""
+
+
+def _ladder_in_order(steps: list[LadderStepConfig]) -> list[LadderStepConfig]:
+    percents = [s.at_percent for s in steps]
+    if percents != sorted(set(percents)):
+        raise ValueError("ladder steps must be listed by strictly increasing atPercent")
+    return steps
 
 
 class BudgetConfig(KubeModel):
     id: str
     """namespace/name of the Budget."""
-    per_request: PerRequestLimits | None = None
+    per_request: PerRequestConfig | None = None
     """Caps on each request."""
-    spend: list[SpendWindow] = Field(default_factory=list)
-    """Spend windows."""
+    spend: list[SpendWindowConfig] = Field(default_factory=list, max_length=8)
+    """Spend windows (one per ``window``)."""
+    ladder: Annotated[list[LadderStepConfig], AfterValidator(_ladder_in_order)] = Field(
+        default_factory=list, max_length=4
+    )
+    """Steps taken as spend grows, by percent of the fullest window's limit."""
+    fail_mode: FailMode = "failOpen"
+    """What a request meets while the shared ledger is unreachable."""
     policies: list[str] = Field(default_factory=list)
     """Model names of the policies it covers."""
     specialists: list[str] = Field(default_factory=list)
     """Ids of the specialists it covers."""
+
+    @model_validator(mode="after")
+    def _unique_windows(self) -> BudgetConfig:
+        windows = [w.window for w in self.spend]
+        if len(windows) != len(set(windows)):
+            raise ValueError(f"budget {self.id}: a window is listed twice: {windows}")
+        return self
 
 
 class RouterConfig(KubeModel):

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .autoscaling import AUTOSCALING_RULES, AutoscalingSpec
 from .base import Condition, ConfigMapKeyRef, KubeModel, SecretKeyRef, cel, list_map
 from .names import SPECIALIST_NAME, Identifier
 
@@ -143,7 +144,8 @@ class ReplicasSpec(KubeModel):
     }
 
     min: int = Field(default=1, ge=0, le=1000)
-    """Fewest replicas; the Deployment starts here."""
+    """Fewest replicas; the Deployment starts here. 0 lets the built-in autoscaler (or
+    KEDA) scale to zero when idle."""
     max: int = Field(default=1, ge=1, le=1000)
     """Most replicas the autoscaler may run."""
 
@@ -157,6 +159,8 @@ class ServingSpec(KubeModel):
     """Resources of each replica."""
     replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
     """Replica bounds."""
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    """Who sets the replica count within the bounds, and how (see docs/autoscaling.md)."""
     node_selector: dict[
         Annotated[str, Field(min_length=1, max_length=317)],
         Annotated[str, Field(max_length=63)],
@@ -187,6 +191,10 @@ class SLOSpec(KubeModel):
 
 
 class SLMSpecialistSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [*AUTOSCALING_RULES]}
+    }
+
     model: ModelSpec
     """The model artifact and its Triton backend."""
     domain: DomainSpec = Field(default_factory=DomainSpec)
@@ -197,6 +205,12 @@ class SLMSpecialistSpec(KubeModel):
     """What the model costs."""
     slo: SLOSpec = Field(default_factory=SLOSpec)
     """Latency and concurrency targets."""
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Desired replica count: the scale subresource's field, written by whoever
+    serving.autoscaling.mode names (the built-in autoscaler, an HPA, KEDA, kubectl scale).
+    Leave it out of manifests; the Deployment follows it, kept within serving.replicas
+    (so the default of 1 starts a specialist at its min when min is higher). Always set:
+    the scale subresource cannot be read without it."""
 
 
 class ObservedSpec(KubeModel):
@@ -206,13 +220,25 @@ class ObservedSpec(KubeModel):
     """Observed requests per second."""
     cost_usd_per_hour: float | None = None
     """Current spend rate in USD per hour."""
+    in_flight: float | None = None
+    """Average concurrent requests over all replicas, seen at the router."""
+    in_flight_per_replica: float | None = None
+    """in_flight divided by the current replicas (compare slo.targetInFlight)."""
+    queue_ms: float | None = None
+    """Mean time a request waited in Triton's queue, in milliseconds."""
+    escalation_rps: float | None = None
+    """Requests per second escalated to this specialist by the cascade tiers in front."""
+    window_seconds: float | None = None
+    """Span of metrics the values above were computed over."""
+    time: str | None = None
+    """When the values were observed (RFC 3339)."""
 
 
 class SLMSpecialistStatus(KubeModel):
     observed_generation: int | None = None
     """The metadata.generation the operator last reconciled."""
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
-    """Ready, Progressing and Stalled."""
+    """Ready, Reconciling and Stalled (the operator); Scaling (the built-in autoscaler)."""
     replicas: int | None = None
     """Replicas that exist."""
     ready_replicas: int | None = None
@@ -223,6 +249,13 @@ class SLMSpecialistStatus(KubeModel):
     """Name of the model inside Triton."""
     observed: ObservedSpec | None = None
     """Observed latency, throughput and cost."""
+    desired_replicas: int | None = None
+    """Replicas the built-in autoscaler last decided (the Scaling condition says why)."""
+    last_scale_time: str | None = None
+    """When the built-in autoscaler last changed the replica count (RFC 3339)."""
+    selector: str | None = None
+    """Label selector of the specialist's Pods (the scale subresource reports it to HPA
+    and KEDA)."""
 
 
 NAME_RULE = cel(

@@ -7,6 +7,7 @@ slmfleet up --cluster PATH         a local control plane (fake GPU nodes), the
 slmfleet validate PATH             check the manifests, show what runs locally
 slmfleet standins DIR PATH         write the stand-in model code a pvc:// claim holds
 slmfleet crds                      print the CustomResourceDefinitions
+slmfleet review serve|export       the review console and API; labelled data as JSON lines
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from ..local.fleet import (
     load_fleet,
     stand_ins,
 )
+from ..local.residency import Change
+from ..local.telemetry import LocalTelemetry
 
 
 class Console:
@@ -144,6 +147,32 @@ or with curl (the x-slmfleet-* headers say how the request was routed):
 """
 
 
+def local_telemetry(args: argparse.Namespace) -> LocalTelemetry:
+    from ..local.manifests import default_namespace
+    from ..local.telemetry import default_state_dir, prepare
+
+    namespace = args.namespace or default_namespace(args.path)
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(namespace)
+    reviewers = Path(args.reviewers) if args.reviewers else None
+    return prepare(state, args.store, reviewers)
+
+
+def telemetry_text(fleet: LocalFleet) -> str:
+    """Where decisions, feedback and review cases go, and how to reach them."""
+    t = fleet.telemetry
+    if t is None or t.store_url is None:
+        return "Decision log off (--store off): review cases are log lines.\n"
+    base = fleet.url.removesuffix("/v1")
+    lines = [
+        f"Decisions, feedback and review cases: {t.store_url}",
+        f"  feedback: POST {fleet.url}/feedback with the x-slmfleet-request-id of a response",
+        f"  review console: {base}/review",
+    ]
+    if t.reviewer_key_file is not None:
+        lines.append(f"  (reviewer 'local', every queue; key in {t.reviewer_key_file})")
+    return "\n".join(lines) + "\n"
+
+
 def request_line(record: dict[str, Any]) -> str:
     route = record.get("route") or "-"
     how = record.get("route_source") or ""
@@ -158,13 +187,35 @@ def request_line(record: dict[str, Any]) -> str:
         parts.append(f"escalations={escalations}")
     if record.get("human_review"):
         parts.append(f"human-review={record['human_review']}")
+        if record.get("review_case"):
+            parts.append(f"case={record['review_case']}")
     parts.append(f"status={record.get('status')} {record.get('duration_ms', 0):.0f}ms")
     return "  ".join(parts)
+
+
+def ledger_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``--redis`` keeps the spend ledger: ``--redis-dir``, else a folder per fleet
+    under the user's cache (so the spend outlives one ``slmfleet up``); None: no Redis."""
+    if not getattr(args, "redis", False):
+        return None
+    if args.redis_dir:
+        return Path(args.redis_dir)
+    name = args.namespace or Path(args.path).resolve().name or "fleet"
+    return Path.home() / ".cache" / "slmfleet" / "ledger" / name
+
+
+def residency_line(change: Change) -> str:
+    """A specialist scaled to zero (model unloaded) or back (loaded), locally."""
+    if change.loaded:
+        return (f"  {change.sid}: scaled from zero, model loaded in {change.seconds:.1f}s "
+                f"({change.reason}: {change.message})")  # fmt: skip
+    return f"  {change.sid}: scaled to zero, model unloaded ({change.reason}: {change.message})"
 
 
 def up_local(args: argparse.Namespace, say: Console) -> int:
     fleet_path = Path(args.path)
     try:
+        telemetry = local_telemetry(args)
         fleet = LocalFleet(
             fleet_path,
             port=args.port,
@@ -173,8 +224,10 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
             progress=say,
             startup_timeout=args.startup_timeout,
             replicas=getattr(args, "replicas", 1),
+            telemetry=telemetry,
+            ledger_dir=ledger_dir(args),
         )
-    except ManifestError as exc:
+    except (ManifestError, OSError) as exc:
         say(f"error: {exc}")
         return 2
     describe(fleet.fleet, say)
@@ -195,8 +248,10 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
                 f"{example.namespace}/{example.name})")  # fmt: skip
             say()
             say(usage_text(url, models[0], question))
+            say(telemetry_text(fleet))
             say("Requests are shown below as they arrive. Press Ctrl-C to stop.")
             fleet.on_request = lambda rec: say(request_line(rec))
+            fleet.on_residency = lambda change: say(residency_line(change))
             while True:
                 time.sleep(0.5)
                 problem = fleet.failure()
@@ -297,7 +352,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--startup-timeout", type=float, default=300.0, help="seconds to wait for readiness"
     )
     up.add_argument(
+        "--store",
+        default=None,
+        help="decision store URL (sqlite:///FILE or postgresql://...), or off; default: a "
+        "SQLite file in the state directory",
+    )
+    up.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the local decision store and reviewer key live (default "
+        "$SLMFLEET_STATE_DIR or ~/.local/state/slmfleet/NAMESPACE)",
+    )
+    up.add_argument(
+        "--reviewers",
+        default=None,
+        help="reviewers file (YAML list of {name, keySha256, queues}); default: one local "
+        "reviewer with a generated key",
+    )
+    up.add_argument(
         "--gpu-nodes", type=int, default=2, help="fake GPU nodes with --cluster (default 2)"
+    )
+    up.add_argument(
+        "--redis",
+        action="store_true",
+        help="keep Budget spend in a local redis-server (the Debian package), as a cluster "
+        "keeps it for every router replica: it survives restarts of `slmfleet up`; with "
+        "--cluster the operator reports it in Budget.status (default: the router's own "
+        "in-process ledger)",
+    )
+    up.add_argument(
+        "--redis-dir",
+        default=None,
+        help="data folder of --redis (default ~/.cache/slmfleet/ledger/<namespace>)",
     )
 
     val = sub.add_parser("validate", help="validate manifests and show the local mapping")
@@ -313,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--namespace", default=None)
 
     sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+
+    from ..telemetry.server import add_parser as add_review
+
+    add_review(sub)
     return p
 
 
@@ -332,6 +422,10 @@ def _dispatch(args: argparse.Namespace, say: Console) -> int:
 
             return up_cluster(args, say)
         return up_local(args, say)
+    if args.command == "review":
+        from ..telemetry.server import run as review
+
+        return review(args)
     handler = {"validate": cmd_validate, "standins": cmd_standins, "crds": cmd_crds}
     return handler[args.command](args, say)
 

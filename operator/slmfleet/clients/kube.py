@@ -41,6 +41,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "SLMSpecialist": (_CRDS, "slmspecialists"),
     "RouterPolicy": (_CRDS, "routerpolicies"),
     "Budget": (_CRDS, "budgets"),
+    "Event": ("/api/v1", "events"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
 }
 #: Only the metadata of an object (a Secret's existence without its data).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
@@ -216,14 +220,58 @@ class KubeClient:
         )
 
     async def patch_status(
-        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """JSON merge patch of the status subresource (lists are replaced whole)."""
+        """JSON merge patch of the status subresource (lists are replaced whole). With
+        ``resource_version`` the write only applies to that version of the object (HTTP
+        409 otherwise): a writer that merged into a list it read loses no other
+        writer's entries."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self._request(
             "PATCH",
             object_path(kind, namespace, name) + "/status",
-            data=orjson.dumps({"status": status}),
+            data=orjson.dumps(body),
             headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    async def patch_scale(
+        self, kind: str, namespace: str, name: str, replicas: int
+    ) -> dict[str, Any]:
+        """Set spec.replicas through the scale subresource (what kubectl scale and an HPA
+        write), so only the replica count is touched, whoever owns the rest."""
+        return await self._request(
+            "PATCH",
+            object_path(kind, namespace, name) + "/scale",
+            data=orjson.dumps({"spec": {"replicas": replicas}}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    async def apply_status(self, obj: dict[str, Any], *, manager: str) -> dict[str, Any]:
+        """Server-side apply of the status subresource under ``manager``: the fields this
+        manager sends are its own (a condition of a list-map by its type), the rest of the
+        status is left to whoever owns it."""
+        meta = obj["metadata"]
+        return await self._request(
+            "PATCH",
+            object_path(obj["kind"], meta["namespace"], meta["name"]) + "/status",
+            params={"fieldManager": manager, "force": "true"},
+            data=orjson.dumps(obj),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST a new object (e.g. an Event, named by metadata.generateName)."""
+        path = object_path(obj["kind"], obj["metadata"].get("namespace"))
+        return await self._request(
+            "POST", path, data=orjson.dumps(obj), headers={"Content-Type": "application/json"}
         )
 
     async def delete(self, kind: str, namespace: str | None, name: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.names import BUDGETS, POLICIES, SPECIALISTS
+from ..autoscale.targets import TargetConfig
 from ..clients.kube import KubeClient
 from ..render.fleet import Problem
 from ..render.network import TritonPeers
@@ -35,11 +36,21 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     status_delay_seconds: float = 1.0
     min_interval_seconds: float = 1.0
+    budget_status_seconds: float = 2.0
+    """Period of the Budget status loop (a spend change shows within it plus a write)."""
     fetcher_image: str = DEFAULT_FETCHER_IMAGE
     watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
     router_service_account: str = ""
     """The router's ServiceAccount (in router_namespace); empty: no Secret grants."""
     peers: TritonPeers | None = None
+    autoscaler: bool = True
+    """Run the built-in autoscaler (SLMFLEET_AUTOSCALER=off: not at all)."""
+    autoscaler_interval_seconds: float = 5.0
+    """Seconds between its ticks (scrape, decide, act)."""
+    scrape: TargetConfig = field(default_factory=TargetConfig)
+    """Where it scrapes the router and Triton (see autoscale/targets.py)."""
+    prometheus_url: str = ""
+    """Prometheus address KEDA ScaledObjects query (mode keda); an operator setting."""
 
     @property
     def router(self) -> RouterTarget:
@@ -61,12 +72,28 @@ class OperatorConfig:
             debounce_seconds=float(os.environ.get("SLMFLEET_DEBOUNCE_SECONDS", "0.2")),
             resync_seconds=float(os.environ.get("SLMFLEET_RESYNC_SECONDS", "60")),
             status_delay_seconds=float(os.environ.get("SLMFLEET_STATUS_DELAY_SECONDS", "1.0")),
+            budget_status_seconds=float(os.environ.get("SLMFLEET_BUDGET_STATUS_SECONDS", "2.0")),
             fetcher_image=os.environ.get("SLMFLEET_FETCHER_IMAGE") or DEFAULT_FETCHER_IMAGE,
             watch_namespaces=tuple(
                 n for n in os.environ.get("SLMFLEET_WATCH_NAMESPACES", "").split(",") if n
             ),
             router_service_account=os.environ.get("SLMFLEET_ROUTER_SERVICEACCOUNT", ""),
             peers=TritonPeers.from_environment(namespace),
+            autoscaler=os.environ.get("SLMFLEET_AUTOSCALER", "on") != "off",
+            autoscaler_interval_seconds=float(
+                os.environ.get("SLMFLEET_AUTOSCALER_INTERVAL_SECONDS", "5")
+            ),
+            scrape=TargetConfig(
+                router_urls=tuple(
+                    u for u in os.environ.get("SLMFLEET_ROUTER_METRICS_URLS", "").split(",") if u
+                ),
+                router_service=os.environ.get("SLMFLEET_ROUTER_SERVICE", ""),
+                triton=os.environ.get("SLMFLEET_TRITON_METRICS", "on") != "off",
+                namespaces=tuple(
+                    n for n in os.environ.get("SLMFLEET_WATCH_NAMESPACES", "").split(",") if n
+                ),
+            ),
+            prometheus_url=os.environ.get("SLMFLEET_PROMETHEUS_URL", ""),
         )
 
 
@@ -86,6 +113,9 @@ class SpecialistState:
     """Failed applies in a row (drives the retry backoff)."""
     problem: Problem | None = None
     """Why the fleet render leaves it out of the router configuration."""
+    autoscaler_kind: str | None = "?"
+    """The autoscaler object (HPA, ScaledObject) we last applied for it; "?" unknown
+    (after a restart): the unused kinds are deleted once, then only on a mode change."""
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises status writes."""
     reconcile_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -147,6 +177,8 @@ class Runtime:
     """Specialists whose failed apply is due to be retried."""
     specs: SpecCache = field(default_factory=SpecCache)
     supervisor: Supervisor | None = None
+    escalation_feeds: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Specialist id -> (policy, tier) escalations into it, from the last fleet render."""
 
 
 _runtime: Runtime | None = None

@@ -20,6 +20,7 @@ from ..render.conditions import merge_conditions, status_changed
 from ..render.drift import needs_apply, stamp
 from ..render.specialist import Owner, build_children
 from ..render.specialist_status import specialist_status
+from .autoscaling import autoscaler_children, delete_unused, missing_kind
 from .runtime import Key, Runtime, key_of, newer, runtime
 from .supervisor import Beat
 from .workqueue import drain
@@ -57,8 +58,20 @@ async def apply_children(
     configmap, *rest = build_children(
         owner, spec, fetcher_image=rt.config.fetcher_image, peers=rt.config.triton_peers
     )
+    # Modes hpa and keda: their object, and the other mode's deleted once the mode changes.
+    autoscaler, unused = autoscaler_children(owner, spec, rt.config.prometheus_url)
     await converge(configmap)
     applied = await asyncio.gather(*(converge(child) for child in rest))
+    state = rt.store.specialist((owner.namespace, owner.name))
+    kind = autoscaler["kind"] if autoscaler else None
+    if autoscaler is not None:
+        try:
+            await converge(autoscaler)
+        except ApiError as err:
+            raise missing_kind(err, autoscaler) from err
+    if state.autoscaler_kind != kind and not new:
+        await delete_unused(rt, unused)
+    state.autoscaler_kind = kind
     # By what we asked for: bodies from a watch listing may carry no kind.
     return next(
         live for want, live in zip(rest, applied, strict=True) if want["kind"] == "Deployment"
@@ -83,6 +96,10 @@ async def refresh_status(key: Key) -> None:
             state.reconciled if state.reconciled is not None else current.get("observedGeneration")
         )
         problem = (state.problem.reason, state.problem.message) if state.problem else None
+        previous = next(
+            (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"),
+            None,
+        )
         desired = specialist_status(
             name=key[1],
             namespace=key[0],
@@ -90,6 +107,7 @@ async def refresh_status(key: Key) -> None:
             deployment=state.deployment,
             error=state.error,
             problem=problem,
+            previous_reason=previous,
         )
         if not status_changed(current, desired):
             return
@@ -124,7 +142,7 @@ async def recreate_children(key: Key) -> None:
         spec = SLMSpecialistSpec.model_validate(owner["spec"])
         meta = owner["metadata"]
         deployment = await apply_children(Owner(meta["name"], meta["namespace"], meta["uid"]), spec)
-    except (ValidationError, ApiError):
+    except (ValidationError, ValueError, ApiError):
         return  # the next reconcile reports it
     if deployment is not None and state.deployment is None:
         state.deployment = deployment
@@ -159,8 +177,10 @@ async def reconcile(key: Key) -> None:
             spec = SLMSpecialistSpec.model_validate(body["spec"])
             owner = Owner(meta["name"], meta["namespace"], meta["uid"])
             deployment = await apply_children(owner, spec, new=new)
-        except (ValidationError, ApiError) as err:
-            message = str(err).splitlines()[0] if isinstance(err, ValidationError) else str(err)
+        except (ValidationError, ValueError, ApiError) as err:
+            # ValueError: a spec the operator's settings cannot serve (keda without the
+            # Prometheus address); pydantic's ValidationError is one too.
+            message = str(err).splitlines()[0] if isinstance(err, ValueError) else str(err)
             state.error = message
             state.reconciled = generation
             await refresh_status(key)

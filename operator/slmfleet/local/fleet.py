@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.routerconfig import RouterConfig
+from ..autoscale.decide import ScalePolicy
 from ..render.fleet import Item, render_fleet
 from .manifests import (
     Document,
@@ -51,8 +52,18 @@ from .manifests import (
     read_documents,
     write_secrets,
 )
+from .redis import RedisServer
+from .residency import (
+    Change,
+    Member,
+    Residency,
+    local_policy,
+    with_scaled_to_zero,
+    write_config,
+)
 from .router import RouterProcess, log_tail
 from .standins import StandInChoice, export_stand_ins, stand_in_for, stand_ins
+from .telemetry import LocalTelemetry
 from .triton import TritonServer, free_port
 
 __all__ = [
@@ -155,8 +166,20 @@ class LocalFleet:
         progress: Progress | None = None,
         startup_timeout: float = 300.0,
         replicas: int = 1,
+        ledger_dir: Path | None = None,
+        ledger_url: str | None = None,
+        telemetry: LocalTelemetry | None = None,
+        scale_to_zero: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.telemetry = telemetry
+        """The decision store and reviewers the router is given (None: none)."""
+        self.ledger_dir = ledger_dir
+        """Where a local redis-server keeps the shared spend ledger (``slmfleet up
+        --redis``); None: the router's own in-process ledger."""
+        self.ledger_url = ledger_url
+        """A Redis already running for the ledger (instead of ``ledger_dir``)."""
+        self.redis: RedisServer | None = None
         self.replicas = max(1, replicas)
         """Triton servers to run, each serving every model; the router balances over them."""
         self.port = port
@@ -173,6 +196,10 @@ class LocalFleet:
         self.config: RouterConfig | None = None
         self.on_request: Callable[[dict[str, Any]], None] | None = None
         self._tail: threading.Thread | None = None
+        self.scale_to_zero = scale_to_zero
+        """Unload idle specialists whose min is 0 and load them on demand (residency.py)."""
+        self.residency: Residency | None = None
+        self.on_residency: Callable[[Change], None] | None = None
 
     @property
     def url(self) -> str:
@@ -191,7 +218,9 @@ class LocalFleet:
     def start(self) -> LocalFleet:
         try:
             self._start_triton()
+            self._start_ledger()
             self._start_router()
+            self._start_residency()
         except BaseException:
             self.stop()
             raise
@@ -263,6 +292,13 @@ class LocalFleet:
             more.start()
             self.progress(f"Triton replica {i + 1}/{self.replicas} ready on {more.grpc_url}")
 
+    def _start_ledger(self) -> None:
+        if self.ledger_dir is None:
+            return
+        self.redis = RedisServer(self.ledger_dir)
+        self.redis.start()  # on this thread, as Triton (PR_SET_PDEATHSIG)
+        self.progress(f"Spend ledger: redis-server on {self.redis.url}, data in {self.ledger_dir}")
+
     def _start_router(self) -> None:
         assert self.triton is not None
         endpoints = [self.triton.grpc_url, *(t.grpc_url for t in self.more_tritons)]
@@ -275,17 +311,56 @@ class LocalFleet:
         )
         begin = time.monotonic()
         secrets = write_secrets(self.fleet, self.workdir / "secrets")
+        url = self.redis.url if self.redis is not None else self.ledger_url
+        ledger = ["--ledger-url", url] if url else []
+        args = ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"]
+        env = None
+        if self.telemetry is not None:
+            env = {**os.environ, **self.telemetry.env()}
         self.router = RouterProcess(
-            ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"],
+            [*args, *ledger],
             port=self.port,
             host=self.host,
             log_path=self.router_log,
             startup_timeout=self.startup_timeout,
+            env=env,
         )
         self.router.start()
         self.progress(f"Router ready: classifier fitted ({time.monotonic() - begin:.1f}s)")
         self._tail = threading.Thread(target=self._follow_router_log, daemon=True)
         self._tail.start()
+
+    def _write_config(self, scaled_to_zero: set[str]) -> None:
+        assert self.config is not None
+        write_config(self.workdir / "router.json", with_scaled_to_zero(self.config, scaled_to_zero))
+
+    def _start_residency(self) -> None:
+        """Specialists with min 0 (builtin mode) are unloaded when idle, loaded on demand."""
+        assert self.triton is not None and self.router is not None
+        assert self.config is not None
+        model_of = {s.id: s.triton_model for s in self.config.specialists}
+        members = [
+            Member(
+                s.id,
+                model_of[s.id],
+                local_policy(ScalePolicy.from_spec(s.spec)),
+                float(s.spec.serving.autoscaling.window_seconds),
+            )
+            for s in self.fleet.specialists
+            if s.spec.serving.replicas.min == 0 and s.spec.serving.autoscaling.mode == "builtin"
+        ]
+        if not self.scale_to_zero or not members:
+            return
+        for m in members:
+            after = m.policy.scale_to_zero_after_s
+            self.progress(f"  {m.sid}: min 0, unloaded after {after:.0f}s without requests")
+        self.residency = Residency(
+            members,
+            router_metrics=f"{self.router.url}/metrics",
+            triton_http=[t.http_url for t in (self.triton, *self.more_tritons)],
+            publish=self._write_config,
+            on_change=lambda c: self.on_residency and self.on_residency(c),
+        ).start()
 
     def _follow_router_log(self) -> None:
         """Hand each request's decision line (JSON) to ``on_request``."""
@@ -311,14 +386,22 @@ class LocalFleet:
                 return f"tritonserver exited; log {t.log_path}:\n{t.log_tail()}"
         if self.router is not None and not self.router.alive():
             return f"the router exited; log {self.router_log}:\n{log_tail(self.router_log)}"
+        if self.redis is not None and self.redis.pid is not None and not self.redis.alive():
+            return f"redis-server exited:\n{self.redis.log_tail()}"
         return None
 
     def stop(self) -> None:
+        residency, self.residency = self.residency, None
+        if residency is not None:
+            residency.stop()
         router, self.router = self.router, None
         if router is not None and router.alive():
             begin = time.monotonic()
             router.stop()
             self.progress(f"  router stopped ({time.monotonic() - begin:.1f}s)")
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            redis.stop()  # SIGTERM: the AOF is flushed, the spend kept in ledger_dir
         more, self.more_tritons = self.more_tritons, []
         for t in more:
             t.stop()
@@ -345,6 +428,8 @@ def pids(fleet: LocalFleet) -> Iterator[int]:
         yield fleet.triton.pid
     if fleet.router is not None and fleet.router.pid:
         yield fleet.router.pid
+    if fleet.redis is not None and fleet.redis.pid:
+        yield fleet.redis.pid
 
 
 __all__ += ["free_port", "pids", "port_is_free"]

@@ -2,6 +2,11 @@
 
 Used by integration tests, the benchmark and ``slmfleet up --cluster``. The liveness
 endpoint doubles as a window on the operator: its ``writes`` probe counts API writes.
+
+The built-in autoscaler is off unless ``extra_env`` turns it on (``SLMFLEET_AUTOSCALER``)
+and says which router to scrape (``SLMFLEET_ROUTER_METRICS_URLS``): none of these users
+runs a router the operator could reach, and an autoscaler without metrics would only
+hold every specialist and say so.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ class OperatorProcess:
         router_configmap: str = "slmfleet-system/slmfleet-router",
         log_path: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
+        """``namespaces``: watch only these (kopf ``--namespace``); empty: every one."""
         self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
         self.router_configmap = router_configmap
         self.log_path = log_path or kubeconfig.parent / "operator.log"
         self.extra_env = extra_env or {}
@@ -42,13 +50,16 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "SLMFLEET_ROUTER_CONFIGMAP": self.router_configmap,
+            "SLMFLEET_AUTOSCALER": "off",
+            **({"SLMFLEET_WATCH_NAMESPACES": ",".join(self.namespaces)} if self.namespaces else {}),
             **self.extra_env,
         }
+        scope = [f"--namespace={n}" for n in self.namespaces] or ["--all-namespaces"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "kopf", "run", "-m", "slmfleet.controller",
-                "--standalone", "--all-namespaces",
+                "--standalone", *scope,
                 f"--liveness=http://127.0.0.1:{self.port}/healthz",
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,

@@ -48,12 +48,21 @@ def merge_conditions(
 
 
 def ready_set(
-    ready: bool, reason: str, message: str, generation: int | None, *, stalled: bool = False
+    ready: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    *,
+    stalled: bool = False,
+    at_rest: bool = False,
 ) -> list[dict[str, Any]]:
-    """Ready, Reconciling and Stalled, consistent with each other."""
+    """Ready, Reconciling and Stalled, consistent with each other. ``at_rest``: not
+    Ready, yet nothing is in progress or wrong (a specialist scaled to zero): neither
+    Reconciling nor Stalled, which kstatus (Flux) reads as Current."""
+    reconciling = not ready and not stalled and not at_rest
     return [
         condition("Ready", ready, reason, message, generation),
-        condition("Reconciling", not ready and not stalled, reason, message, generation),
+        condition("Reconciling", reconciling, reason, message, generation),
         condition(
             "Stalled",
             stalled,

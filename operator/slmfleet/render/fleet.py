@@ -18,12 +18,21 @@ from ..api.budget import BudgetSpec
 from ..api.fragments import MAX_FRAGMENT_BYTES, Fragment, assemble
 from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
-from ..api.routerconfig import BudgetConfig, PolicyConfig, RouterConfig, SpecialistConfig
+from ..api.routerconfig import PolicyConfig, RouterConfig, SpecialistConfig
 from ..api.specialist import SLMSpecialistSpec
 from .conditions import condition, ready_set
 from .rollouts import rollout_condition
-from .translate import EndpointOf, cluster_endpoint, policy_config, specialist_config
+from .specialist_status import WAKEABLE
+from .translate import (
+    EndpointOf,
+    budget_config,
+    cluster_endpoint,
+    policy_config,
+    specialist_config,
+)
 
+#: The Scaling condition's reason when the cost cap binds (autoscale/decide.py's CAPPED).
+COST_CAPPED = "CostCapped"
 #: Most bytes read from an ``examplesFrom`` ConfigMap key (and most lines kept).
 MAX_EXAMPLES_BYTES = 256 * 1024
 MAX_EXAMPLE_LINES = 5000
@@ -70,10 +79,25 @@ class Problem:
     message: str
 
 
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
 def is_ready(status: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
-    )
+    return _condition(status, "Ready").get("status") == "True"
+
+
+def is_scaled_to_zero(status: Mapping[str, Any]) -> bool:
+    """At zero replicas on purpose, or starting its first one: not Ready, yet a request
+    for it is held (or cascaded), not refused."""
+    ready = _condition(status, "Ready")
+    return ready.get("status") == "False" and ready.get("reason") in WAKEABLE
+
+
+def is_cost_capped(status: Mapping[str, Any]) -> bool:
+    """The built-in autoscaler's cost cap limits the replicas (its Scaling condition)."""
+    scaling = _condition(status, "Scaling")
+    return scaling.get("status") == "True" and scaling.get("reason") == COST_CAPPED
 
 
 #: (namespace, configmap, key) -> text, or None when the ConfigMap or the key is missing.
@@ -154,6 +178,8 @@ def _specialists(
                 ready=is_ready(item.status),
                 extra_examples=extra,
                 endpoint_of=endpoint_of,
+                scaled_to_zero=is_scaled_to_zero(item.status),
+                cost_capped=is_cost_capped(item.status),
             )
             problem = _fits(Fragment(kind="specialist", id=item.id, specialist=cfg))
             if problem is None:
@@ -253,19 +279,25 @@ def render_fleet(
         all_names = sorted(set(targets) | _referenced(spec))
         ids = {n: object_id(pol.namespace, n) for n in all_names}
         missing = [n for n in all_names if ids[n] not in by_id]
+        served_by = {n: spec_configs.get(ids[n]) for n in all_names}
+        # A target scaled to zero is not Ready, but the policy serves it (a request
+        # wakes it): only targets that can serve nothing make the policy unready.
         unready = [
             n
-            for n in all_names
-            if ids[n] in by_id and not (ids[n] in spec_configs and spec_configs[ids[n]].ready)
+            for n, c in served_by.items()
+            if ids[n] in by_id and not (c is not None and (c.ready or c.scaled_to_zero))
         ]
-        resolved = [
-            {
+        idle = [n for n, c in served_by.items() if c is not None and c.scaled_to_zero]
+        resolved = []
+        for n, c in served_by.items():
+            target = {
                 "name": n,
                 "endpoint": endpoint_of(pol.namespace, n) if ids[n] in by_id else None,
-                "ready": ids[n] in spec_configs and spec_configs[ids[n]].ready,
+                "ready": c is not None and c.ready,
             }
-            for n in all_names
-        ]
+            if c is not None and c.scaled_to_zero:
+                target["scaledToZero"] = True
+            resolved.append(target)
         status: dict[str, Any] = {
             "observedGeneration": gen,
             "modelName": model_name,
@@ -313,7 +345,10 @@ def render_fleet(
         elif unready:
             conds = ready_set(False, "TargetsNotReady", "not Ready yet: " + ", ".join(unready), gen)
         else:
-            conds = ready_set(True, "TargetsReady", f"{len(targets)} specialists Ready", gen)
+            msg = f"{len(targets)} specialists Ready"
+            if idle:
+                msg += f"; scaled to zero, started on demand: {', '.join(idle)}"
+            conds = ready_set(True, "TargetsReady", msg, gen)
         ready = {sid: sid in spec_configs and spec_configs[sid].ready for sid in by_id}
         status["conditions"] = [
             *conds,
@@ -329,10 +364,10 @@ def render_fleet(
             named = sorted(s.id for s in specialists if s.namespace == bud.namespace)
         else:
             named = [object_id(bud.namespace, n) for n in scope.specialists]
-        config = BudgetConfig(
-            id=bud.id,
-            per_request=bspec.per_request,
-            spend=bspec.spend,
+        config = budget_config(
+            bud.namespace,
+            bud.name,
+            bspec,
             policies=covered,
             specialists=[s for s in named if s in by_id],
         )

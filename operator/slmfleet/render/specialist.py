@@ -182,6 +182,15 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
     }
 
 
+def replica_count(spec: SLMSpecialistSpec) -> int:
+    """The Deployment's replicas: ``spec.replicas`` (the scale subresource, set by whoever
+    ``serving.autoscaling.mode`` names) within the min/max bounds. The operator never
+    resets it to min on a spec change, so it does not fight an HPA, KEDA or the built-in
+    autoscaler."""
+    bounds = spec.serving.replicas
+    return max(bounds.min, min(bounds.max, spec.replicas))
+
+
 def build_deployment(
     owner: Owner, spec: SLMSpecialistSpec, *, fetcher_image: str = DEFAULT_FETCHER_IMAGE
 ) -> dict[str, Any]:
@@ -238,7 +247,7 @@ def build_deployment(
         "kind": "Deployment",
         "metadata": _metadata(owner, L.child_name(owner.name)),
         "spec": {
-            "replicas": serving.replicas.min,
+            "replicas": replica_count(spec),
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector},
             # Never below the ready count during a rollout: one extra replica surges.

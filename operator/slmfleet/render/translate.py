@@ -13,17 +13,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..api.budget import BudgetSpec
 from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import (
+    BudgetConfig,
+    CapacityConfig,
     CostConfig,
+    DecisionLogConfig,
     DomainConfig,
     FallbackConfig,
+    LadderStepConfig,
+    PerRequestConfig,
     PolicyConfig,
     ReasoningConfig,
     RolloutConfig,
     RoutingConfig,
     SpecialistConfig,
+    SpendWindowConfig,
     TierConfig,
 )
 from ..api.specialist import SLMSpecialistSpec
@@ -46,6 +53,8 @@ def specialist_config(
     ready: bool,
     extra_examples: list[str],
     endpoint_of: EndpointOf = cluster_endpoint,
+    scaled_to_zero: bool = False,
+    cost_capped: bool = False,
 ) -> SpecialistConfig:
     return SpecialistConfig(
         id=object_id(namespace, name),
@@ -55,6 +64,9 @@ def specialist_config(
         # The router tokenizes for ONNX classifiers, from the artifact's tokenizer.json.
         artifact=spec.model.uri if spec.model.backend == "onnxruntime" else None,
         ready=ready,
+        scaled_to_zero=scaled_to_zero and not ready,
+        cost_capped=cost_capped,
+        target_in_flight=spec.slo.target_in_flight,
         domain=DomainConfig(
             description=spec.domain.description,
             keywords=list(spec.domain.keywords),
@@ -104,6 +116,33 @@ def policy_config(
         routing=RoutingConfig.model_validate(routing),
         cascade=[_tier(t.wire(), namespace) for t in spec.cascade],
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
+        capacity=CapacityConfig.model_validate(spec.capacity.wire()),
         budgets=budgets,
         rollouts=[RolloutConfig.model_validate(r) for r in rollouts],
+        decision_log=(
+            DecisionLogConfig.model_validate(spec.decision_log.wire())
+            if spec.decision_log
+            else None
+        ),
+    )
+
+
+def budget_config(
+    namespace: str,
+    name: str,
+    spec: BudgetSpec,
+    *,
+    policies: list[str],
+    specialists: list[str],
+) -> BudgetConfig:
+    """A Budget as the router enforces it: caps, windows, ladder and fail mode."""
+    per_request = spec.per_request
+    return BudgetConfig(
+        id=object_id(namespace, name),
+        per_request=PerRequestConfig.model_validate(per_request.wire()) if per_request else None,
+        spend=[SpendWindowConfig.model_validate(w.wire()) for w in spec.spend],
+        ladder=[LadderStepConfig.model_validate(s.wire()) for s in spec.ladder],
+        fail_mode=spec.fail_mode,
+        policies=policies,
+        specialists=specialists,
     )

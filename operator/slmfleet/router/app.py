@@ -1,7 +1,10 @@
 """The ASGI application: raw ASGI (no framework) to keep the router's own latency tiny.
 
 Handlers are glue: read and bound the body, parse (protocol), run (engine), render,
-and write one JSON log line per request with the same decision as the headers. A client
+and write one JSON log line per request with the same decision as the headers. The
+telemetry endpoints (feedback, review cases, the console) are answered first; each
+request's decision record goes to the decision log (off the request path: a bounded
+append the writer thread drains) and its span, with one per cascade hop, to OTLP. A client
 that disconnects cancels its request, streamed or not: the engine task is cancelled, the
 upstream call closed (which cancels the generation in Triton on a dedicated stream),
 no further tier runs, and only what was generated until then is charged.
@@ -18,10 +21,14 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..budget.tokens import TokenCounter
+from ..telemetry.runtime import Telemetry
 from . import metrics as m
+from .accounting import Accounting
 from .artifacts import ArtifactReader
 from .backends import Codecs
 from .decision import Decision
+from .decisionlog import log_decision
 from .engine import Engine
 from .errors import RouterError, UpstreamError, bad_request
 from .external import ExternalClients
@@ -37,10 +44,10 @@ from .httpio import (
     error_body,
     header,
     internal_error,
+    read_body,
     resp_id,
     send_json,
     send_sse,
-    too_large,
 )
 from .protocol import ParsedRequest, chunk, full_response, parse_chat, parse_completion, usage
 from .settings import Settings, load_api_keys, settings_from_env
@@ -64,17 +71,27 @@ class RouterApp:
         engine: Engine | None = None,
         discovery: Any = None,
         external: ExternalClients | None = None,
+        accounting: Accounting | None = None,
+        counter: TokenCounter | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        # Decision log, feedback, review queue and tracing (off unless configured).
+        self.telemetry = telemetry or Telemetry()
+        self.telemetry.bind_client_auth(self._authorized)
         self.source = source
         self.classifier_factory = classifier_factory
         self.discovery = discovery
         self.pool = TritonPool(discovery=discovery)
         # Egress policy and Secret resolver of the external tiers (see __main__).
         self.external = external or ExternalClients()
+        # Spend: in-process unless __main__ hands over the shared ledger (budget.fromenv).
         self.engine = engine or Engine(
             self.pool,
             self.external,
+            accounting=accounting,
+            counter=counter,
+            review=self.telemetry.review,
             shared_stream_max_tokens=self.settings.shared_stream_max_tokens,
             codecs=Codecs(ArtifactReader(self.settings.artifact_root)),
         )
@@ -125,6 +142,7 @@ class RouterApp:
         )
 
     async def startup(self) -> None:
+        await self.telemetry.start()
         if self.source is not None:
             self._tasks.append(asyncio.create_task(self.source.run(self.apply)))
 
@@ -137,7 +155,8 @@ class RouterApp:
             await self.discovery.close()
         await self.pool.close()
         await self.external.close()
-        self.engine.close()
+        await self.engine.aclose()  # the settles under way land first
+        await self.telemetry.close()  # flushes the decisions still buffered (bounded)
 
     # ---- ASGI -------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -163,6 +182,8 @@ class RouterApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await self.telemetry.http.handle(scope, receive, send):
+            return  # /v1/feedback, /v1/cases/*, /v1/review/*, /review (their own auth)
         path, method = scope["path"], scope["method"]
         if path == "/v1/chat/completions" or path == "/v1/completions":
             if method != "POST":
@@ -184,7 +205,10 @@ class RouterApp:
             if snap is None:
                 await send_json(send, 503, {"status": "no configuration loaded"})
             else:
-                await send_json(send, 200, {"status": "ready", "config": snap.digest})
+                # Ready while the decision store is down (requests are served); the
+                # detail says so, with the drop counts.
+                detail = self.telemetry.readiness(public=True)
+                await send_json(send, 200, {"status": "ready", "config": snap.digest, **detail})
         elif path == "/metrics":
             body = generate_latest(m.REGISTRY)
             await send(
@@ -209,39 +233,16 @@ class RouterApp:
         return False
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.settings.max_body_bytes
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    if int(v) > limit:
-                        raise too_large(limit)
-                except ValueError:
-                    raise bad_request("malformed Content-Length") from None
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone()
-        body = msg.get("body", b"")
-        if not msg.get("more_body"):
-            if len(body) > limit:
-                raise too_large(limit)
-            return body
-        parts, size = [body], len(body)
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise ClientGone()
-            part = msg.get("body", b"")
-            size += len(part)
-            if size > limit:
-                raise too_large(limit)
-            parts.append(part)
-            if not msg.get("more_body"):
-                return b"".join(parts)
+        return await read_body(scope, receive, self.settings.max_body_bytes)
 
     async def _completion(self, scope: Scope, receive: Receive, send: Send, *, chat: bool) -> None:
         t0 = time.perf_counter()
+        started = time.time()
         rid = header(scope, b"x-request-id") or uuid.uuid4().hex
         d = Decision(rid)
+        req: ParsedRequest | None = None
+        out: Outcome | None = None
+        snap: Snapshot | None = None
         try:
             if not self._authorized(scope):
                 raise auth_error()
@@ -255,6 +256,12 @@ class RouterApp:
                 if chat
                 else parse_completion(data)
             )
+            d.trace = self.telemetry.tracing.request(
+                scope["headers"],
+                model=req.model,
+                request_id=rid,
+                operation="chat" if chat else "text_completion",
+            )
             snap = self.snapshot
             if snap is None:
                 raise RouterError(
@@ -266,9 +273,9 @@ class RouterApp:
             watch = Disconnect(receive)
             try:
                 if req.stream:
-                    await self._stream(snap, req, d, watch, send)
+                    out = await self._stream(snap, req, d, watch, send)
                 else:
-                    await self._unary(snap, req, d, watch, send)
+                    out = await self._unary(snap, req, d, watch, send)
             except asyncio.CancelledError:
                 if not watch.gone:
                     raise
@@ -289,13 +296,21 @@ class RouterApp:
             d.error = f"internal error: {exc!r}"
             await send_json(send, 500, internal_error().body(), d.headers())
         finally:
-            self._observe(d, time.perf_counter() - t0)
+            total = time.perf_counter() - t0
+            self._observe(d, total)
+            if self.telemetry.enabled:
+                log_decision(self.telemetry, d, started, total, req, out, snap)
 
     async def _unary(
         self, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
-    ) -> None:
+    ) -> Outcome:
         out = await self.engine.run(snap, req, d)
         watch.stop()  # answered: a disconnect from here on is the client's business
+        if out.status == 202:  # a review case to poll: the body names its URL
+            d.status = 202
+            loc = [(b"location", (out.location or "").encode())]
+            await send_json(send, 202, out.body, d.headers() + loc)
+            return out
         body = full_response(
             req,
             rid=resp_id(req, d.request_id),
@@ -308,10 +323,11 @@ class RouterApp:
             decision=d.summary(),
         )
         await send_json(send, 200, body, d.headers())
+        return out
 
     async def _stream(
         self, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
-    ) -> None:
+    ) -> Outcome | None:
         rid = resp_id(req, d.request_id)
         created = int(time.time())
         started = False
@@ -359,7 +375,7 @@ class RouterApp:
                 ).body(),
             )
             await send({"type": "http.response.body", "body": DONE})
-            return
+            return None
         except (ClientGone, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -371,7 +387,7 @@ class RouterApp:
             d.error = f"internal error: {exc!r}"
             await send_sse(send, internal_error().body())
             await send({"type": "http.response.body", "body": DONE})
-            return
+            return None
         # Answered: a disconnect while the last events go out cancels nothing (and the
         # server reports the end of a response as a disconnect too).
         watch.stop()
@@ -392,6 +408,7 @@ class RouterApp:
             u["usage"] = usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens)
             await send_sse(send, u)
         await send({"type": "http.response.body", "body": DONE})
+        return out
 
     def _observe(self, d: Decision, total: float) -> None:
         policy = d.metric_policy

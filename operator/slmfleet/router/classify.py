@@ -10,7 +10,9 @@ but 12% OOS recall untuned; nearest-neighbour similarity alone tops out ~95/80):
   regression over domains, and a logistic regression over MiniLM embeddings whose classes
   are *pseudo-intents* (k-means clusters inside each domain, probabilities summed back
   per domain). Domains are unions of unrelated intents, so a linear model over
-  embeddings needs the sub-structure: pseudo-intents lift it from 94.8% to 98.1%.
+  embeddings needs the sub-structure: pseudo-intents lift it from 94.8% to 98.1% with
+  all of CLINC150's train; with a few examples an intent, clusters of ~5 examples lift
+  the classifier from 92.5 to 94.5% raw on a train split (ClassifierParams).
 * **whether any domain** - the mean cosine similarity of the query to its ``k`` nearest
   examples of each domain, mapped through a logistic ``g(s) = 1/(1+exp(-(s-c)/w))``.
   Exact k-NN runs only for the ``knn_domains`` most probable domains (contiguous slices
@@ -18,7 +20,8 @@ but 12% OOS recall untuned; nearest-neighbour similarity alone tops out ~95/80):
 
 The request path avoids sklearn's per-call overhead: TF-IDF features are computed from
 the fitted vectorizers' analyzers, vocabularies and idf and multiplied straight into the
-LR weights (``_FastTfidf``); with the int8 encoder a decision is ~1 ms on top of encoding.
+LR weights (``FastTfidf``); a decision costs ~0.2-0.5 ms on top of encoding (~1.6 ms
+for a short request with the int8 encoder on one core).
 
 ``scores[d] = p[d] * g(sim[d])``; ``best = argmax p``; ``confidence = scores[best]``. A
 request far from every example gets a low confidence however peaked ``p`` is, which is
@@ -52,11 +55,12 @@ from sklearn.linear_model import LogisticRegression
 
 from slmfleet.api.routerconfig import DomainConfig
 
+from .classifier_params import ClassifierParams
 from .classifier_parts import domain_texts, fit_quietly, g, softmax, topk_mean
 from .classifier_parts import lr as new_lr
 from .embed import EmbeddingUnavailable, Encoder, default_encoder
 from .embedcache import clear_embedding_cache, embed_cached
-from .tfidf import FastTfidf, tfidf_logits
+from .tfidf import FastTfidf, held_out_familiarity, tfidf_logits, tfidf_scores
 
 log = logging.getLogger(__name__)
 
@@ -86,57 +90,6 @@ class RouteScores:
         return self.best if self.best is not None and self.confidence >= min_confidence else None
 
 
-@dataclass(frozen=True)
-class ClassifierParams:
-    """Hyperparameters. The defaults were chosen on a split of CLINC150 *train*: fit on 80%
-    of each intent's examples, scored on the other 20% plus oos_train.jsonl (val untouched);
-    see benchmarks/routing_quality.py."""
-
-    tfidf_weight: float = 0.5
-    """Weight of the TF-IDF LR in the probability average (the rest: embedding LR)."""
-    knn_k: int = 3
-    """Neighbours averaged for a domain's similarity (fewer if the domain has fewer texts)."""
-    knn_domains: int = 2
-    """Exact k-NN similarity only for this many most probable domains; the others use the
-    similarity to their nearest pseudo-intent centroid (a lower bound, and their score is
-    small anyway). Keeps a request from reading every stored vector (~23 MB at 15k)."""
-    sim_center: float = 0.45
-    """Cosine similarity where g(s) = 0.5, embedding space (all-MiniLM-L6-v2)."""
-    sim_width: float = 0.15
-    """Slope of g; larger is gentler."""
-    tfidf_sim_center: float = 0.20
-    """Same as sim_center for the TF-IDF-only path (TF-IDF cosines run lower)."""
-    examples_per_cluster: int = 100
-    """One pseudo-intent per this many texts of a domain (at least 1, at most max_clusters)."""
-    max_clusters: int = 32
-    lr_c: float = 10.0
-    """Inverse regularisation of both logistic regressions."""
-    # -- used only when fit() is given negatives (out-of-domain examples) --
-    negatives_per_cluster: int = 20
-    """One "none of them" pseudo-intent per this many negatives (at least 1)."""
-    negative_weight: float = 15.0
-    """Sample weight of each negative in both logistic regressions (domains' texts: 1).
-    Chosen like the rest, on the train split, with oos_train's negatives cross-validated
-    (5 folds: 80 as negatives, 20 held out for the threshold); 1, 5, 15 and 30 scored
-    98.99 / 98.99 / 99.04 / 99.01% there, against 98.73% without negatives."""
-    negative_margin: float = 0.0
-    """Similarity to the negatives minus similarity to ``best`` where the k-NN factor is 0.5."""
-    negative_width: float = 0.05
-    """Slope of the k-NN factor; 0 turns the factor off (the extra class still runs)."""
-    # -- the router's staged path (staged.py) --
-    cheap_cut: float = 0.95
-    """The TF-IDF stage decides alone when its top domain probability reaches this.
-    Chosen on CLINC150 train splits (val untouched; benchmarks/_staged_quality.py): the
-    lowest cut whose staged in-scope accuracy at the oos_train threshold stays within
-    0.1 point of the full classifier's at 1,500 and at 50 examples a domain, and with no
-    oos_train query routed by the cheap stage that the full classifier escalates (0.90
-    let two through with the classifier fitted on all of train)."""
-    max_tokens: int = 64
-    """The staged path classifies at most this many tokens of a request (first two
-    thirds, last third): encoding cost grows with length (~2 ms at 16 tokens, ~9 ms at
-    64, ~40 ms at 256 on one core) and a router needs the gist, not the document."""
-
-
 class DomainClassifier:
     """Scores a request against every specialist's domain; see the module docstring."""
 
@@ -160,6 +113,9 @@ class DomainClassifier:
         self._bounds = np.zeros(1, dtype=np.int64)
         self._empty: list[str] = []
         self._n_neg = 0  # negatives: stored after the domains' rows (TF-IDF and embedding)
+        self.familiar_floor = 0.0
+        """The cheap stage decides only for requests at least this familiar (see
+        ClassifierParams.cheap_familiarity)."""
 
     @property
     def all_ids(self) -> list[str]:
@@ -245,6 +201,9 @@ class DomainClassifier:
                 FastTfidf(self._word, self._tf_w[0]),
                 FastTfidf(self._char, self._tf_w[1]),
             ]
+            if p.cheap_familiarity > 0:
+                held = held_out_familiarity(self._word, texts[: len(texts) - self._n_neg])
+                self.familiar_floor = float(np.quantile(held, p.cheap_familiarity))
         if self.encoder is None:
             # Row-normalise the stacked word+char vectors so a dot product is a cosine.
             norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
@@ -300,12 +259,19 @@ class DomainClassifier:
         """The TF-IDF LR's probability of each domain (``ids`` order; the negatives'
         class, if any, left out so the domains sum to 1 - p(none)), or None when there
         is no LR (a single domain) or no text."""
+        r = self.tfidf_signals(text)
+        return None if r is None else r[0]
+
+    def tfidf_signals(self, text: str) -> tuple[np.ndarray, float] | None:
+        """(``tfidf_probabilities``, the text's familiarity: the share of its words the
+        examples' vocabulary knows), or None as ``tfidf_probabilities``."""
         if self._tf_lr is None or not text.strip():
             return None
-        logits = tfidf_logits(self._tf_fast, self._tf_b, text)[None, :]
+        logits, familiar = tfidf_scores(self._tf_fast, self._tf_b, text)
+        logits = logits[None, :]
         if logits.shape[1] == 1:  # binary LR: one logit for the second class
             logits = np.hstack([np.zeros_like(logits), logits])
-        return softmax(logits)[0, : len(self.ids)]
+        return softmax(logits)[0, : len(self.ids)], familiar
 
     def predict(self, text: str) -> RouteScores:
         """Score one request; ``best`` is set whenever there is text and a domain."""

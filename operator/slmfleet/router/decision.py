@@ -1,14 +1,46 @@
 """The Decision record: everything decided about one request.
 
 Rendered as the ``x-slmfleet-*`` response headers, the ``slmfleet`` field of the
-response body and one JSON log line per request; telemetry persists it. The engine and
-the tier adapters fill it in as the request goes.
+response body and one JSON log line per request; the decision log keeps it
+(``telemetry.record.record_from_decision``). The engine and the tier adapters fill it
+in as the request goes, one ``Attempt`` per cascade tier reached.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..telemetry.tracing import NOOP
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One cascade tier the request reached, as the decision log keeps it.
+
+    ``outcome``: accepted (its answer was returned and passed), rejected (it answered;
+    the answer failed acceptance), failed (error, timeout, open circuit, unready),
+    skipped (not called: routing confidence, budget, deadline), returned (no tier
+    passed; this rejected answer is the one returned).
+    """
+
+    tier: str
+    outcome: str
+    reasons: tuple[str, ...] = ()
+    target: str | None = None
+    latency_s: float | None = None
+    answer_confidence: float | None = None
+    validators: dict[str, bool] | None = None
+    """Every validator of the tier by name: passed (True) or failed (False)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    truncated: bool | None = None
+    answer: str | None = None
+    """The tier's answer text: handed to a review case, never logged from here (the
+    decision log keeps texts only per the policy's content setting)."""
 
 
 @dataclass(slots=True)
@@ -36,6 +68,21 @@ class Decision:
     human_queue: str | None = None
     degraded: bool = False
     budget_exceeded: tuple[str, ...] = ()
+    budget_step: str | None = None
+    """The most severe degrade-ladder step in force: alert, halveReasoning, degrade or
+    reject (None: no Budget step)."""
+    budget_steps: tuple[str, ...] = ()
+    """Every step in force, ``budget-id:action@percent`` (window limits as
+    ``budget-id/window:action@100``)."""
+    budget_percent: int | None = None
+    """Settled spend of the fullest window among the request's Budgets, in percent."""
+    reasoning_halved: bool = False
+    budget_refusal: dict[str, Any] | None = None
+    """Why the ledger refused a reservation: the request's worst case and every window as
+    the atomic reserve saw it (spent, reserved). In the log line only, never a header."""
+    ledger_available: bool = True
+    """False when the shared ledger did not answer and a failOpen Budget served the
+    request on this replica's local count."""
     upstream_s: float = 0.0
     status: int = 200
     error: str | None = None
@@ -44,6 +91,14 @@ class Decision:
     """More ``x-slmfleet-<name>`` headers, by name: a split's parts, a rollout's arm."""
     extra: dict[str, Any] = field(default_factory=dict)
     """More fields of the summary (log line, response body), e.g. ``split``, ``rollout``."""
+    route_scores: Mapping[str, float] | None = None
+    """The classifier's score per specialist (None when it did not run)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """Every tier the request reached, in order (the decision log's ``attempts``)."""
+    case_id: str | None = None
+    """The review case the human tier filed."""
+    trace: Any = NOOP
+    """The request's span (telemetry.tracing); cascade hops are its children."""
 
     def headers(self, *, streaming: bool = False) -> list[tuple[bytes, bytes]]:
         """The x-slmfleet-* headers. A stream's headers go out with its first token, so
@@ -65,8 +120,19 @@ class Decision:
             h.append((b"x-slmfleet-accepted", b"false"))
         if self.human_queue is not None:
             h.append((b"x-slmfleet-human-review", self.human_queue.encode()))
+        if self.case_id is not None:
+            h.append((b"x-slmfleet-review-case", self.case_id.encode()))
         if self.degraded:
             h.append((b"x-slmfleet-degraded", b"true"))
+        if self.budget_step is not None:
+            h.append((b"x-slmfleet-budget-step", self.budget_step.encode()))
+            h.append((b"x-slmfleet-budget-steps", ",".join(self.budget_steps).encode()))
+        if self.budget_percent is not None:
+            h.append((b"x-slmfleet-budget-percent", str(self.budget_percent).encode()))
+        if self.reasoning_halved:
+            h.append((b"x-slmfleet-reasoning-halved", b"true"))
+        if not self.ledger_available:
+            h.append((b"x-slmfleet-ledger", b"unavailable"))
         for name, value in self.extra_headers.items():
             h.append((b"x-slmfleet-" + name.encode(), value.encode()))
         return h
@@ -94,7 +160,14 @@ class Decision:
             "accepted": self.accepted,
             "escalations": self.escalations,
             "human_review": self.human_queue,
+            "review_case": self.case_id,
             "degraded": self.degraded,
             "budget_exceeded": list(self.budget_exceeded),
+            "budget_step": self.budget_step,
+            "budget_steps": list(self.budget_steps),
+            "budget_percent": self.budget_percent,
+            "reasoning_halved": self.reasoning_halved,
+            "budget_refusal": self.budget_refusal,
+            "ledger_available": self.ledger_available,
             **self.extra,
         }

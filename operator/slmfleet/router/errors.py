@@ -57,6 +57,7 @@ PUBLIC_REASONS = {
     "timeout": "the upstream timed out",
     "circuit_open": "the upstream is unavailable (circuit open)",
     "unready": "the specialist is not ready",
+    "no_replica": "no replica of the specialist became ready in time (it is starting)",
 }
 
 
@@ -76,7 +77,7 @@ class UpstreamError(Exception):
         self.timeout = timeout
         self.retryable = retryable
         self.reason = "timeout" if timeout else reason
-        """Escalation reason: error | timeout | circuit_open | unready."""
+        """Escalation reason: error | timeout | circuit_open | unready | no_replica."""
         self.public = public
         """A message safe to show callers (no URL, endpoint, body or key), when set."""
 

@@ -34,6 +34,8 @@ class ExternalAnswer:
     prompt_tokens: int | None
     completion_tokens: int | None
     finish_reason: str
+    reasoning_tokens: int | None = None
+    """``usage.completion_tokens_details.reasoning_tokens`` (part of completion_tokens)."""
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -80,12 +82,18 @@ class ExternalClients:
         sampling: Mapping[str, Any],
         timeout_s: float,
         request_id: str,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> ExternalAnswer:
+        """``trace_headers``: the W3C trace context of the hop (``traceparent``, ...)."""
         body: dict[str, Any] = {"model": ext.model, "messages": messages}
         body.update({k: v for k, v in sampling.items() if k in FORWARDED})
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        headers = {"content-type": "application/json", "x-request-id": request_id}
+        headers = {
+            **(trace_headers or {}),
+            "content-type": "application/json",
+            "x-request-id": request_id,
+        }
         url = ext.base_url.rstrip("/") + "/chat/completions"
         try:
             self.egress.check_url(url)
@@ -141,10 +149,21 @@ class ExternalClients:
             text = choice["message"].get("content") or ""
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise UpstreamError("external tier: malformed response") from None
-        use = data.get("usage") or {}
+        use = data.get("usage")
+        use = use if isinstance(use, dict) else {}
+        details = use.get("completion_tokens_details")
+        details = details if isinstance(details, dict) else {}
         return ExternalAnswer(
             text,
-            use.get("prompt_tokens"),
-            use.get("completion_tokens"),
+            _count(use.get("prompt_tokens")),
+            _count(use.get("completion_tokens")),
             choice.get("finish_reason") or "stop",
+            _count(details.get("reasoning_tokens")),
         )
+
+
+def _count(value: Any) -> int | None:
+    """A token count from an endpoint's ``usage``; anything but a count is no count."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value

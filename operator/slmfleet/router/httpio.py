@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from .errors import RouterError
+from .errors import RouterError, bad_request
 from .protocol import ParsedRequest
 
 Scope = dict[str, Any]
@@ -110,3 +110,35 @@ class Disconnect:
         if self._task is not None:
             self._task.uncancel()
         return ClientGone()
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (413 past it, by Content-Length or
+    as it streams); ClientGone when the client leaves while sending it."""
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                if int(v) > limit:
+                    raise too_large(limit)
+            except ValueError:
+                raise bad_request("malformed Content-Length") from None
+    msg = await receive()
+    if msg["type"] == "http.disconnect":
+        raise ClientGone()
+    body = msg.get("body", b"")
+    if not msg.get("more_body"):
+        if len(body) > limit:
+            raise too_large(limit)
+        return body
+    parts, size = [body], len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        part = msg.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(part)
+        if not msg.get("more_body"):
+            return b"".join(parts)

@@ -178,7 +178,7 @@ class Rollouts:
         if not st.rolled_back and picked(d.request_id, ro.percent, salt):
             # The candidate's own Budgets: a rejecting one keeps the request on the incumbent.
             spend = eng.accounting.verdict(budgets_for(snap, policy, ro.candidate))
-            eng._note_exceeded(d, spend)
+            eng._note(d, spend)
             arm = "incumbent" if spend.reject else "candidate"
         else:
             arm = "incumbent"

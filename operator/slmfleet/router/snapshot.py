@@ -15,6 +15,8 @@ import orjson
 
 from ..api.routerconfig import (
     BudgetConfig,
+    CapacityConfig,
+    DecisionLogConfig,
     DomainConfig,
     PolicyConfig,
     RolloutConfig,
@@ -72,6 +74,10 @@ class PolicyRuntime:
     """A specialist addressed by id: one tier, no routing."""
     rollouts: tuple[RolloutConfig, ...] = ()
     """Canary and shadow rollouts, one per incumbent (see rollouts)."""
+    decision_log: DecisionLogConfig | None = None
+    """What the decision log keeps of this policy's texts (None: the router's default)."""
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    """Wait for a specialist scaled to zero or cascade (see capacity.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +125,11 @@ def build_snapshot(
     cache = {} if cache is None else cache
     by_id = {s.id: s for s in cfg.specialists}
     candidates = {
-        s.id: Candidate(s.ready, s.cost.input_per_million_usd + s.cost.output_per_million_usd)
+        # Scaled to zero is routable: the request wakes it (and waits or cascades).
+        s.id: Candidate(
+            s.ready or s.scaled_to_zero,
+            s.cost.input_per_million_usd + s.cost.output_per_million_usd,
+        )
         for s in cfg.specialists
     }
     by_spec: dict[str, tuple[BudgetConfig, ...]] = {
@@ -156,6 +166,8 @@ def build_snapshot(
                 fallback=p.fallback,
                 budgets=_policy_budgets(cfg, p),
                 rollouts=tuple(p.rollouts),
+                decision_log=p.decision_log,
+                capacity=p.capacity,
             )
         except Exception as exc:
             log.error("policy %s left out of the configuration: %s", p.id, exc)

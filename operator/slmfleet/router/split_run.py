@@ -114,9 +114,7 @@ class SplitRunner:
         runs = []
         for p, c in zip(parts, children, strict=True):
             verdict = eng.accounting.verdict(budgets_for(snap, policy, p.route.specialist))
-            eng._note_exceeded(d, verdict)
-            if verdict.reject:
-                raise eng._reject(policy, verdict)
+            eng._note(d, verdict)  # a refusal comes from the part's own reservation
             c.route, c.route_source, c.confidence = (
                 p.route.specialist or "-",
                 p.route.source,

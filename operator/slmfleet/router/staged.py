@@ -1,9 +1,15 @@
 """The router's classifier: a cheap TF-IDF stage in front of the full DomainClassifier.
 
 * ``cheap(text)`` - the TF-IDF logistic regression alone (~65 us for a short query).
-  When its top domain's probability reaches ``ClassifierParams.cheap_cut`` it decides:
-  ``best`` is that domain, the scores are the TF-IDF probabilities (so the confidence
-  is at least the cut, above any sensible ``minConfidence``). Otherwise None.
+  When its top domain's probability reaches ``ClassifierParams.cheap_cut`` *and* the
+  text is familiar (the share of its words the examples' vocabulary knows is at least
+  ``DomainClassifier.familiar_floor``, a low quantile of the examples' own held-out
+  familiarity) it decides: ``best`` is that domain, the scores are the TF-IDF
+  probabilities (so the confidence is at least the cut, above any sensible
+  ``minConfidence``). Otherwise None. The familiarity check is what keeps an
+  out-of-domain request that happens to use a domain's keywords from being routed by
+  word statistics alone: with many examples, in-domain requests are almost always
+  fully familiar and such requests are not.
 * ``predict_staged(texts)`` - the cheap stage where it was not tried yet, then the full
   classifier (TF-IDF + embeddings + k-NN similarity, batched) for the uncertain rest.
 
@@ -42,12 +48,14 @@ class StagedClassifier:
         return text[: 2 * limit // 3] + " " + text[-(limit // 3) :]
 
     def cheap(self, text: str) -> RouteScores | None:
-        """The TF-IDF stage's decision when it is confident, else None."""
-        p = self.full.tfidf_probabilities(text)
-        if p is None:
+        """The TF-IDF stage's decision when it is confident and the text familiar enough,
+        else None."""
+        r = self.full.tfidf_signals(text)
+        if r is None:
             return None
+        p, familiar = r
         b = int(np.argmax(p))
-        if p[b] < self.cut:
+        if p[b] < self.cut or familiar < self.full.familiar_floor:
             return None
         scores = dict.fromkeys(self.full.all_ids, 0.0)
         scores.update({sid: float(v) for sid, v in zip(self.full.ids, p, strict=True)})

@@ -7,6 +7,9 @@ vocabulary lookups (~65 us for a CLINC-sized query, ~330 us for 400 characters).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -30,18 +33,41 @@ class FastTfidf:
 
 
 def tfidf_logits(parts: list[FastTfidf], bias: np.ndarray, text: str) -> np.ndarray:
+    return tfidf_scores(parts, bias, text)[0]
+
+
+def tfidf_scores(parts: list[FastTfidf], bias: np.ndarray, text: str) -> tuple[np.ndarray, float]:
+    """(the LR's logits, the text's *familiarity*): the share of its words (the first
+    part's unigrams) that the vocabulary knows; 0.0 for a text without words."""
     out = bias.copy()
-    for f in parts:
+    familiar = 0.0
+    for k, f in enumerate(parts):
         counts: dict[int, int] = {}
         vocab = f.vocab
+        words = known = 0
         for tok in f.analyze(text):
             j = vocab.get(tok)
+            if k == 0 and " " not in tok:
+                words += 1
+                known += j is not None
             if j is not None:
                 counts[j] = counts.get(j, 0) + 1
+        if k == 0 and words:
+            familiar = known / words
         if not counts:
             continue
         idx = np.fromiter(counts.keys(), np.int64, len(counts))
         v = (1.0 + np.log(np.fromiter(counts.values(), np.float32, len(counts)))) * f.idf[idx]
         v /= np.sqrt(np.dot(v, v))
         out += v @ f.w[idx]
-    return out
+    return out, familiar
+
+
+def held_out_familiarity(vec: TfidfVectorizer, texts: Sequence[str]) -> np.ndarray:
+    """Per text, its familiarity to the *other* texts: the share of its words that occur
+    in at least one other text. What a new request from the same distribution would
+    score against a vocabulary learned from these texts (leave-one-out)."""
+    analyze = vec.build_analyzer()
+    words = [[t for t in analyze(x) if " " not in t] for x in texts]
+    df = Counter(w for ws in words for w in set(ws))
+    return np.array([np.mean([df[w] >= 2 for w in ws]) if ws else 0.0 for ws in words])

@@ -12,6 +12,13 @@ the vLLM backend's (``text_input``, ``stream``, ``sampling_parameters``; out
 ``max_tokens`` input: ``text_input``, ``max_tokens``, ``stream``,
 ``exclude_input_in_output``, ``stop_words``, ``bad_words``; out ``text_output`` only,
 with the batch dimension the batching config implies).
+
+Token counts as the vLLM backend reports them (its docs/additional_outputs.md): when a
+request sets ``return_num_output_tokens``, every response carries ``num_output_tokens``
+(UINT32, the tokens of this response's text); with ``return_num_input_tokens``,
+``num_input_tokens`` (UINT32, the prompt's). The inputs and outputs are added to the
+configuration by ``auto_complete_config`` of a vLLM-contract model, as the vLLM backend
+adds them to its own; the TensorRT-LLM contract has none (the router counts).
 """
 
 from __future__ import annotations
@@ -50,7 +57,31 @@ def _strings(request: Any, name: str) -> list[str]:
     ]
 
 
+#: Optional tensors the vLLM backend's auto-complete adds, and we add the same way.
+TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
+TOKEN_OUTPUTS = (("num_input_tokens", [1]), ("num_output_tokens", [-1]))
+
+
 class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config: Any) -> Any:
+        config = auto_complete_model_config.as_dict()
+        inputs = {i["name"] for i in config.get("input", [])}
+        outputs = {o["name"] for o in config.get("output", [])}
+        if "max_tokens" in inputs:  # TensorRT-LLM's contract reports no token counts
+            return auto_complete_model_config
+        for name in TOKEN_INPUTS:
+            if name not in inputs:
+                auto_complete_model_config.add_input(
+                    {"name": name, "data_type": "TYPE_BOOL", "dims": [1], "optional": True}
+                )
+        for name, dims in TOKEN_OUTPUTS:
+            if name not in outputs:
+                auto_complete_model_config.add_output(
+                    {"name": name, "data_type": "TYPE_UINT32", "dims": dims}
+                )
+        return auto_complete_model_config
+
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -95,6 +126,12 @@ class TritonPythonModel:
 
     def _answer(self, request: Any, sender: Any) -> None:
         prompt, stream, sampling, echo = self._read(request)
+        counts = standin.TokenCounts(
+            input_tokens=standin.count_tokens(prompt)
+            if bool(_first(request, "return_num_input_tokens") or False)
+            else None,
+            output=bool(_first(request, "return_num_output_tokens") or False),
+        )
         answer = self.behaviour.respond(prompt, sampling)
         text = standin.apply_word_lists(
             answer.text, sampling.get("stop") or [], sampling.get("bad_words") or []
@@ -108,14 +145,14 @@ class TritonPythonModel:
                     break  # the router cut us off (e.g. reasoning budget hit)
                 if self.token_delay:
                     time.sleep(self.token_delay)
-                sender.send(self._response(delta, answer.confidence))
+                sender.send(self._response(delta, answer.confidence, counts))
         else:
             if self.token_delay:
                 time.sleep(self.token_delay * len(deltas))
-            sender.send(self._response("".join(deltas), answer.confidence))
+            sender.send(self._response("".join(deltas), answer.confidence, counts))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    def _response(self, text: str, confidence: float) -> Any:
+    def _response(self, text: str, confidence: float, counts: Any) -> Any:
         shape = (1, 1) if self.batched else (1,)
         tensors = [
             pb_utils.Tensor(
@@ -125,6 +162,12 @@ class TritonPythonModel:
         if "confidence" in self.outputs:
             conf = np.array([confidence], dtype=np.float32).reshape(shape)
             tensors.append(pb_utils.Tensor("confidence", conf))
+        if counts.input_tokens is not None:
+            value = np.array([counts.input_tokens], dtype=np.uint32)
+            tensors.append(pb_utils.Tensor("num_input_tokens", value))
+        if counts.output:
+            value = np.array([standin.count_tokens(text)], dtype=np.uint32)
+            tensors.append(pb_utils.Tensor("num_output_tokens", value))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:

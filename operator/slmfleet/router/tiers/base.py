@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ...api.routerconfig import BudgetConfig
+from ...telemetry.tracing import NOOP
 from ..decision import Decision
 from ..errors import UpstreamError
 from ..protocol import ParsedRequest
 from ..routing import RouteDecision
 from ..snapshot import PolicyRuntime, Snapshot, TierRuntime, budgets_for
+from ..spend import NO_STEP, SpendVerdict
 from ..tracebudget import Caps, effective_caps
 
 Emit = Callable[[str], Awaitable[None]]
@@ -24,6 +26,10 @@ class Outcome:
     finish_reason: str = "stop"
     emitted: bool = False
     """True when the text already went to the client live (streaming)."""
+    status: int = 200
+    """202: the human tier filed a case the caller polls (``body``, ``location``)."""
+    body: dict[str, Any] | None = None
+    location: str | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +55,11 @@ class TierCall:
     """The request's deadline (engine clock), from maxLatencyMs and the caller."""
     started: float
     """When the request started (engine clock): per-request budgets count from here."""
+    spend: SpendVerdict = NO_STEP
+    """The degrade-ladder steps in force for this tier's Budgets (halveReasoning here)."""
+    span: Any = NOOP
+    """This hop's span (telemetry.tracing): ``span.inject(headers)`` propagates the W3C
+    trace context to an outgoing call."""
 
     @property
     def specialist(self) -> str | None:

@@ -31,7 +31,6 @@ from typing import Any, Protocol
 from tritonclient.grpc import service_pb2
 
 from ..errors import bad_request
-from ..protocol import estimate_tokens
 from .codec import MIN_TIMEOUT_US, Piece, build_request, parse_response
 from .tensors import add_input
 
@@ -57,7 +56,12 @@ class Codec(Protocol):
         request_id: str,
         *,
         timeout_s: float | None = None,
-    ) -> Any: ...
+        counts: bool = False,
+    ) -> Any:
+        """One request; ``counts`` asks for the backend's token counts where its contract
+        has them (vLLM's ``return_num_*_tokens``; others ignore it and the router counts
+        with a tokenizer)."""
+        ...
 
     def parse(self, resp: Any) -> tuple[Piece | None, bool]:
         """One ``ModelInferResponse``: (its piece, or None when flag-only; final?)."""
@@ -94,8 +98,11 @@ class TextCodec:
         request_id: str,
         *,
         timeout_s: float | None = None,
+        counts: bool = False,
     ) -> Any:
-        return build_request(model, prompt, sampling, request_id, timeout_s=timeout_s)
+        return build_request(
+            model, prompt, sampling, request_id, timeout_s=timeout_s, counts=counts
+        )
 
     def parse(self, resp: Any) -> tuple[Piece | None, bool]:
         return parse_response(resp)
@@ -172,12 +179,15 @@ class TensorRTLLMCodec:
         request_id: str,
         *,
         timeout_s: float | None = None,
+        counts: bool = False,
     ) -> Any:
         req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
         add_input(req, "text_input", "BYTES", [1, 1], [prompt])
         max_tokens = sampling.get("max_tokens")
         if max_tokens is None:
-            max_tokens = max(1, self.context_length - estimate_tokens(prompt))
+            # The specialist tier always sets max_tokens (its reservation's output cap);
+            # a bare call gets what a prompt of ~4 characters a token leaves.
+            max_tokens = max(1, self.context_length - (len(prompt) + 3) // 4)
         add_input(req, "max_tokens", "INT32", [1, 1], [_number("max_tokens", max_tokens, "INT32")])
         add_input(req, "stream", "BOOL", [1, 1], [True])
         # Non-streamed BLS answers start with the prompt unless told otherwise.

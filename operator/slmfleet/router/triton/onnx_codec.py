@@ -146,6 +146,7 @@ class OnnxClassifierCodec:
         request_id: str,
         *,
         timeout_s: float | None = None,
+        counts: bool = False,
     ) -> Any:
         io = self.io.get(model)
         if io is None:

@@ -8,6 +8,10 @@ on one of the replica's shared streams (see ``mux``), the cheap path for the res
 Either way the request carries its deadline twice: as the gRPC deadline (dedicated
 streams) and as Triton's ``timeout`` request parameter.
 
+``counts=True`` asks the backend for its token counts (``counts``); a model that has no
+such inputs refuses the request before generating anything, and the pool then sends it
+again without, and never asks that model again (its tokens are counted by the router).
+
 Retries happen only where nothing was generated yet, on another replica when there is
 one. Which replicas exist is decided by ``configure``: the specialist's static
 ``replicas``, else the Pods a discovery source (EndpointSlices) reports for the Service
@@ -26,10 +30,12 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from ...api.routerconfig import SpecialistConfig
+from .. import metrics as m
 from ..breaker import BreakerConfig
 from ..errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
 from .codec import Piece, from_rpc_error, read_message
 from .codecs import Codec, TextCodec
+from .counts import unsupported
 from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger("slmfleet.router")
@@ -62,6 +68,12 @@ class TritonPool:
         self.breaker_config = breaker_config
         self._sets: dict[str, ReplicaSet] = {}
         self._tracked: set[str] = set()
+        self._no_counts: set[tuple[str, str]] = set()
+        """(endpoint, model) pairs whose backend refused the token-count inputs."""
+        self._zero_models: dict[str, set[str]] = {}
+        """Endpoint -> models scaled to zero on a server that serves others too (a local
+        Triton under explicit model control): held per model, not by emptying the set."""
+        self._models_changed = asyncio.Event()
 
     # -- which replicas -----------------------------------------------------------------
     def replica_set(self, endpoint: str) -> ReplicaSet:
@@ -76,15 +88,26 @@ class TritonPool:
         """Follow a new configuration: new endpoints get replica sets, static replica
         lists are applied, endpoints no longer used drain and close."""
         static: dict[str, list[str]] = {}
+        zero: dict[str, bool] = {}
+        zero_models: dict[str, set[str]] = {}
         for s in specialists:
             static.setdefault(s.endpoint, []).extend(s.replicas)
+            zero[s.endpoint] = zero.get(s.endpoint, True) and s.scaled_to_zero
+            if s.scaled_to_zero:
+                zero_models.setdefault(s.endpoint, set()).add(s.triton_model)
+        shared = {e: models for e, models in zero_models.items() if not zero[e]}
+        if any(models - shared.get(e, set()) for e, models in self._zero_models.items()):
+            self._models_changed.set()  # a model is back: its waiting requests go on
+            self._models_changed = asyncio.Event()
+        self._zero_models = shared
         for endpoint, addresses in static.items():
             rs = self._sets.get(endpoint)
             if rs is None:
                 rs = self._sets[endpoint] = ReplicaSet(endpoint, breaker_config=self.breaker_config)
             if addresses:
                 self._untrack(endpoint)
-                rs.update(addresses, source="static")
+                # Scaled to zero: no replica, whatever the list says (requests wait).
+                rs.update([] if zero[endpoint] else addresses, source="static")
                 continue
             if (
                 endpoint not in self._tracked
@@ -93,8 +116,12 @@ class TritonPool:
             ):
                 self._tracked.add(endpoint)
             if rs.source != "endpointslices":
-                # Until discovery answers (or without it): the endpoint's DNS name.
-                rs.update([endpoint], source="dns", round_robin=True)
+                # Until discovery answers (or without it): the endpoint's DNS name, unless
+                # the specialist is scaled to zero (its name resolves to no Pod).
+                if zero[endpoint]:
+                    rs.update([], source="dns")
+                else:
+                    rs.update([endpoint], source="dns", round_robin=True)
         for endpoint in [e for e in self._sets if e not in static]:
             self._untrack(endpoint)
             rs = self._sets.pop(endpoint)
@@ -116,6 +143,31 @@ class TritonPool:
         for endpoint in list(self._sets):
             self._untrack(endpoint)
             await self._sets.pop(endpoint).close()
+
+    def load(self, endpoint: str, model: str = "") -> tuple[int, int]:
+        """(active replicas, requests outstanding on them) of ``endpoint`` for ``model``,
+        now (none while the model is scaled to zero on a shared server)."""
+        if model in self._zero_models.get(endpoint, ()):
+            return 0, 0
+        active = self.replica_set(endpoint).active()
+        return len(active), sum(r.outstanding for r in active)
+
+    async def _model_back(self, endpoint: str, model: str, until: float, specialist: str) -> None:
+        """Hold a request for a model scaled to zero on a shared server until the
+        configuration brings it back (or ``until``, loop clock)."""
+        while model in self._zero_models.get(endpoint, ()):
+            changed = self._models_changed
+            gauge = m.bound(m.WAITING, specialist)
+            gauge.inc()
+            try:
+                async with asyncio.timeout_at(until):
+                    await changed.wait()
+            except TimeoutError:
+                raise UpstreamError(
+                    f"model {model} on {endpoint} was not loaded in time", reason="no_replica"
+                ) from None
+            finally:
+                gauge.dec()
 
     # -- one request --------------------------------------------------------------------
     def shared_stream(
@@ -151,11 +203,17 @@ class TritonPool:
         shared: bool = False,
         specialist: str = "-",
         codec: Codec | None = None,
+        counts: bool = False,
+        wait_s: float | None = None,
     ) -> AsyncIterator[Piece]:
         """Stream the model's text deltas from the least-loaded replica of ``endpoint``,
-        in ``codec``'s backend contract (default: vLLM's)."""
+        in ``codec``'s backend contract (default: vLLM's); while it has none, wait for one
+        at most ``wait_s`` (and the deadline)."""
+        counts = counts and (endpoint, model) not in self._no_counts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        wait_until = deadline if wait_s is None else min(deadline, loop.time() + wait_s)
+        await self._model_back(endpoint, model, wait_until, specialist)
         rs = self.replica_set(endpoint)
         tried: list[Replica] = []
         attempt = 0
@@ -163,12 +221,12 @@ class TritonPool:
             attempt += 1
             others = len(rs.active()) > len(tried)
             replica = await rs.acquire(
-                deadline, exclude=tried if others else (), specialist=specialist
+                wait_until, exclude=tried if others else (), specialist=specialist
             )
             started = ok = fault = False
             try:
                 gen = self._on(
-                    replica, model, prompt, sampling, deadline, request_id, shared, codec
+                    replica, model, prompt, sampling, deadline, request_id, shared, codec, counts
                 )
                 try:
                     async for piece in gen:
@@ -179,6 +237,14 @@ class TritonPool:
                 ok = True
                 return
             except UpstreamError as exc:
+                if counts and not started and unsupported(str(exc)):
+                    log.info(
+                        "%s/%s reports no token counts: the router counts them", endpoint, model
+                    )
+                    self._no_counts.add((endpoint, model))
+                    counts = False
+                    ok = True  # the replica answered: nothing wrong with it
+                    continue
                 fault = exc.retryable or "UNAVAILABLE" in str(exc)
                 if (
                     exc.retryable
@@ -204,6 +270,7 @@ class TritonPool:
         request_id: str,
         shared: bool,
         codec: Codec | None = None,
+        counts: bool = False,
     ) -> AsyncIterator[Piece]:
         loop = asyncio.get_running_loop()
         codec = codec or DEFAULT_CODEC
@@ -212,7 +279,7 @@ class TritonPool:
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise UpstreamError(f"triton {replica.address}: deadline exceeded", timeout=True)
-        req = codec.request(model, prompt, sampling, request_id, timeout_s=remaining)
+        req = codec.request(model, prompt, sampling, request_id, timeout_s=remaining, counts=counts)
         s = replica.shared_for(request_id) if shared and request_id else None
         if s is not None:
             gen = s.exchange(req, request_id, model, deadline, codec.parse)

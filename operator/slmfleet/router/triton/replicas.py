@@ -231,7 +231,7 @@ class ReplicaSet:
                 await changed.wait()
         except TimeoutError:
             raise UpstreamError(
-                f"no replica of {self.endpoint} became available in time", timeout=True
+                f"no replica of {self.endpoint} became available in time", reason="no_replica"
             ) from None
         finally:
             self._waiting -= 1

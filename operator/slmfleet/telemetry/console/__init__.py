@@ -1,0 +1,1 @@
+"""The reviewer console: server-rendered HTML (``render``) and its static assets."""
