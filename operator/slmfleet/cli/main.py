@@ -7,6 +7,9 @@ slmfleet up --cluster PATH         a local control plane (fake GPU nodes), the
 slmfleet validate PATH             check the manifests, show what runs locally
 slmfleet standins DIR PATH         write the stand-in model code a pvc:// claim holds
 slmfleet crds                      print the CustomResourceDefinitions
+slmfleet calibrate OUTCOMES        reliability, ECE and calibrators from labelled outcomes
+slmfleet learn PATH OUTCOMES ...   thresholds from stated risk, re-learned routing, a
+                                   reviewable proposal (see docs/learning.md)
 """
 
 from __future__ import annotations
@@ -305,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--namespace", default=None)
 
     sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+    from .learn import add_parsers as add_learning
+
+    add_learning(sub)
     return p
 
 
@@ -324,7 +330,15 @@ def _dispatch(args: argparse.Namespace, say: Console) -> int:
 
             return up_cluster(args, say)
         return up_local(args, say)
-    handler = {"validate": cmd_validate, "standins": cmd_standins, "crds": cmd_crds}
+    from .learn import cmd_calibrate, cmd_learn
+
+    handler = {
+        "validate": cmd_validate,
+        "standins": cmd_standins,
+        "crds": cmd_crds,
+        "calibrate": cmd_calibrate,
+        "learn": cmd_learn,
+    }
     return handler[args.command](args, say)
 
 

@@ -51,8 +51,8 @@ def reliability_png(
         xs = [b.lo + width / 2 for b in rel.bins if b.count]
         accs = [b.accuracy for b in rel.bins if b.count]
         err = [
-            [b.accuracy - b.interval[0] for b in rel.bins if b.count],
-            [b.interval[1] - b.accuracy for b in rel.bins if b.count],
+            [max(0.0, b.accuracy - b.interval[0]) for b in rel.bins if b.count],
+            [max(0.0, b.interval[1] - b.accuracy) for b in rel.bins if b.count],
         ]
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
         ax.bar(xs, accs, width=width * 0.9, color="#4C72B0", alpha=0.8, label="observed accuracy")
