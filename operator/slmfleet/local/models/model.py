@@ -6,11 +6,14 @@ otherwise one response with the whole text; then a flag-only final response. Whi
 behaviour runs is the config.pbtxt parameter ``standin``; the rest of the parameters
 configure it.
 
-Token counts as the vLLM backend reports them (its docs/additional_outputs.md): when a
-request sets ``return_num_output_tokens``, every response carries ``num_output_tokens``
-(UINT32, the tokens of this response's text); with ``return_num_input_tokens``,
-``num_input_tokens`` (UINT32, the prompt's). The inputs and outputs are added to the
-configuration by ``auto_complete_config``, as the vLLM backend adds them to its own.
+Token counts and log-probabilities as the vLLM backend reports them (its
+docs/additional_outputs.md): when a request sets ``return_num_output_tokens``, every
+response carries ``num_output_tokens`` (UINT32, the tokens of this response's text); with
+``return_num_input_tokens``, ``num_input_tokens`` (UINT32, the prompt's); with
+``return_cumulative_logprob``, ``cumulative_logprob`` (FP32, the summed log-probability
+of every token generated so far, see ``standin.token_logprobs``). The inputs and outputs
+are added to the configuration by ``auto_complete_config``, as the vLLM backend adds them
+to its own.
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ def _first(request: Any, name: str) -> Any:
 
 
 #: Optional tensors the vLLM backend's auto-complete adds, and we add the same way.
-TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
-TOKEN_OUTPUTS = (("num_input_tokens", [1]), ("num_output_tokens", [-1]))
+TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens", "return_cumulative_logprob")
+TOKEN_OUTPUTS = (
+    ("num_input_tokens", [1], "TYPE_UINT32"),
+    ("num_output_tokens", [-1], "TYPE_UINT32"),
+    ("cumulative_logprob", [-1], "TYPE_FP32"),
+)
 
 
 class TritonPythonModel:
@@ -56,10 +63,10 @@ class TritonPythonModel:
                 auto_complete_model_config.add_input(
                     {"name": name, "data_type": "TYPE_BOOL", "dims": [1], "optional": True}
                 )
-        for name, dims in TOKEN_OUTPUTS:
+        for name, dims, dtype in TOKEN_OUTPUTS:
             if name not in outputs:
                 auto_complete_model_config.add_output(
-                    {"name": name, "data_type": "TYPE_UINT32", "dims": dims}
+                    {"name": name, "data_type": dtype, "dims": dims}
                 )
         return auto_complete_model_config
 
@@ -96,23 +103,30 @@ class TritonPythonModel:
             else None,
             output=bool(_first(request, "return_num_output_tokens") or False),
         )
+        logprob = bool(_first(request, "return_cumulative_logprob") or False)
         answer = self.behaviour.respond(prompt, sampling)
         deltas = standin.word_deltas(answer.text, standin.max_tokens_of(sampling))
+        sums = standin.cumulative(standin.token_logprobs(answer, deltas))
         if stream:
-            for delta in deltas:
+            for delta, cum in zip(deltas, sums, strict=True):
                 if getattr(sender, "is_cancelled", lambda: False)():
                     break  # the router cut us off (e.g. reasoning budget hit)
                 if self.token_delay:
                     time.sleep(self.token_delay)
-                sender.send(self._response(delta, answer.confidence, counts))
+                sender.send(
+                    self._response(delta, answer.confidence, counts, cum if logprob else None)
+                )
         else:
             if self.token_delay:
                 time.sleep(self.token_delay * len(deltas))
-            sender.send(self._response("".join(deltas), answer.confidence, counts))
+            cum = (sums[-1] if sums else 0.0) if logprob else None
+            sender.send(self._response("".join(deltas), answer.confidence, counts, cum))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     @staticmethod
-    def _response(text: str, confidence: float, counts: Any) -> Any:
+    def _response(
+        text: str, confidence: float, counts: Any, cumulative_logprob: float | None = None
+    ) -> Any:
         tensors = [
             pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
             pb_utils.Tensor("confidence", np.array([confidence], dtype=np.float32)),
@@ -123,6 +137,9 @@ class TritonPythonModel:
         if counts.output:
             value = np.array([standin.count_tokens(text)], dtype=np.uint32)
             tensors.append(pb_utils.Tensor("num_output_tokens", value))
+        if cumulative_logprob is not None:
+            value = np.array([cumulative_logprob], dtype=np.float32)
+            tensors.append(pb_utils.Tensor("cumulative_logprob", value))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
