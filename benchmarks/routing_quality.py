@@ -14,7 +14,10 @@ fifths as negatives, score the held-out fifth; the lowest threshold escalating >
 the pooled held-out queries); val is again only scored.
 
 Data: $SLMFLEET_DATA or ../shared/data/clinc150 next to the repo (never copied in).
-Run: ``.venv/bin/python benchmarks/routing_quality.py`` (a few minutes).
+The learning loop's settings (operating points from the recommender, few-shot, learning
+curve, calibration) are in ``routing_learning.py`` and reported in the same files.
+
+Run: ``.venv/bin/python benchmarks/routing_quality.py`` (about ten minutes on one core).
 """
 
 from __future__ import annotations
@@ -283,6 +286,11 @@ def main() -> None:
         "tfidf_only": round(fit_tfidf, 2),
         "with_negatives_cached_embeddings": round(fit_neg, 2),
     }
+    import routing_learning  # the learning-loop settings (a)-(d)
+
+    report["learning"] = routing_learning.run(
+        clf, neg_clf, domains, enc, train, val, oos_train, oos_val
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "routing_quality.json").write_text(json.dumps(report, indent=1) + "\n")
     (RESULTS / "routing_quality.md").write_text(markdown(report))
@@ -370,7 +378,10 @@ def markdown(r: dict) -> str:
         f"cached embeddings {fit['refit_cached_embeddings']} s; TF-IDF-only {fit['tfidf_only']} s.",
         "",
     ]
-    return "\n".join(lines + markdown_negatives(r))
+    import routing_learning
+
+    extra = routing_learning.markdown(r["learning"]) if "learning" in r else []
+    return "\n".join(lines + markdown_negatives(r) + extra)
 
 
 def markdown_negatives(r: dict) -> list[str]:
