@@ -41,7 +41,10 @@ class OutcomeRecord(BaseModel):
     route: str | None = Field(default=None, max_length=253)
     """Specialist id the classifier or a rule chose; None when nothing was routed."""
     route_source: str | None = Field(default=None, max_length=63)
-    """classifier, rule:<name>, direct, ... (only classifier decisions teach routing)."""
+    """classifier, cost, out_of_domain, rule:<name>, direct, only (rules, direct and
+    single-specialist policies never asked the classifier: they teach routing nothing)."""
+    best_route: str | None = Field(default=None, max_length=253)
+    """The classifier's top specialist, also when routing escalated (route is then None)."""
     routing_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     answer_label: str | None = Field(default=None, max_length=253)
     """The answer's label (acceptance.label_of) for per-label thresholds."""
@@ -85,6 +88,25 @@ class OutcomeRecord(BaseModel):
         if self.outcome == "correct" and self.route is not None:
             return self.route
         return None
+
+    @property
+    def classified(self) -> bool:
+        """Whether the classifier made this routing decision (not a rule, not direct)."""
+        src = self.route_source or "classifier"
+        return not (src.startswith("rule:") or src in ("direct", "only"))
+
+    @property
+    def best_correct(self) -> bool | None:
+        """Whether the classifier's top specialist was the right one (what the routing
+        confidence claims): False for an out-of-domain request, unknown when routing
+        escalated an in-domain request without logging ``best_route``."""
+        truth = self.known_route
+        if truth is None:
+            return None
+        if truth == OUT_OF_DOMAIN:
+            return False
+        best = self.best_route or self.route
+        return None if best is None else best == truth
 
     @property
     def routed_correctly(self) -> bool | None:

@@ -36,8 +36,8 @@ def _groups(records: Sequence[OutcomeRecord]) -> dict[str, tuple[list[float], li
         ys.append(y)
 
     for r in records:
-        if r.routing_confidence is not None and r.route_source in (None, "classifier"):
-            ok = r.routed_correctly
+        if r.routing_confidence is not None and r.classified:
+            ok = r.best_correct
             if ok is not None:
                 add(f"{r.policy}/routing", r.routing_confidence, ok)
         if r.answer_confidence is not None and r.answer_correct is not None and r.tier:
@@ -51,8 +51,8 @@ def _groups(records: Sequence[OutcomeRecord]) -> dict[str, tuple[list[float], li
 def calibrate_outcomes(
     records: Sequence[OutcomeRecord], *, n_bins: int = 10
 ) -> list[GroupCalibration]:
-    """Per policy: routing confidence vs routed right; answer confidence vs answer right,
-    per tier over all labels and per label."""
+    """Per policy: routing confidence vs the classifier's top specialist being right;
+    answer confidence vs answer right, per tier over all labels and per label."""
     return [
         GroupCalibration(key, fit_best(c, y, n_bins=n_bins))
         for key, (c, y) in sorted(_groups(records).items())

@@ -323,9 +323,7 @@ def recommend_routing(
     rows = [
         r
         for r in records
-        if r.routing_confidence is not None
-        and r.out_of_domain is not None
-        and r.route_source in (None, "classifier")
+        if r.routing_confidence is not None and r.out_of_domain is not None and r.classified
     ]
     ood = np.array([r.routing_confidence for r in rows if r.out_of_domain], dtype=float)
     ind_rows = [r for r in rows if not r.out_of_domain]

@@ -77,7 +77,7 @@ def candidates(
             skip("no routing text")
         elif truth is None:
             skip("route not known")
-        elif (r.route_source or "").startswith("rule:") and r.true_route is None:
+        elif not r.classified and r.true_route is None:
             skip("confirmed only a rule's route")
         elif text in known:
             skip("already an example")

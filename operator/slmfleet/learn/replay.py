@@ -5,7 +5,8 @@ the router's own pure ``choose_route`` at a threshold; the result says where req
 would have gone, how many escalate, how many in-domain requests would have been routed
 right, how many out-of-domain ones escalated, and what it would have cost (observed
 mean cost of each target in the log). Rules are not replayed: they decide the same way
-before and after a revision, so rule-routed records are left out of both sides.
+before and after a revision, so rule-routed (and direct) records are left out of both
+sides.
 """
 
 from __future__ import annotations
@@ -73,13 +74,7 @@ def _round(v: float | None, digits: int) -> float | None:
 
 def replayable(records: Sequence[OutcomeRecord]) -> list[OutcomeRecord]:
     """Records replay can score: a routing text, a known route, not decided by a rule."""
-    return [
-        r
-        for r in records
-        if r.routing_text
-        and r.known_route is not None
-        and not (r.route_source or "").startswith("rule:")
-    ]
+    return [r for r in records if r.routing_text and r.known_route is not None and r.classified]
 
 
 def observed_costs(records: Sequence[OutcomeRecord]) -> dict[str, float]:
