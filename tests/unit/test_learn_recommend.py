@@ -101,7 +101,7 @@ def test_asymmetric_risk_gives_asymmetric_thresholds():
     assert 0 < greeting.escalation_rate < refund.escalation_rate < 1
     # escalation share of the tier: the label is half the tier's traffic
     assert refund.escalation_rate_tier == pytest.approx(refund.escalation_rate / 2, rel=0.01)
-    assert refund.cost_per_1k_usd == pytest.approx(1000 * refund.escalation_rate_tier * 0.01)
+    assert refund.cost_per_thousand_usd == pytest.approx(1000 * refund.escalation_rate_tier * 0.01)
     assert refund.path == "spec.cascade[routed].accept.labelThresholds.refund"
 
 

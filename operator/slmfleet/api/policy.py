@@ -253,7 +253,7 @@ class ThresholdProposal(KubeModel):
     """Probability with which the target holds."""
     escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     """Fraction of the tier's traffic it escalates."""
-    cost_per_1k_usd: float | None = Field(default=None, ge=0.0)
+    cost_per_thousand_usd: float | None = Field(default=None, ge=0.0)
     """Expected escalation cost per 1,000 requests."""
     evidence: str | None = Field(default=None, max_length=512)
     """Where the evidence is (the revision's PNG and report)."""
@@ -272,7 +272,7 @@ class ReplaySummary(KubeModel):
     """In-domain requests routed right and not escalated."""
     out_of_domain_recall: float | None = None
     """Out-of-domain requests escalated."""
-    cost_per_1k_usd: float | None = None
+    cost_per_thousand_usd: float | None = None
     """Observed cost per 1,000 requests at the replayed routes."""
 
 

@@ -135,7 +135,7 @@ def threshold_proposals(proposal: Proposal) -> list[ThresholdProposal]:
                 bound=None if rec.bound is None else round(rec.bound, 4),
                 confidence=rec.confidence,
                 escalation_rate=_r(rec.escalation_rate_tier),
-                cost_per_1k_usd=_r(rec.cost_per_1k_usd, 6),
+                cost_per_thousand_usd=_r(rec.cost_per_thousand_usd, 6),
                 evidence=proposal.evidence.get(key_of(rec)),
             )
         )
@@ -155,7 +155,7 @@ def _replay_summary(r: ReplayResult | None) -> ReplaySummary | None:
         escalation_rate=round(r.escalation_rate, 4),
         in_scope_accuracy=round(r.in_scope_accuracy, 4),
         out_of_domain_recall=_r(r.ood_recall),
-        cost_per_1k_usd=_r(r.cost_per_1k_usd, 6),
+        cost_per_thousand_usd=_r(r.cost_per_thousand_usd, 6),
     )
 
 
@@ -204,7 +204,7 @@ def readme(proposal: Proposal) -> str:
         lines.append(
             f"| `{r.path}` | {_fmt(r.current)} | {_fmt(r.proposed)} | {r.target} | "
             f"{r.confidence:.0%} | {_fmt(r.bound)} | {r.samples} | "
-            f"{_pct(r.escalation_rate_tier)} | {_fmt(r.cost_per_1k_usd, 4)} | "
+            f"{_pct(r.escalation_rate_tier)} | {_fmt(r.cost_per_thousand_usd, 4)} | "
             f"{proposal.evidence.get(key_of(r), '-')} |"
         )
     refused = [r for r in proposal.recommendations if r.refused]
@@ -228,7 +228,7 @@ def readme(proposal: Proposal) -> str:
             lines.append(
                 f"| {r.name} | {r.threshold:.3f} | {r.requests} | {r.in_scope_accuracy:.1%} "
                 f"({r.in_scope_interval[0]:.1%}-{r.in_scope_interval[1]:.1%}) | {ood} | "
-                f"{r.escalation_rate:.1%} | {r.misrouted} | {_fmt(r.cost_per_1k_usd, 4)} |"
+                f"{r.escalation_rate:.1%} | {r.misrouted} | {_fmt(r.cost_per_thousand_usd, 4)} |"
             )
     n_ex = sum(len(v) for v in proposal.new_examples.values())
     lines += [

@@ -111,7 +111,7 @@ class Recommendation:
     """Of the group's traffic (the label's answers; in-domain requests for routing)."""
     escalation_rate_tier: float | None = None
     """Of the tier's (or the policy's) traffic."""
-    cost_per_1k_usd: float | None = None
+    cost_per_thousand_usd: float | None = None
     """Escalation cost per 1,000 requests of the tier at the proposed threshold."""
     current_point: float | None = None
     current_bound: float | None = None
@@ -192,7 +192,7 @@ def _label_threshold(
     rec.escalation_rate = escalated / len(conf)
     rec.escalation_rate_tier = escalated / tier_total if tier_total else None
     if cost is not None and tier_total:
-        rec.cost_per_1k_usd = 1000 * escalated / tier_total * cost
+        rec.cost_per_thousand_usd = 1000 * escalated / tier_total * cost
     return rec
 
 
@@ -393,5 +393,5 @@ def recommend_routing(
         rec.in_scope_accuracy = float(np.mean(ind_right & (ind >= passed.threshold)))
     cost = _cost(risk, ROUTING, records, _next_tier(spec, None))
     if cost is not None and total:
-        rec.cost_per_1k_usd = 1000 * escalated / total * cost
+        rec.cost_per_thousand_usd = 1000 * escalated / total * cost
     return rec

@@ -39,7 +39,7 @@ class ReplayResult:
     ood_recall_interval: tuple[float, float] | None = None
     misrouted: int = 0
     """In-domain requests accepted by routing but sent to the wrong specialist."""
-    cost_per_1k_usd: float | None = None
+    cost_per_thousand_usd: float | None = None
     """Routed requests at their target's observed mean cost, escalations at the
     escalation cost; None when a cost is unknown."""
 
@@ -62,9 +62,9 @@ class ReplayResult:
             else [round(v, 4) for v in self.ood_recall_interval],
             "misrouted": self.misrouted,
             "routed": dict(sorted(self.routed.items())),
-            "costPer1kUsd": None
-            if self.cost_per_1k_usd is None
-            else round(self.cost_per_1k_usd, 6),
+            "costPerThousandUsd": None
+            if self.cost_per_thousand_usd is None
+            else round(self.cost_per_thousand_usd, 6),
         }
 
 
@@ -132,5 +132,5 @@ def replay(
         res.ood_recall = ood_esc / ood
         res.ood_recall_interval = wilson(ood_esc, ood)
     if total_cost is not None and n:
-        res.cost_per_1k_usd = 1000 * total_cost / n
+        res.cost_per_thousand_usd = 1000 * total_cost / n
     return res
