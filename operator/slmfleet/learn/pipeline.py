@@ -13,6 +13,7 @@ from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import DomainConfig, PolicyConfig, RouterConfig
 from . import diagram
 from .calibrate import Fitted, fit_best
+from .calibrator import apply
 from .outcomes import OutcomeRecord
 from .propose import Proposal, key_of
 from .recommend import Recommendation, recommend_labels, recommend_routing
@@ -177,4 +178,13 @@ def learn(
         key = f"{policy.model_name}/routing"
         fresh = [g for g in calibrate_outcomes(oof) if g.key == key]
         cals = [g for g in cals if g.key != key] + fresh
+    by_key = {g.key: g.fitted.calibrator for g in cals}
+    for rec in recs:  # where the proposed threshold lands on the calibrated scale
+        key = (
+            f"{policy.model_name}/routing"
+            if rec.kind == "routing_threshold"
+            else f"{policy.model_name}/answer/{rec.tier}/{rec.label}"
+        )
+        if rec.proposed is not None and key in by_key:
+            rec.calibrated = apply(by_key[key], rec.proposed)
     return proposal, cals

@@ -194,15 +194,16 @@ def readme(proposal: Proposal) -> str:
         "(GitOps) or `kubectl apply -f revision.yaml`. `status.yaml` is what the operator "
         "writes to the policy's status.",
         "",
-        "| field | current | proposed | target | confidence | bound | samples "
+        "| field | current | proposed | (calibrated) | target | confidence | bound | samples "
         "| escalation (tier) | cost / 1k req | evidence |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in proposal.recommendations:
         if not r.ok:
             continue
         lines.append(
-            f"| `{r.path}` | {_fmt(r.current)} | {_fmt(r.proposed)} | {r.target} | "
+            f"| `{r.path}` | {_fmt(r.current)} | {_fmt(r.proposed)} | {_fmt(r.calibrated)} | "
+            f"{r.target} | "
             f"{r.confidence:.0%} | {_fmt(r.bound)} | {r.samples} | "
             f"{_pct(r.escalation_rate_tier)} | {_fmt(r.cost_per_thousand_usd, 4)} | "
             f"{proposal.evidence.get(key_of(r), '-')} |"
