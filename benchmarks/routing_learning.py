@@ -12,6 +12,7 @@ accuracies, Clopper-Pearson (exact) for the out-of-scope recall, both 95%.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 
@@ -254,7 +255,7 @@ def calibration(clf, enc, train, val, oos_train, oos_val) -> dict:
 
 
 def run(clf, neg_clf, domains, enc, train, val, oos_train, oos_val) -> dict:
-    out = {}
+    out: dict = {"load_average_1m_start": round(os.getloadavg()[0], 2)}
     t0 = time.perf_counter()
     out["full_data_recommended"] = full_data(
         clf, neg_clf, domains, enc, train, val, oos_train, oos_val
@@ -263,6 +264,7 @@ def run(clf, neg_clf, domains, enc, train, val, oos_train, oos_val) -> dict:
     out["few_shot"] = few_shot_setting(enc, train, val, oos_train, oos_val)
     out["learning_curve"] = learning_curve(enc, train, val, oos_train, FEW_SHOT_PARAMS)
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     return out
 
 

@@ -60,6 +60,10 @@ def min_samples_lower(target: float, level: float) -> int:
     return math.ceil(math.log(1.0 - level) / math.log(target))
 
 
+def _mean(mask: np.ndarray) -> float:
+    return float(mask.mean()) if mask.size else 0.0
+
+
 def _starts(n: int, max_error: float, level: float) -> tuple[int, float, list[int]]:
     """(fewest accepted answers worth testing, the level of each sequence, the accepted
     counts at which the sequences start).
@@ -158,9 +162,7 @@ def _label_threshold(
         n = int(acc.sum())
         k = int((acc & ~right).sum())
         rec.curve.append(
-            CurvePoint(
-                float(t), n, k / n if n else 0.0, cp_upper(k, n, per_level), float(np.mean(~acc))
-            )
+            CurvePoint(float(t), n, k / n if n else 0.0, cp_upper(k, n, per_level), _mean(~acc))
         )
     passed: CurvePoint | None = None
     for start in starts:  # one fixed sequence per start, each at level 1 - delta / J
@@ -349,7 +351,7 @@ def recommend_routing(
             n,
             e / n if n else 0.0,
             cp_lower(e, n, level),
-            float(np.mean(ind < t)) if len(ind) else 0.0,
+            _mean(ind < t),
         )
         rec.curve.append(pt)
         if not walking or n < n_min:
