@@ -216,8 +216,9 @@ def readme(proposal: Proposal) -> str:
         lines += ["", "## Replay on held-out traffic", ""]
         lines += [
             "| configuration | threshold | requests | in-scope accuracy (95% CI) "
-            "| out-of-domain recall (95% CI) | escalation | misrouted | cost / 1k req |",
-            "|---|---|---|---|---|---|---|---|",
+            "| out-of-domain recall (95% CI) | escalation | misrouted | cost / 1k req "
+            "| routed to |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in (proposal.current, proposal.proposed):
             ood = (
@@ -229,7 +230,9 @@ def readme(proposal: Proposal) -> str:
             lines.append(
                 f"| {r.name} | {r.threshold:.3f} | {r.requests} | {r.in_scope_accuracy:.1%} "
                 f"({r.in_scope_interval[0]:.1%}-{r.in_scope_interval[1]:.1%}) | {ood} | "
-                f"{r.escalation_rate:.1%} | {r.misrouted} | {_fmt(r.cost_per_thousand_usd, 4)} |"
+                f"{r.escalation_rate:.1%} | {r.misrouted} | {_fmt(r.cost_per_thousand_usd, 4)} | "
+                + (", ".join(f"{k}: {v}" for k, v in sorted(r.routed.items())) or "-")
+                + " |"
             )
     n_ex = sum(len(v) for v in proposal.new_examples.values())
     lines += [
