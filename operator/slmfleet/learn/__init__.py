@@ -1,0 +1,6 @@
+"""The learning loop: logged decisions joined to outcomes become calibrators, threshold
+recommendations with guarantees, re-learned routing examples and reviewable proposals.
+
+Pure functions over outcome records (``outcomes``); the CLI (``slmfleet calibrate``,
+``slmfleet learn``) and, later, the operator are the shells. See docs/learning.md.
+"""
