@@ -2,5 +2,6 @@
 recommendations with guarantees, re-learned routing examples and reviewable proposals.
 
 Pure functions over outcome records (``outcomes``); the CLI (``slmfleet calibrate``,
-``slmfleet learn``) and, later, the operator are the shells. See docs/learning.md.
+``slmfleet learn``) and the operator's learning loop (``controller/learning.py``) are the
+shells. See docs/learning.md.
 """

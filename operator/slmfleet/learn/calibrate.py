@@ -121,6 +121,10 @@ def _fit_platt(c: np.ndarray, y: np.ndarray) -> CalibratorConfig:
     return CalibratorConfig(method="platt", slope=a, intercept=b, samples=len(c))
 
 
+#: Most knots of an isotonic calibrator (the API's bound on knotsX / knotsY).
+MAX_KNOTS = 256
+
+
 def _fit_isotonic(c: np.ndarray, y: np.ndarray) -> CalibratorConfig:
     """PAV, with the fitted probabilities kept a half-count away from 0 and 1: a bin with
     no errors in n outcomes says the error rate is small, not zero."""
@@ -129,8 +133,8 @@ def _fit_isotonic(c: np.ndarray, y: np.ndarray) -> CalibratorConfig:
     iso.fit(c, y.astype(float))
     xs = [float(v) for v in iso.X_thresholds_]
     ys = [float(v) for v in iso.y_thresholds_]
-    if len(xs) > 1024:  # keep the config bounded: resample the map on 1024 knots
-        grid = np.linspace(xs[0], xs[-1], 1024)
+    if len(xs) > MAX_KNOTS:  # keep the config bounded: resample the map on MAX_KNOTS knots
+        grid = np.linspace(xs[0], xs[-1], MAX_KNOTS)
         xs, ys = [float(v) for v in grid], [float(v) for v in np.interp(grid, xs, ys)]
     xs = [min(max(v, 0.0), 1.0) for v in xs]
     return CalibratorConfig(method="isotonic", knots_x=xs, knots_y=ys, samples=len(c))

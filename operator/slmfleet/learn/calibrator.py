@@ -1,6 +1,6 @@
 """A fitted calibrator in the form the router reads, and the pure function applying it.
 
-The router imports only this module (pydantic and the standard library): mapping a raw
+The router imports only this module (the API models and the standard library): mapping a raw
 confidence to a calibrated probability is a few float operations on the request path.
 ``method``:
 
@@ -18,49 +18,13 @@ calibrated scale accept exactly the same requests (``threshold_on_raw`` maps bac
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
-from typing import Literal
 
-from pydantic import Field, model_validator
+from ..api.learning import Calibration, CalibratorConfig
 
-from ..api.base import KubeModel
+__all__ = ["EPS", "CalibratorConfig", "apply", "calibrate_answer", "logit", "sigmoid"]
 
 EPS = 1e-6
-
-
-class CalibratorConfig(KubeModel):
-    """A fitted calibrator (camelCase on the wire, like every API object)."""
-
-    method: Literal["identity", "temperature", "platt", "isotonic"] = "identity"
-    temperature: float | None = Field(default=None, gt=0.0, le=1000.0)
-    slope: float | None = Field(default=None, ge=0.0, le=1000.0)
-    """Platt: non-negative, so the map never reverses the order of confidences."""
-    intercept: float | None = Field(default=None, ge=-1000.0, le=1000.0)
-    knots_x: list[float] = Field(default_factory=list, max_length=1024)
-    """Isotonic: raw confidences, ascending."""
-    knots_y: list[float] = Field(default_factory=list, max_length=1024)
-    """Isotonic: calibrated probabilities at ``knots_x``, non-decreasing."""
-    samples: int = Field(default=0, ge=0)
-    """Outcomes it was fitted on."""
-
-    @model_validator(mode="after")
-    def _complete(self) -> CalibratorConfig:
-        if self.method == "temperature" and self.temperature is None:
-            raise ValueError("method temperature needs temperature")
-        if self.method == "platt" and (self.slope is None or self.intercept is None):
-            raise ValueError("method platt needs slope and intercept")
-        if self.method == "isotonic":
-            xs, ys = self.knots_x, self.knots_y
-            if not xs or len(xs) != len(ys):
-                raise ValueError("method isotonic needs knotsX and knotsY of the same length")
-            if any(b < a for a, b in itertools.pairwise(xs)):
-                raise ValueError("knotsX must be ascending")
-            if any(b < a for a, b in itertools.pairwise(ys)):
-                raise ValueError("knotsY must be non-decreasing")
-            if not all(0.0 <= v <= 1.0 for v in (*xs, *ys)):
-                raise ValueError("knots must lie in [0, 1]")
-        return self
 
 
 def logit(p: float) -> float:
@@ -109,3 +73,17 @@ def threshold_on_raw(cfg: CalibratorConfig, calibrated: float) -> float:
         else:
             lo = mid
     return hi
+
+
+def calibrate_answer(
+    cal: Calibration | None, tier: str, label: str | None, p: float | None
+) -> float | None:
+    """An answer confidence of ``tier`` through the tier's calibrator for ``label`` (else
+    its default); unchanged when the policy has none, None when the tier reported none."""
+    if p is None or cal is None:
+        return p
+    t = cal.tiers.get(tier)
+    if t is None:
+        return p
+    c = (t.labels.get(label.lower()) if label else None) or t.default
+    return p if c is None else apply(c, p)

@@ -12,6 +12,9 @@ A risk file (YAML, camelCase like the API)::
           refund: {maxErrorRate: 0.03}     # high risk: 3% errors among accepted
           greeting: {maxErrorRate: 0.20}   # low risk
     escalationCostUsd: {routed: 0.002}     # optional; else estimated from outcomes
+
+The models live in ``api.learning`` (a RouterPolicy's ``spec.learning.risk`` is the same
+object).
 """
 
 from __future__ import annotations
@@ -19,40 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from ..api.base import KubeModel
+from ..api.learning import LabelRisk, OutOfDomainRisk, RiskSpec, TierRisk
 
-
-class LabelRisk(KubeModel):
-    max_error_rate: float = Field(gt=0.0, lt=1.0)
-    """Largest acceptable fraction of wrong answers among the auto-accepted ones."""
-
-
-class OutOfDomainRisk(KubeModel):
-    min_recall: float = Field(gt=0.0, lt=1.0)
-    """Smallest acceptable fraction of out-of-domain requests that must escalate."""
-
-
-class TierRisk(KubeModel):
-    default: LabelRisk | None = None
-    """Applies to every label of the tier not listed under ``labels``."""
-    labels: dict[str, LabelRisk] = Field(default_factory=dict)
-
-
-class RiskSpec(KubeModel):
-    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
-    """Probability with which each stated target holds (1 - the test's level)."""
-    out_of_domain: OutOfDomainRisk | None = None
-    tiers: dict[str, TierRisk] = Field(default_factory=dict)
-    escalation_cost_usd: dict[str, float] = Field(default_factory=dict)
-    """Cost of escalating one request away from a tier (key ``routing``: from routing)."""
-
-    def label_risk(self, tier: str, label: str) -> LabelRisk | None:
-        t = self.tiers.get(tier)
-        if t is None:
-            return None
-        return t.labels.get(label.lower()) or t.labels.get(label) or t.default
+__all__ = ["LabelRisk", "OutOfDomainRisk", "RiskError", "RiskSpec", "TierRisk", "load_risk"]
 
 
 class RiskError(ValueError):

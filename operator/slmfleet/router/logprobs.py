@@ -23,67 +23,44 @@ The router always streams, and with vLLM each response carries the sum of log-pr
   when the request asked for them, else one per response.
 
 Request log-probs only when a threshold needs them (``wants_logprobs``): they cost the
-backend a little on every token.
+backend a little on every token. The tensors are asked for and read by the codecs
+(``triton/codecs.py``, with ``triton/logprobs.py``); the specialist tier collects the
+``Step`` s of the stream and, when the stream carried log-probs, the derived confidence
+replaces any ``confidence`` output (the contract of a vLLM or TensorRT-LLM model has none;
+a stand-in in that contract emits both).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..api.policy import Acceptance
 from .acceptance import _PUNCT, label_of
+from .triton.logprobs import TENSORS, read_cumulative_logprob, request_logprobs
 
-#: (request flag input, cumulative log-prob output) per Triton backend.
-TENSORS: dict[str, tuple[str, str]] = {
-    "vllm": ("return_cumulative_logprob", "cumulative_logprob"),
-    "tensorrtllm": ("return_log_probs", "cum_log_probs"),
-}
-_OUTPUTS = {out for _, out in TENSORS.values()}
+__all__ = [
+    "TENSORS",
+    "Step",
+    "answer_confidence",
+    "label_end",
+    "read_cumulative_logprob",
+    "request_logprobs",
+    "wants_logprobs",
+]
+
 _JSON_LABEL = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
-def wants_logprobs(acc: Acceptance) -> bool:
-    """Whether a tier's acceptance reads answer confidence (then ask for log-probs)."""
+def wants_logprobs(acc: Acceptance | Any, backend: str | None = None) -> bool:
+    """Whether a tier's acceptance reads answer confidence (then ask for log-probs), and,
+    given ``backend``, whether that backend can give them."""
+    if backend is not None and backend not in TENSORS:
+        return False
     return acc.min_answer_confidence is not None or bool(acc.label_thresholds)
-
-
-def request_logprobs(req: Any, backend: str = "vllm") -> Any:
-    """Add the backend's log-prob flag to a ModelInferRequest built with
-    raw_input_contents (as the router builds them); other backends are left alone."""
-    if backend not in TENSORS:
-        return req
-    t = req.inputs.add()
-    t.name, t.datatype = TENSORS[backend][0], "BOOL"
-    t.shape.append(1)
-    req.raw_input_contents.append(b"\x01")
-    return req
-
-
-def read_cumulative_logprob(resp: Any) -> float | None:
-    """The first sequence's cumulative log-prob in one ModelInferResponse, or None."""
-    raw = resp.raw_output_contents
-    for i, out in enumerate(resp.outputs):
-        if out.name not in _OUTPUTS:
-            continue
-        if out.datatype not in ("FP32", ""):
-            raise ValueError(f"{out.name} is {out.datatype}, expected FP32")
-        if i < len(raw):
-            if len(raw[i]) < 4 or len(raw[i]) % 4:
-                raise ValueError(f"{out.name}: {len(raw[i])} bytes is not FP32 data")
-            (value,) = struct.unpack_from("<f", raw[i], 0)
-        elif out.contents.fp32_contents:
-            value = out.contents.fp32_contents[0]
-        else:
-            return None
-        if math.isnan(value) or value > 1e-3:
-            raise ValueError(f"{out.name} = {value} is not a log-probability")
-        return float(min(value, 0.0))
-    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ the writer's thread (``to_row``), off the request path.
 Schema version 1 (the ``record`` JSON column; the same keys in every backend)::
 
     v, request_id, time, policy, kind, stream, status, error,
-    route: {specialist, source, confidence, scores, stage},
-    tier, target, accepted, answer_confidence,
+    route: {specialist, source, confidence, raw_confidence, scores, stage},
+    tier, target, accepted, answer_confidence, raw_answer_confidence,
     attempts: [{tier, outcome, reasons, target, latency_ms, answer_confidence,
                 validators, prompt_tokens, completion_tokens, reasoning_tokens,
                 cost_usd, truncated}],
@@ -17,6 +17,11 @@ Schema version 1 (the ``record`` JSON column; the same keys in every backend)::
     latency_ms: {total, router, upstream},
     cost_usd, truncated, budget: {degraded, exceeded}, review: {queue, case_id},
     prompt / answer: absent (content off) | {sha256, chars} | {text, chars, cut}
+
+``confidence`` and ``answer_confidence`` are what the router compared (calibrated when
+the policy has calibrators); ``raw_confidence`` / ``raw_answer_confidence``, present
+when they differ, are the values before calibration (what the next calibrator is
+fitted on; see learn/store_outcomes.py).
 
 ``attempts[].outcome`` is ``accepted`` (its answer was returned and passed),
 ``rejected`` (it answered; the answer failed acceptance), ``failed`` (error, timeout,
@@ -103,6 +108,8 @@ class DecisionRecord:
     target: str | None = None
     accepted: bool = True
     answer_confidence: float | None = None
+    raw_routing_confidence: float | None = None
+    raw_answer_confidence: float | None = None
     attempts: list[TierAttempt] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -232,6 +239,8 @@ def record_from_decision(
         target=_dash(getattr(d, "target", None)),
         accepted=accepted,
         answer_confidence=getattr(d, "answer_confidence", None),
+        raw_routing_confidence=getattr(d, "raw_confidence", None),
+        raw_answer_confidence=getattr(d, "raw_answer_confidence", None),
         attempts=attempts,
         prompt_tokens=int(getattr(d, "prompt_tokens", 0) or 0),
         completion_tokens=int(getattr(d, "completion_tokens", 0) or 0),
@@ -307,6 +316,12 @@ def record_json(r: DecisionRecord, hash_key: bytes = b"") -> dict[str, Any]:
         "truncated": r.truncated,
         "budget": {"degraded": r.degraded, "exceeded": list(r.budget_exceeded)},
     }
+    raw = r.raw_routing_confidence
+    if raw is not None and round(raw, 6) != out["route"]["confidence"]:
+        out["route"]["raw_confidence"] = round(raw, 6)
+    raw = r.raw_answer_confidence
+    if raw is not None and raw != r.answer_confidence:
+        out["raw_answer_confidence"] = round(raw, 6)
     if r.route_scores:
         out["route"]["scores"] = {k: round(float(v), 6) for k, v in r.route_scores.items()}
     if r.classifier_stage:
