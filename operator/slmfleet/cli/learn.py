@@ -1,12 +1,16 @@
 """``slmfleet calibrate`` and ``slmfleet learn``: the learning loop from the command line.
 
-slmfleet calibrate OUTCOMES [--out DIR]
+slmfleet calibrate [OUTCOMES | --store URL] [--out DIR]
     reliability and ECE per policy (routing) and per tier and label (answers), the
     calibrator chosen by held-out likelihood, diagrams as PNG, calibration.json.
-slmfleet learn MANIFESTS OUTCOMES --policy NAME --risk RISK --out DIR [--apply]
+slmfleet learn MANIFESTS [OUTCOMES | --store URL] --policy NAME --risk RISK --out DIR [--apply]
     thresholds from stated risk (with bounds), re-learned routing examples, replay on
     held-out traffic, and a proposal: revision.yaml (commit it, or --apply writes it
     into MANIFESTS), status.yaml (what the operator writes), evidence and README.md.
+
+Outcomes come from a labelled JSONL file or from the decision store (``--store
+sqlite:///path.db`` or ``postgresql://...``: decisions joined to feedback and review
+resolutions, see learn/store_outcomes.py).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ..learn.outcomes import JsonlOutcomes, OutcomeError
+from ..learn.outcomes import JsonlOutcomes, OutcomeError, OutcomeSource
 from ..learn.risk import RiskError, load_risk
 
 Say = Any  # the CLI's Console
@@ -33,7 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Calibrate routing and answer confidences against labelled outcomes "
         "(a JSONL file; see docs/learning.md for the record schema).",
     )
-    cal.add_argument("outcomes", metavar="OUTCOMES", help="labelled outcomes (JSONL)")
+    _outcome_args(cal)
     cal.add_argument("--policy", default=None, help="only this policy (model name)")
     cal.add_argument("--out", default="calibration", help="directory for PNGs and JSON")
     cal.add_argument("--bins", type=int, default=10, help="reliability bins (default 10)")
@@ -45,7 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "confirmed outcomes, replay on held-out traffic, and write a reviewable proposal.",
     )
     lrn.add_argument("manifests", metavar="MANIFESTS", help="folder (or file) of manifests")
-    lrn.add_argument("outcomes", metavar="OUTCOMES", help="labelled outcomes (JSONL)")
+    _outcome_args(lrn)
     lrn.add_argument("--policy", required=True, help="RouterPolicy (model name or name)")
     lrn.add_argument("--risk", required=True, help="risk file (YAML; see docs/learning.md)")
     lrn.add_argument("--out", default="proposal", help="directory for the proposal")
@@ -60,12 +64,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lrn.add_argument("--apply", action="store_true", help="also write the revision into MANIFESTS")
 
 
+def _outcome_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("outcomes", metavar="OUTCOMES", nargs="?", help="labelled outcomes (JSONL)")
+    p.add_argument(
+        "--store", default=None, help="read outcomes from the decision store at this URL"
+    )
+    p.add_argument("--store-password-file", default=None, help="the store's password")
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What reading outcomes may raise (the store's errors imported only when used)."""
+    from ..telemetry.store.base import StoreError
+
+    return (OSError, OutcomeError, StoreError)
+
+
+def outcome_source(args: argparse.Namespace) -> OutcomeSource:
+    """The file or the store the arguments name (exactly one)."""
+    if (args.outcomes is None) == (args.store is None):
+        raise OutcomeError("give either an OUTCOMES file or --store URL")
+    if args.store is not None:
+        from ..learn.store_outcomes import StoreOutcomes
+
+        return StoreOutcomes(args.store, password_file=args.store_password_file)
+    return JsonlOutcomes(args.outcomes)
+
+
 def cmd_calibrate(args: argparse.Namespace, say: Say) -> int:
     from ..learn.pipeline import calibrate_outcomes, save_diagrams
 
     try:
-        records = list(JsonlOutcomes(args.outcomes).outcomes(policy=args.policy))
-    except (OSError, OutcomeError) as exc:
+        records = list(outcome_source(args).outcomes(policy=args.policy))
+    except (*_read_errors(), ValueError) as exc:
         say(f"error: {exc}")
         return 2
     if not records:
@@ -129,8 +159,8 @@ def cmd_learn(args: argparse.Namespace, say: Say) -> int:
         fleet = load_fleet(args.manifests, args.namespace)
         config = local_router_config(fleet, "127.0.0.1:8001")
         policy = find_policy(config, args.policy)
-        records = list(JsonlOutcomes(args.outcomes).outcomes())
-    except (OSError, OutcomeError, RiskError, ManifestError, KeyError) as exc:
+        records = list(outcome_source(args).outcomes())
+    except (*_read_errors(), RiskError, ManifestError, KeyError) as exc:
         say(f"error: {str(exc).strip(chr(34) + chr(39))}")
         return 2
     name = policy.id.split("/", 1)[-1]

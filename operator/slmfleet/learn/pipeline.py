@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..api.learning import Calibration, CalibratorConfig, TierCalibration
 from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import DomainConfig, PolicyConfig, RouterConfig
 from . import diagram
-from .calibrate import Fitted, fit_best
-from .calibrator import apply
+from .calibrate import MIN_SAMPLES, Fitted, fit_best
+from .calibrator import apply, calibrate_answer, threshold_on_raw
 from .outcomes import OutcomeRecord
 from .propose import Proposal, key_of
 from .recommend import Recommendation, recommend_labels, recommend_routing
@@ -118,6 +119,61 @@ def find_policy(config: RouterConfig, name: str) -> PolicyConfig:
     raise KeyError(f"no RouterPolicy {name!r} in the manifests (policies: {known})")
 
 
+def calibration_of(cals: Sequence[GroupCalibration], policy: PolicyConfig) -> Calibration | None:
+    """The ``spec.calibration`` the fitted groups make for ``policy``: the routing
+    calibrator, and per cascade tier its all-labels calibrator as ``default`` and each
+    label's own when it had at least ``MIN_SAMPLES`` outcomes (else the default covers
+    it; at most the API's 64 labels, the best-sampled). Identity maps are left out (the
+    raw value is then passed on); None when nothing is calibrated."""
+    prefix = f"{policy.model_name}/"
+    tiers = {t.name for t in policy.cascade}
+    routing = None
+    per_tier: dict[str, dict[str, Any]] = {}
+    for g in cals:
+        if not g.key.startswith(prefix):
+            continue
+        c = g.fitted.calibrator
+        parts = g.key[len(prefix) :].split("/")
+        if parts == ["routing"]:
+            routing = c if c.method != "identity" else None
+        elif len(parts) == 3 and parts[0] == "answer" and parts[1] in tiers:
+            tier, label = parts[1], parts[2]
+            entry = per_tier.setdefault(tier, {"default": None, "labels": {}})
+            if label == "*":
+                entry["default"] = c if c.method != "identity" else None
+            elif g.fitted.before.samples >= MIN_SAMPLES:
+                entry["labels"][label] = (g.fitted.before.samples, c)
+    out_tiers = {}
+    for tier, entry in sorted(per_tier.items()):
+        best = sorted(entry["labels"].items(), key=lambda kv: (-kv[1][0], kv[0]))[:64]
+        labels = {k: c for k, (_, c) in best if c.method != "identity" or entry["default"]}
+        if entry["default"] is not None or labels:
+            out_tiers[tier] = TierCalibration(default=entry["default"], labels=labels)
+    if routing is None and not out_tiers:
+        return None
+    return Calibration(routing=routing, tiers=out_tiers)
+
+
+def on_calibrated_scale(
+    records: Sequence[OutcomeRecord], cal: Calibration | None
+) -> list[OutcomeRecord]:
+    """Records with their raw confidences mapped through ``cal``: what the router will
+    compare thresholds with once ``cal`` is applied."""
+    if cal is None:
+        return list(records)
+    out = []
+    for r in records:
+        update: dict[str, Any] = {}
+        if r.routing_confidence is not None and cal.routing is not None:
+            update["routing_confidence"] = apply(cal.routing, r.routing_confidence)
+        if r.answer_confidence is not None and r.tier:
+            update["answer_confidence"] = calibrate_answer(
+                cal, r.tier, r.answer_label, r.answer_confidence
+            )
+        out.append(r.model_copy(update=update) if update else r)
+    return out
+
+
 def learn(
     records: Sequence[OutcomeRecord],
     config: RouterConfig,
@@ -129,7 +185,15 @@ def learn(
     held_out: float = 0.2,
     folds: int = 5,
 ) -> tuple[Proposal, list[GroupCalibration]]:
-    """Recommend thresholds, re-learn routing and replay both configurations."""
+    """Fit calibrators, recommend thresholds on the calibrated scale they make, re-learn
+    routing and replay both configurations.
+
+    The records' confidences are raw (the decision store keeps them before the current
+    calibrators). The answer calibrators are fitted on every outcome of the policy; the
+    routing calibrator on the re-learned classifier's out-of-fold confidences (that is
+    the classifier proposed). Thresholds are then recommended on confidences mapped
+    through the proposed calibration, so the revision's thresholds and calibrators go
+    together: the router compares exactly what the recommender tested."""
     mine = [
         r.model_copy(update={"policy": policy.model_name})
         for r in records
@@ -140,16 +204,39 @@ def learn(
         sid: s.domain for sid in policy.specialists if (s := config.specialist(sid)) is not None
     }
     negatives = list(policy.routing.semantic.out_of_domain_examples)
-    recs: list[Recommendation] = recommend_labels(mine, risk, spec=spec)
-    routing_rec = None
     oof: list[OutcomeRecord] = []
-    if policy.routing.semantic.enabled and len(domains) > 0 and risk.out_of_domain is not None:
+    routing_on = (
+        policy.routing.semantic.enabled and len(domains) > 0 and risk.out_of_domain is not None
+    )
+    if routing_on:
         oof = cross_fitted(older, domains, negatives, fit, folds=folds)
-        routing_rec = recommend_routing(oof, risk, spec=spec)
+    cals = calibrate_outcomes(mine)
+    if oof:
+        key = f"{policy.model_name}/routing"
+        fresh = [g for g in calibrate_outcomes(oof) if g.key == key]
+        cals = [g for g in cals if g.key != key] + fresh
+    cal = calibration_of(cals, policy)
+    recs: list[Recommendation] = recommend_labels(on_calibrated_scale(mine, cal), risk, spec=spec)
+    routing_rec = None
+    if routing_on:
+        routing_rec = recommend_routing(on_calibrated_scale(oof, cal), risk, spec=spec)
     if routing_rec is not None:
         recs.insert(0, routing_rec)
+    new_routing = cal.routing if cal is not None else None
+    old_routing = policy.calibration.routing if policy.calibration is not None else None
+    for rec in recs:  # where each proposed threshold lands on the raw scale
+        if rec.proposed is not None:
+            c = new_routing if rec.kind == "routing_threshold" else _answer_cal(cal, rec)
+            rec.raw = threshold_on_raw(c, rec.proposed) if c is not None else rec.proposed
     current_t = policy.routing.semantic.min_confidence
-    proposed_t = routing_rec.proposed if routing_rec is not None and routing_rec.ok else current_t
+    proposed_t = routing_rec.proposed if routing_rec is not None and routing_rec.ok else None
+    # Replay decides on raw classifier scores: each threshold on the raw scale of its
+    # configuration (the current calibrator, the proposed one).
+    current_raw = threshold_on_raw(old_routing, current_t) if old_routing else current_t
+    if proposed_t is None:
+        proposed_raw = current_raw
+    else:
+        proposed_raw = threshold_on_raw(new_routing, proposed_t) if new_routing else proposed_t
     cost = risk.escalation_cost_usd.get("routing")
     result = relearn(
         older,
@@ -157,8 +244,8 @@ def learn(
         domains,
         negatives,
         fit,
-        current_threshold=current_t,
-        proposed_threshold=float(proposed_t),
+        current_threshold=current_raw,
+        proposed_threshold=float(proposed_raw),
         escalation_cost=cost,
     )
     by_name = {sid: sid.split("/", 1)[-1] for sid in domains}
@@ -170,21 +257,13 @@ def learn(
         current=result.current,
         proposed=result.proposed,
         outcomes=len(mine),
+        calibration=cal,
     )
-    # Answers: calibrated on every outcome. Routing: on the re-learned classifier's
-    # out-of-fold confidences when there are some (that is the classifier proposed).
-    cals = calibrate_outcomes(mine)
-    if oof:
-        key = f"{policy.model_name}/routing"
-        fresh = [g for g in calibrate_outcomes(oof) if g.key == key]
-        cals = [g for g in cals if g.key != key] + fresh
-    by_key = {g.key: g.fitted.calibrator for g in cals}
-    for rec in recs:  # where the proposed threshold lands on the calibrated scale
-        key = (
-            f"{policy.model_name}/routing"
-            if rec.kind == "routing_threshold"
-            else f"{policy.model_name}/answer/{rec.tier}/{rec.label}"
-        )
-        if rec.proposed is not None and key in by_key:
-            rec.calibrated = apply(by_key[key], rec.proposed)
     return proposal, cals
+
+
+def _answer_cal(cal: Calibration | None, rec: Recommendation) -> CalibratorConfig | None:
+    if cal is None or rec.tier is None or rec.tier not in cal.tiers:
+        return None
+    t = cal.tiers[rec.tier]
+    return (t.labels.get(rec.label or "") if rec.label else None) or t.default

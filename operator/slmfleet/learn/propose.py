@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..api.learning import Calibration
 from ..api.policy import LearningStatus, ReplaySummary, ThresholdProposal
 from .recommend import Recommendation
 from .replay import ReplayResult
@@ -50,7 +51,9 @@ class Proposal:
     evidence: dict[str, str] = field(default_factory=dict)
     """Recommendation key (``routing`` or ``tier/label``) -> PNG file name."""
     calibrators: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Group -> CalibratorConfig wire form, for the router (integration)."""
+    """Group -> CalibratorConfig wire form (calibration.json, every group fitted)."""
+    calibration: Calibration | None = None
+    """The ``spec.calibration`` proposed with the thresholds (None: raw confidences)."""
     created: str = field(
         default_factory=lambda: datetime.now(UTC).replace(microsecond=0).isoformat()
     )
@@ -102,6 +105,11 @@ def revise(
             assert rec.tier is not None and rec.label is not None
             if not _set_label_threshold(spec, rec.tier, rec.label, value):
                 raise ValueError(f"policy {proposal.policy} has no cascade tier {rec.tier!r}")
+    if proposal.calibration is not None:
+        # the thresholds above are on this calibration's scale: they go together
+        spec["calibration"] = proposal.calibration.wire()
+    else:
+        spec.pop("calibration", None)
     if proposal.new_negatives:
         sem = spec.setdefault("routing", {}).setdefault("semantic", {})
         sem["outOfDomainExamples"] = [*sem.get("outOfDomainExamples", []), *proposal.new_negatives]
@@ -194,7 +202,7 @@ def readme(proposal: Proposal) -> str:
         "(GitOps) or `kubectl apply -f revision.yaml`. `status.yaml` is what the operator "
         "writes to the policy's status.",
         "",
-        "| field | current | proposed | (calibrated) | target | confidence | bound | samples "
+        "| field | current | proposed | (raw) | target | confidence | bound | samples "
         "| escalation (tier) | cost / 1k req | evidence |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -202,7 +210,7 @@ def readme(proposal: Proposal) -> str:
         if not r.ok:
             continue
         lines.append(
-            f"| `{r.path}` | {_fmt(r.current)} | {_fmt(r.proposed)} | {_fmt(r.calibrated)} | "
+            f"| `{r.path}` | {_fmt(r.current)} | {_fmt(r.proposed)} | {_fmt(r.raw)} | "
             f"{r.target} | "
             f"{r.confidence:.0%} | {_fmt(r.bound)} | {r.samples} | "
             f"{_pct(r.escalation_rate_tier)} | {_fmt(r.cost_per_thousand_usd, 4)} | "

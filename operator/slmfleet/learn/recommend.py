@@ -121,6 +121,9 @@ class Recommendation:
     current_bound: float | None = None
     calibrated: float | None = None
     """The proposed threshold on the calibrated scale, when a calibrator is given."""
+    raw: float | None = None
+    """Where the proposed threshold (on the proposed calibration's scale) lands on the
+    raw confidence scale (``learn.pipeline.learn``)."""
     level: float | None = None
     """Level of each test behind ``bound`` (label thresholds: below ``confidence`` when
     several walks share it)."""

@@ -16,7 +16,8 @@ Schema version 1 (the ``record`` JSON column; the same keys in every backend)::
     tokens: {input, output, reasoning},
     latency_ms: {total, router, upstream},
     cost_usd, truncated, budget: {degraded, exceeded}, review: {queue, case_id},
-    prompt / answer: absent (content off) | {sha256, chars} | {text, chars, cut}
+    prompt / answer / routing_text: absent (content off) | {sha256, chars} |
+                                    {text, chars, cut}
 
 ``confidence`` and ``answer_confidence`` are what the router compared (calibrated when
 the policy has calibrators); ``raw_confidence`` / ``raw_answer_confidence``, present
@@ -124,11 +125,13 @@ class DecisionRecord:
     case_id: str | None = None
     prompt: str | None = None
     answer: str | None = None
+    routing_text: str | None = None
+    """The text the classifier routed on (what the learning loop learns examples from)."""
     content: ContentPolicy | None = None
 
     def size_hint(self) -> int:
         """Characters of text this record holds on to (the writer's byte budget)."""
-        return 512 + len(self.prompt or "") + len(self.answer or "")
+        return 512 + len(self.prompt or "") + len(self.answer or "") + len(self.routing_text or "")
 
 
 def attempts_from_escalations(
@@ -187,6 +190,7 @@ def record_from_decision(
     content: ContentPolicy | None = None,
     prompt: str | None = None,
     answer: str | None = None,
+    routing_text: str | None = None,
     kind: str = "chat",
     stream: bool = False,
     route_scores: Mapping[str, float] | None = None,
@@ -255,6 +259,7 @@ def record_from_decision(
         case_id=case_id,
         prompt=prompt if keep else None,
         answer=answer if keep else None,
+        routing_text=routing_text if keep else None,
         content=content if keep else None,
     )
 
@@ -331,7 +336,8 @@ def record_json(r: DecisionRecord, hash_key: bytes = b"") -> dict[str, Any]:
     if r.review_queue or r.case_id:
         out["review"] = {"queue": r.review_queue, "case_id": r.case_id}
     if r.content is not None:
-        for name, text in (("prompt", r.prompt), ("answer", r.answer)):
+        texts = (("prompt", r.prompt), ("answer", r.answer), ("routing_text", r.routing_text))
+        for name, text in texts:
             value = content_field(text, r.content, hash_key)
             if value is not None:
                 out[name] = value
