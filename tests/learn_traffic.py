@@ -97,8 +97,9 @@ def labelled(seed: int = 0) -> list[tuple[str, str | None, str | None]]:
     return out
 
 
-def manifests(namespace: str = "shop") -> list[dict[str, Any]]:
-    """Specialists named like the shared Triton's stand-in models, and a policy over them."""
+def manifests(namespace: str = "shop", **policy_spec: Any) -> list[dict[str, Any]]:
+    """Specialists named like the shared Triton's stand-in models, and a policy over them
+    (``policy_spec``: more fields of its spec, e.g. decisionLog)."""
 
     def specialist(name: str, examples: dict[str, list[str]] | None, desc: str) -> dict[str, Any]:
         spec: dict[str, Any] = {"model": {"uri": f"pvc://models/{name}", "backend": "python"}}
@@ -135,6 +136,7 @@ def manifests(namespace: str = "shop") -> list[dict[str, Any]]:
                 {"name": "large", "specialist": "generalist"},
             ],
             "fallback": {"onUnknownDomain": "large"},
+            **policy_spec,
         },
     }
     return [
@@ -145,9 +147,9 @@ def manifests(namespace: str = "shop") -> list[dict[str, Any]]:
     ]
 
 
-def write_manifests(folder: Path, namespace: str = "shop") -> Path:
+def write_manifests(folder: Path, namespace: str = "shop", **policy_spec: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    docs = manifests(namespace)
+    docs = manifests(namespace, **policy_spec)
     (folder / "specialists.yaml").write_text(
         "# the shop's specialists\n" + yaml.safe_dump_all(docs[:3], sort_keys=False)
     )
