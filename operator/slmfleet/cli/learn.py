@@ -141,12 +141,9 @@ def cmd_calibrate(args: argparse.Namespace, say: Say) -> int:
 
 
 def _fit(no_embed: bool):
-    from ..router.classify import DomainClassifier
+    from ..learn.pipeline import router_fit
 
-    def fit(domains, negatives):
-        return DomainClassifier.fit(domains, negatives=tuple(negatives), embed=not no_embed)
-
-    return fit
+    return router_fit(embed=not no_embed)
 
 
 def cmd_learn(args: argparse.Namespace, say: Say) -> int:

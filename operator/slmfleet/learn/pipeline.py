@@ -111,6 +111,21 @@ def threshold_diagram(rec: Recommendation, out: Path) -> Path:
 Fit = Callable[[Mapping[str, DomainConfig], Sequence[str]], Any]
 
 
+def router_fit(*, embed: bool = True) -> Fit:
+    """The classifier the router fits (``snapshot.default_classifier_factory``: staged,
+    MiniLM + TF-IDF), so replayed decisions and proposed thresholds are on its scale;
+    ``embed=False``: TF-IDF only (no embedding model installed)."""
+    from ..router.classify import DomainClassifier
+    from ..router.snapshot import default_classifier_factory
+
+    def fit(domains: Mapping[str, DomainConfig], negatives: Sequence[str]) -> Any:
+        if not embed:
+            return DomainClassifier.fit(domains, negatives=tuple(negatives), embed=False)
+        return default_classifier_factory(domains, tuple(negatives))
+
+    return fit
+
+
 def find_policy(config: RouterConfig, name: str) -> PolicyConfig:
     for p in config.policies:
         if name in (p.model_name, p.id, p.id.split("/", 1)[-1]):
