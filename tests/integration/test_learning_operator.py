@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import yaml
 
 from slmfleet.cli.main import main
 from slmfleet.learn.store_outcomes import StoreOutcomes
@@ -128,4 +127,3 @@ def test_operator_proposes_in_the_status_and_never_changes_the_spec(
     # proposed, never applied: the spec is as the user wrote it
     assert body["spec"] == applied["spec"]
     assert "calibration" not in body["spec"]
-    print(yaml.safe_dump(status, sort_keys=False))

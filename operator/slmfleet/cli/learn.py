@@ -203,10 +203,15 @@ def cmd_learn(args: argparse.Namespace, say: Say) -> int:
 
 def report(p: Any, say: Say) -> None:
     say(f"RouterPolicy {p.policy}: {p.outcomes} labelled outcomes")
+    if p.calibration is not None:
+        say("  propose spec.calibration (thresholds below are on its calibrated scale)")
     for r in p.recommendations:
         if r.ok:
+            raw = (
+                f", raw {r.raw:.3f}" if r.raw is not None and abs(r.raw - r.proposed) > 5e-4 else ""
+            )
             say(
-                f"  propose {r.path} = {r.proposed:.3f} (now {_f(r.current)}): {r.target} "
+                f"  propose {r.path} = {r.proposed:.3f} (now {_f(r.current)}{raw}): {r.target} "
                 f"with {r.confidence:.0%} confidence, bound {r.bound:.3f}, n={r.samples}, "
                 f"escalates {_pct(r.escalation_rate_tier)} of the tier"
             )
@@ -215,7 +220,7 @@ def report(p: Any, say: Say) -> None:
     for r in (p.current, p.proposed):
         if r is not None:
             say(
-                f"  replay {r.name:<8} threshold {r.threshold:.3f}: {r.requests} held-out "
+                f"  replay {r.name:<8} raw threshold {r.threshold:.3f}: {r.requests} held-out "
                 f"requests, in-scope {r.in_scope_accuracy:.1%}, out-of-domain recall "
                 f"{_pct(r.ood_recall)}, escalation {r.escalation_rate:.1%}"
             )

@@ -36,7 +36,7 @@ import numpy as np
 from ..api.policy import RouterPolicySpec
 from .bounds import cp_lower, cp_upper, samples_for_lower, samples_for_upper
 from .calibrator import CalibratorConfig, apply
-from .outcomes import OutcomeRecord
+from .outcomes import OUT_OF_DOMAIN, OutcomeRecord
 from .risk import RiskSpec
 
 GRID = 0.005
@@ -325,13 +325,17 @@ def recommend_routing(
     if risk.out_of_domain is None:
         return None
     target, level = risk.out_of_domain.min_recall, risk.confidence
+    # the known route: a true route, or one a positive rating confirmed (feedback gives
+    # in-domain requests no true route, only a verdict)
     rows = [
         r
         for r in records
-        if r.routing_confidence is not None and r.out_of_domain is not None and r.classified
+        if r.routing_confidence is not None and r.known_route is not None and r.classified
     ]
-    ood = np.array([r.routing_confidence for r in rows if r.out_of_domain], dtype=float)
-    ind_rows = [r for r in rows if not r.out_of_domain]
+    ood = np.array(
+        [r.routing_confidence for r in rows if r.known_route == OUT_OF_DOMAIN], dtype=float
+    )
+    ind_rows = [r for r in rows if r.known_route != OUT_OF_DOMAIN]
     ind = np.array([r.routing_confidence for r in ind_rows], dtype=float)
     ind_right = np.array([bool(r.routed_correctly) for r in ind_rows], dtype=bool)
     current = spec.routing.semantic.min_confidence if spec is not None else None
