@@ -123,6 +123,11 @@ def test_operator_proposes_in_the_status_and_never_changes_the_spec(
     assert status["learning"]["learnedOutOfDomainExamples"] > 0
     paths = {p["path"] for p in status["thresholdProposals"]}
     assert "spec.routing.semantic.minConfidence" in paths
+    # proposed on the scale of the calibration proposed with them, raw value alongside
+    cal = status["learning"]["calibration"]
+    assert cal["routing"]["method"] != "identity"
+    routing = next(p for p in status["thresholdProposals"] if "label" not in p)
+    assert routing["raw"] != routing["proposed"]
     assert all("evidence" not in p for p in status["thresholdProposals"])
     # proposed, never applied: the spec is as the user wrote it
     assert body["spec"] == applied["spec"]

@@ -367,6 +367,9 @@ class ThresholdProposal(KubeModel):
     """Expected escalation cost per 1,000 requests."""
     evidence: str | None = Field(default=None, max_length=512)
     """Where the evidence is (the revision's PNG and report)."""
+    raw: float | None = None
+    """The proposed threshold on the raw confidence scale, when it is proposed on the
+    scale of a proposed calibration (status.learning.calibration)."""
 
 
 class ReplaySummary(KubeModel):
@@ -403,6 +406,9 @@ class LearningStatus(KubeModel):
     """The revision, replayed on the same requests."""
     refusals: list[str] = Field(default_factory=list, max_length=64)
     """Targets no threshold could be proposed for yet, and why."""
+    calibration: Calibration | None = None
+    """The spec.calibration proposed with the thresholds: they are on its scale, so they
+    are applied together (slmfleet learn writes both into the revision)."""
 
 
 class RouterPolicyStatus(KubeModel):

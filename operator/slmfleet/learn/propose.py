@@ -145,6 +145,7 @@ def threshold_proposals(proposal: Proposal) -> list[ThresholdProposal]:
                 escalation_rate=_r(rec.escalation_rate_tier),
                 cost_per_thousand_usd=_r(rec.cost_per_thousand_usd, 6),
                 evidence=proposal.evidence.get(key_of(rec)),
+                raw=None if rec.raw is None else round(rec.raw, 4),
             )
         )
     return out
@@ -179,6 +180,7 @@ def status_patch(proposal: Proposal) -> dict[str, Any]:
         refusals=[f"{r.path}: {r.refused}"[:1024] for r in proposal.recommendations if r.refused][
             :64
         ],
+        calibration=proposal.calibration,
     )
     return {
         "status": {
