@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 def fill_store(url: str, model: str, namespace: str, *, seed: int = 5) -> int:
     """Logged decisions of policy ``model`` with client feedback, as the router writes
     them with decisionLog content full: 9 in 10 in-domain requests routed right (their
-    answers right, confident), the rest misrouted (wrong, less confident); off-topic
+    answers right, confident), the rest misrouted (the other specialist's label, wrong,
+    less confident); off-topic
     requests escalated to the large tier and marked out_of_domain by feedback."""
     store = open_store(url)
     full = ContentPolicy(content="full")
@@ -44,12 +45,13 @@ def fill_store(url: str, model: str, namespace: str, *, seed: int = 5) -> int:
                 right = i % 10 != 0
                 truth = f"{namespace}/{spec}"
                 other = f"{namespace}/domain-{'shipping' if 'billing' in spec else 'billing'}"
+                wrong = "tracking" if "billing" in spec else "invoice"  # the other's label
                 rec = DecisionRecord(
                     request_id=rid, time=now + i, policy=model,
                     route=truth if right else other, route_source="classifier",
                     routing_confidence=0.9 if right else 0.5, tier="routed",
                     target=truth if right else other,
-                    answer=f"{label}: done" if right else "other: hmm",
+                    answer=f"{label}: done" if right else f"{wrong}: done",
                     answer_confidence=0.95 if right else 0.55,
                     routing_text=text, content=full, cost_usd=0.0001,
                 )  # fmt: skip

@@ -15,9 +15,9 @@ operator only ever *proposes* (``status.thresholdProposals``, ``status.learning`
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from .base import KubeModel, cel
 
@@ -81,6 +81,14 @@ class CalibratorConfig(KubeModel):
     """Isotonic: calibrated probabilities at knotsX, non-decreasing."""
     samples: int = Field(default=0, ge=0)
     """Outcomes it was fitted on."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_knots(self, handler: Any) -> Any:
+        out = handler(self)
+        for key in ("knotsX", "knotsY", "knots_x", "knots_y"):
+            if isinstance(out, dict) and out.get(key) == []:
+                del out[key]
+        return out
 
     @model_validator(mode="after")
     def _complete(self) -> CalibratorConfig:
