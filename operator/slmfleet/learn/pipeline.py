@@ -4,6 +4,7 @@ outcomes in, calibrations, recommendations, a re-learned classifier and a propos
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import DomainConfig, PolicyConfig, RouterConfig
 from . import diagram
 from .calibrate import MIN_SAMPLES, Fitted, fit_best
-from .calibrator import apply, calibrate_answer, threshold_on_raw
+from .calibrator import apply, threshold_on_raw
 from .outcomes import OutcomeRecord
 from .propose import Proposal, key_of
 from .recommend import Recommendation, recommend_labels, recommend_routing
@@ -100,10 +101,10 @@ def threshold_diagram(rec: Recommendation, out: Path) -> Path:
     name = "threshold-" + key_of(rec).replace("/", "-") + ".png"
     return diagram.threshold_png(
         out / name,
-        f"{rec.path} ({rec.samples} outcomes)",
+        f"{rec.path} ({rec.samples} outcomes; raw confidence)",
         ts,
         series,
-        chosen=rec.proposed,
+        chosen=rec.raw if rec.raw is not None else rec.proposed,
         target=target,
     )
 
@@ -169,26 +170,6 @@ def calibration_of(cals: Sequence[GroupCalibration], policy: PolicyConfig) -> Ca
     return Calibration(routing=routing, tiers=out_tiers)
 
 
-def on_calibrated_scale(
-    records: Sequence[OutcomeRecord], cal: Calibration | None
-) -> list[OutcomeRecord]:
-    """Records with their raw confidences mapped through ``cal``: what the router will
-    compare thresholds with once ``cal`` is applied."""
-    if cal is None:
-        return list(records)
-    out = []
-    for r in records:
-        update: dict[str, Any] = {}
-        if r.routing_confidence is not None and cal.routing is not None:
-            update["routing_confidence"] = apply(cal.routing, r.routing_confidence)
-        if r.answer_confidence is not None and r.tier:
-            update["answer_confidence"] = calibrate_answer(
-                cal, r.tier, r.answer_label, r.answer_confidence
-            )
-        out.append(r.model_copy(update=update) if update else r)
-    return out
-
-
 def learn(
     records: Sequence[OutcomeRecord],
     config: RouterConfig,
@@ -200,15 +181,18 @@ def learn(
     held_out: float = 0.2,
     folds: int = 5,
 ) -> tuple[Proposal, list[GroupCalibration]]:
-    """Fit calibrators, recommend thresholds on the calibrated scale they make, re-learn
-    routing and replay both configurations.
+    """Fit calibrators, recommend thresholds, re-learn routing and replay both
+    configurations.
 
     The records' confidences are raw (the decision store keeps them before the current
     calibrators). The answer calibrators are fitted on every outcome of the policy; the
     routing calibrator on the re-learned classifier's out-of-fold confidences (that is
-    the classifier proposed). Thresholds are then recommended on confidences mapped
-    through the proposed calibration, so the revision's thresholds and calibrators go
-    together: the router compares exactly what the recommender tested."""
+    the classifier proposed). Thresholds are recommended on the raw confidences (the
+    grid and the bounds as tested) and then expressed on the proposed calibration's
+    scale: ``on_scale`` maps each up, so the router, comparing calibrated values,
+    accepts exactly the requests the recommender tested (or, where a calibrator is
+    flat, a subset). The revision carries both.
+    """
     mine = [
         r.model_copy(update={"policy": policy.model_name})
         for r in records
@@ -231,27 +215,27 @@ def learn(
         fresh = [g for g in calibrate_outcomes(oof) if g.key == key]
         cals = [g for g in cals if g.key != key] + fresh
     cal = calibration_of(cals, policy)
-    recs: list[Recommendation] = recommend_labels(on_calibrated_scale(mine, cal), risk, spec=spec)
+    recs: list[Recommendation] = recommend_labels(mine, risk, spec=spec)
     routing_rec = None
     if routing_on:
-        routing_rec = recommend_routing(on_calibrated_scale(oof, cal), risk, spec=spec)
+        routing_rec = recommend_routing(oof, risk, spec=spec)
     if routing_rec is not None:
         recs.insert(0, routing_rec)
     new_routing = cal.routing if cal is not None else None
     old_routing = policy.calibration.routing if policy.calibration is not None else None
-    for rec in recs:  # where each proposed threshold lands on the raw scale
+    for rec in recs:  # the raw threshold tested, on the calibrated scale
         if rec.proposed is not None:
             c = new_routing if rec.kind == "routing_threshold" else _answer_cal(cal, rec)
-            rec.raw = threshold_on_raw(c, rec.proposed) if c is not None else rec.proposed
+            served = on_scale(c, rec.proposed)
+            # what the router will do: the smallest raw value reaching the served one
+            rec.raw = threshold_on_raw(c, served) if c is not None else rec.proposed
+            rec.proposed = served
     current_t = policy.routing.semantic.min_confidence
-    proposed_t = routing_rec.proposed if routing_rec is not None and routing_rec.ok else None
     # Replay decides on raw classifier scores: each threshold on the raw scale of its
     # configuration (the current calibrator, the proposed one).
     current_raw = threshold_on_raw(old_routing, current_t) if old_routing else current_t
-    if proposed_t is None:
-        proposed_raw = current_raw
-    else:
-        proposed_raw = threshold_on_raw(new_routing, proposed_t) if new_routing else proposed_t
+    ok = routing_rec is not None and routing_rec.ok and routing_rec.raw is not None
+    proposed_raw = routing_rec.raw if ok else current_raw
     cost = risk.escalation_cost_usd.get("routing")
     result = relearn(
         older,
@@ -275,6 +259,23 @@ def learn(
         calibration=cal,
     )
     return proposal, cals
+
+
+#: Decimals of a proposed threshold (the calibrated scale can be steep: 4 are too few).
+DECIMALS = 6
+
+
+def on_scale(c: CalibratorConfig | None, raw: float) -> float:
+    """A raw threshold on ``c``'s calibrated scale, rounded *up* to ``DECIMALS``: every
+    calibrator is monotone, so ``calibrated >= on_scale(c, t)`` accepts no request that
+    ``raw >= t`` rejects (where a steep calibrator squeezes values below the last
+    decimal, it accepts fewer)."""
+    value = raw if c is None else apply(c, raw)
+    unit = 10**DECIMALS
+    k = math.ceil(value * unit)
+    if (k - 1) / unit >= value:  # float noise above an exact decimal
+        k -= 1
+    return min(1.0, k / unit)
 
 
 def _answer_cal(cal: Calibration | None, rec: Recommendation) -> CalibratorConfig | None:

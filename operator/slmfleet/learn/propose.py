@@ -98,7 +98,7 @@ def revise(
     for rec in proposal.recommendations:
         if not rec.ok or rec.proposed is None:
             continue
-        value = round(rec.proposed, 4)
+        value = round(rec.proposed, 6)
         if rec.kind == "routing_threshold":
             spec.setdefault("routing", {}).setdefault("semantic", {})["minConfidence"] = value
         else:
@@ -137,7 +137,7 @@ def threshold_proposals(proposal: Proposal) -> list[ThresholdProposal]:
                 label=rec.label,
                 path=rec.path,
                 current=rec.current,
-                proposed=round(rec.proposed, 4),
+                proposed=round(rec.proposed, 6),
                 samples=rec.samples,
                 target=rec.target,
                 bound=None if rec.bound is None else round(rec.bound, 4),
