@@ -145,8 +145,8 @@ def markdown(r: dict, *, shots: int) -> list[str]:
         f"These settings took {r['seconds']} s on one pinned core; 1-minute load average "
         f"{r.get('load_average_1m_start', '?')} at their start, "
         f"{r.get('load_average_1m_end', '?')} at their end (2 cores shared with other work). "
-        "Quality figures are deterministic (two runs gave the same numbers); timings are "
-        "upper bounds.",
+        "Quality figures are deterministic (fixed splits and seeds); timings are upper "
+        "bounds.",
         "",
     ]
     return lines
