@@ -211,7 +211,7 @@ def report(p: Any, say: Say) -> None:
                 f", raw {r.raw:.3f}" if r.raw is not None and abs(r.raw - r.proposed) > 5e-4 else ""
             )
             say(
-                f"  propose {r.path} = {r.proposed:.3f} (now {_f(r.current)}{raw}): {r.target} "
+                f"  propose {r.path} = {r.proposed:.6g} (now {_f(r.current)}{raw}): {r.target} "
                 f"with {r.confidence:.0%} confidence, bound {r.bound:.3f}, n={r.samples}, "
                 f"escalates {_pct(r.escalation_rate_tier)} of the tier"
             )
