@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from .base import Condition, KubeModel, LabelSelector, SecretKeyRef, cel, list_map
-from .learning import Calibration, LearningSpec
+from .learning import Calibration, LearningSpec, LearningStatus, ThresholdProposal
 from .names import DnsLabel, Identifier, ModelName, SpecialistName
 from .regex import Re2Pattern
 from .rollout import Rollout
@@ -337,78 +337,6 @@ class ResolvedTarget(KubeModel):
     """Whether it is Ready."""
     scaled_to_zero: bool | None = None
     """True while no replica runs by design (min 0, idle): a request starts one."""
-
-
-class ThresholdProposal(KubeModel):
-    """A threshold the observed outcomes support, with its evidence (``slmfleet learn``)."""
-
-    tier: str | None = Field(default=None, max_length=63)
-    """Cascade tier (absent for the routing threshold)."""
-    label: str | None = Field(default=None, max_length=253)
-    """Label, for a per-label threshold."""
-    path: str | None = Field(default=None, max_length=512)
-    """The spec field the proposal sets, e.g. spec.routing.semantic.minConfidence."""
-    current: float | None = None
-    """Threshold in the spec."""
-    proposed: float
-    """Threshold the observed outcomes suggest."""
-    samples: int = 0
-    """Outcomes the proposal is based on."""
-    target: str | None = Field(default=None, max_length=256)
-    """The stated risk it meets, e.g. error rate among accepted <= 3%."""
-    bound: float | None = None
-    """Clopper-Pearson bound at the proposed threshold: upper for an error rate, lower
-    for an out-of-domain recall."""
-    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Probability with which the target holds."""
-    escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Fraction of the tier's traffic it escalates."""
-    cost_per_thousand_usd: float | None = Field(default=None, ge=0.0)
-    """Expected escalation cost per 1,000 requests."""
-    evidence: str | None = Field(default=None, max_length=512)
-    """Where the evidence is (the revision's PNG and report)."""
-    raw: float | None = None
-    """The proposed threshold on the raw confidence scale, when it is proposed on the
-    scale of a proposed calibration (status.learning.calibration)."""
-
-
-class ReplaySummary(KubeModel):
-    """A configuration replayed on held-out logged traffic."""
-
-    threshold: float
-    """Routing threshold replayed."""
-    requests: int = 0
-    """Held-out requests replayed."""
-    escalation_rate: float = 0.0
-    """Fraction escalated by routing."""
-    in_scope_accuracy: float = 0.0
-    """In-domain requests routed right and not escalated."""
-    out_of_domain_recall: float | None = None
-    """Out-of-domain requests escalated."""
-    cost_per_thousand_usd: float | None = None
-    """Observed cost per 1,000 requests at the replayed routes."""
-
-
-class LearningStatus(KubeModel):
-    """What the last learning run found and proposes (applied only by a human or GitOps)."""
-
-    proposed_at: str | None = Field(default=None, max_length=64)
-    """RFC 3339 time of the run."""
-    outcomes: int = 0
-    """Labelled outcomes read."""
-    learned_examples: int = 0
-    """New domain examples proposed (over all specialists)."""
-    learned_out_of_domain_examples: int = 0
-    """New out-of-domain examples proposed."""
-    current: ReplaySummary | None = None
-    """The policy as it is, replayed."""
-    proposed: ReplaySummary | None = None
-    """The revision, replayed on the same requests."""
-    refusals: list[str] = Field(default_factory=list, max_length=64)
-    """Targets no threshold could be proposed for yet, and why."""
-    calibration: Calibration | None = None
-    """The spec.calibration proposed with the thresholds: they are on its scale, so they
-    are applied together (slmfleet learn writes both into the revision)."""
 
 
 class RouterPolicyStatus(KubeModel):

@@ -20,8 +20,7 @@ from typing import Any
 
 import yaml
 
-from ..api.learning import Calibration
-from ..api.policy import LearningStatus, ReplaySummary, ThresholdProposal
+from ..api.learning import Calibration, LearningStatus, ReplaySummary, ThresholdProposal
 from .recommend import Recommendation
 from .replay import ReplayResult
 
