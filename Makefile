@@ -71,6 +71,8 @@ bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/classifier_cost.py
 	$(PY) benchmarks/router_spread.py
 	$(PY) benchmarks/operator_scale.py
+	$(PY) benchmarks/ledger_load.py
+	$(PY) benchmarks/budget_routers.py
 	$(PY) benchmarks/decision_log.py
 	$(PY) benchmarks/decision_log_overhead.py
 	$(PY) benchmarks/autoscale_economics.py

@@ -8,6 +8,7 @@ set -euo pipefail
 NEEDS=(
   "openssl openssl"                              # service-account keys of the local API server
   "lua5.4 lua5.4"                                # the Argo CD health checks the examples ship
+  "redis-server redis-server"                    # the shared spend ledger (budget tests)
   "pg_ctlcluster postgresql"                     # the decision store's PostgreSQL tests
   "runuser util-linux"                           # PostgreSQL refuses root: tests run it as postgres
   "chromium chromium"                            # the reviewer console's browser tests

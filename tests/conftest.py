@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.triton",
     "tests.fixtures.hostile",
+    "tests.fixtures.redis",
     "tests.fixtures.postgres",
     "tests.fixtures.jaeger",
 ]

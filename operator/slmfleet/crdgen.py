@@ -158,6 +158,8 @@ KINDS: list[dict[str, Any]] = [
         "columns": [
             {"name": "Ready", "type": "string", "jsonPath": CONDITION_READY},
             {"name": "State", "type": "string", "jsonPath": ".status.state"},
+            {"name": "Step", "type": "string", "jsonPath": ".status.step"},
+            {"name": "Percent", "type": "integer", "jsonPath": ".status.percent"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     },

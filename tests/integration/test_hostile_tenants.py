@@ -315,5 +315,11 @@ def test_only_the_router_reaches_triton(hostile_fleet):
 
 def test_the_operator_stays_live(hostile_fleet):
     probe = hostile_fleet.operator.probe()
-    assert set(probe["loops"]) == {"fleet", "specialist-status", "specialist-retry", "autoscaler"}
+    assert set(probe["loops"]) == {
+        "fleet",
+        "specialist-status",
+        "specialist-retry",
+        "budget-status",
+        "autoscaler",
+    }
     assert all(loop["running"] for loop in probe["loops"].values())

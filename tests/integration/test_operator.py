@@ -149,6 +149,23 @@ def test_policy_budget_and_router_config(kube, operator, namespace):
     assert pol.budgets == [f"{ns}/team"]
     assert config.specialist(f"{ns}/orders").ready is True
     assert kube.get("budget.slmfleet.io", "team", ns)["status"]["policies"] == [f"support-{ns}"]
+    # The budget status loop reads the shared ledger: nothing spent yet, state Ok.
+    wait_for(
+        lambda: (kube.get("budget.slmfleet.io", "team", ns)["status"]).get("state") == "Ok",
+        15,
+        "Budget state from the ledger",
+    )
+    budget = kube.get("budget.slmfleet.io", "team", ns)["status"]
+    assert budget["spend"] == [
+        {"window": "1h", "spentUsd": 0.0, "reservedUsd": 0.0, "spentTokens": 0,
+         "reservedTokens": 0, "percent": 0, "limitUsd": 40.0}
+    ]  # fmt: skip
+    conds = {c["type"]: c["status"] for c in budget["conditions"]}
+    assert conds["Ready"] == "True" and conds["LedgerAvailable"] == "True"
+    assert conds["Exceeded"] == "False"
+    header, row = kube("get", "budget.slmfleet.io", "team", "-n", ns).splitlines()
+    assert header.split()[:5] == ["NAME", "READY", "STATE", "STEP", "PERCENT"]
+    assert row.split()[:4] == ["team", "True", "Ok", "0"]  # no step: an empty column
 
     # A policy naming a missing specialist says so, and the router config follows.
     kube(

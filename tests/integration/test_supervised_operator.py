@@ -67,6 +67,7 @@ def test_a_failing_fleet_loop_is_restarted_and_a_stuck_loop_turns_liveness_red(
             "fleet",
             "specialist-status",
             "specialist-retry",
+            "budget-status",
             "autoscaler",
             "stuck",
         }

@@ -3,7 +3,9 @@ openai client, and Ctrl-C (SIGINT) stopping everything it started."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import os
 import queue
 import signal
@@ -18,6 +20,9 @@ import openai
 import psutil
 import pytest
 
+from slmfleet.api.routerconfig import SpendWindowConfig
+from slmfleet.budget.ledger import BudgetLimits
+from slmfleet.budget.redis_ledger import RedisLedger, RedisSettings
 from slmfleet.local.triton import free_port
 
 pytestmark = pytest.mark.integration
@@ -86,23 +91,46 @@ def up():
         u.kill()
 
 
+costs: list[float] = []
+
+
 def chat(client: openai.OpenAI, model: str, text: str):
     raw = client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": text}]
     )
+    costs.append(json.loads(raw.http_response.content)["slmfleet"]["cost_usd"])
     return raw.parse().choices[0].message.content, raw.headers
 
 
+async def read_window(url: str, budget_id: str, window: str):
+    led = RedisLedger(RedisSettings(url=url, timeout_s=2.0))
+    try:
+        read = await led.read(
+            [BudgetLimits(budget_id, (SpendWindowConfig(window=window, limit_usd=1),))]
+        )
+        assert read.available, read.error
+        return read.states[(budget_id, window)]
+    finally:
+        await led.close()
+
+
 def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up, tmp_path):
+    """With --redis: the spend goes to a local redis-server, as a cluster keeps it."""
     if importlib.util.find_spec("pytriton") is None:
         pytest.skip("nvidia-pytriton (which ships tritonserver) is not installed")
     port = free_port()
-    fleet = up(str(RETAIL), "--port", str(port), "--state-dir", str(tmp_path))
+    ledger = tmp_path / "ledger"
+    costs.clear()
+    fleet = up(
+        str(RETAIL), "--port", str(port), "--state-dir", str(tmp_path),
+        "--redis", "--redis-dir", str(ledger),
+    )  # fmt: skip
     line = fleet.wait_for("slmfleet is serving at", timeout=300)
     url = line.split("serving at", 1)[1].strip()
     assert url == f"http://127.0.0.1:{port}/v1"
     out = "\n".join(fleet.lines)
     assert "Triton ready: 8 models" in out and "Router ready: classifier fitted" in out
+    ledger_url = out.split("Spend ledger: redis-server on ", 1)[1].split(",", 1)[0]
     fleet.wait_for("Press Ctrl-C to stop", timeout=10)
     printed = "\n".join(fleet.lines)
     assert "from openai import OpenAI" in printed and "curl -si" in printed
@@ -134,6 +162,7 @@ def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up, tmp_path):
         model="order-lookup", messages=[{"role": "user", "content": "hello there"}]
     )
     assert raw.http_response.status_code == 202
+    costs.append(float(raw.headers["x-slmfleet-cost-usd"]))  # its two tiers were charged
     assert raw.headers["x-slmfleet-escalations"] == (
         "extractor:validator:order-json,generalist:validator:order-json"
     )
@@ -160,6 +189,17 @@ def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up, tmp_path):
     assert fb["rating"] == 1
     assert (tmp_path / "decisions.db").is_file()
 
+    # Every answer's cost is in the shared ledger, in both windows of the retail Budget.
+    for window in ("1h", "1d"):
+        st = asyncio.run(read_window(ledger_url, "retail-support/retail-support", window))
+        for _ in range(100):  # the router settles in the background, just after answering
+            if st.reserved.nano_usd == 0:
+                break
+            time.sleep(0.05)
+            st = asyncio.run(read_window(ledger_url, "retail-support/retail-support", window))
+        assert st.spent.usd == pytest.approx(sum(costs), abs=1e-7) and st.spent.usd > 0
+        assert st.reserved.usd == 0
+
     took = fleet.interrupt(timeout=30)
     assert fleet.proc.returncode == 0, "\n".join(fleet.lines)
     assert took < 15, f"stopping took {took:.1f}s"
@@ -168,6 +208,7 @@ def test_up_serves_the_retail_fleet_and_stops_on_ctrl_c(up, tmp_path):
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
     with pytest.raises(openai.APIConnectionError):
         client.models.list()
+    assert list(ledger.glob("**/*.aof*"))  # redis-server flushed its AOF when it stopped
 
 
 def test_up_cluster_goes_ready_and_tears_down(up):

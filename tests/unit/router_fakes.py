@@ -3,11 +3,10 @@ classifier, a small config, and shortcuts to run one request through the engine.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
-from slmfleet.api.budget import SpendWindow
-from slmfleet.api.routerconfig import RouterConfig
+from slmfleet.api.routerconfig import RouterConfig, SpendWindowConfig
+from slmfleet.budget.ledger import BudgetLimits
 from slmfleet.router.engine import Decision, Engine
 from slmfleet.router.errors import RouterError
 from slmfleet.router.external import ExternalClients
@@ -16,12 +15,23 @@ from slmfleet.router.snapshot import build_snapshot
 from slmfleet.router.triton import Piece
 
 
+def counted(text, conf, prompt, counts):
+    """A piece as the stand-ins send it: with ``counts`` (the router asked), one output
+    token per delta and the prompt's words as its input tokens."""
+    if not counts:
+        return Piece(text, conf)
+    return Piece(text, conf, output_tokens=1, input_tokens=len(prompt.split()))
+
+
 class FakePool:
     """Scripted upstream: model name -> list of deltas, a callable making them, or an
-    exception. Records each call (model, prompt, sampling) and its timeout."""
+    exception. Records each call (model, prompt, sampling) and its timeout. Like a
+    backend, it generates at most ``max_tokens`` deltas, and reports token counts like
+    the stand-ins when asked (``counts``), unless ``counts=False``."""
 
-    def __init__(self, script):
+    def __init__(self, script, *, counts=True):
         self.script = script
+        self.report_counts = counts
         self.calls: list[tuple[str, str, dict]] = []
         self.timeouts: list[float] = []
         self.shared: list[bool] = []
@@ -39,8 +49,10 @@ class FakePool:
             out = out(prompt, sampling)
         if isinstance(out, Exception):
             raise out
+        if isinstance(sampling.get("max_tokens"), int):
+            out = out[: sampling["max_tokens"]]
         for text, conf in out:
-            yield Piece(text, conf)
+            yield counted(text, conf, prompt, self.report_counts and kw.get("counts"))
 
     def load(self, endpoint, model=""):
         return self.loads.get(endpoint, (1, 0))
@@ -59,14 +71,14 @@ class PartialPool(FakePool):
         super().__init__({})
         self.pieces, self.exc = pieces, exc
 
-    async def _gen(self):
+    async def _gen(self, prompt, counts):
         for p in self.pieces:
-            yield Piece(p, None)
+            yield counted(p, None, prompt, counts)
         raise self.exc
 
-    def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **_):
+    def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **kw):
         self.calls.append((model, prompt, dict(sampling)))
-        return self._gen()
+        return self._gen(prompt, self.report_counts and kw.get("counts"))
 
 
 class KeywordClassifier:
@@ -96,7 +108,12 @@ def spec(name, model, **kw):
     }
 
 
-TINY = [{"window": "1h", "limitUsd": 0.00001, "action": "reject"}]
+#: A window that admits one small request and refuses the next. Reservations hold the
+#: worst case, so spend budgets come with an output cap: with maxOutputTokens 8 at
+#: specialist a's prices (1 in, 2 out per million), a short prompt reserves < $0.00005
+#: and a call settles ~$0.00002 (the test engine counts bytes: the ByteBound counter).
+TINY = [{"window": "1h", "limitUsd": 0.00005, "action": "reject"}]
+CAP8 = {"maxOutputTokens": 8}
 
 CONFIG = {
     "specialists": [
@@ -140,7 +157,7 @@ CONFIG = {
     ],
     "budgets": [
         {"id": "ns/bud", "perRequest": {"maxReasoningTokens": 2, "answerTokens": 3}},
-        {"id": "ns/cash", "spend": TINY},
+        {"id": "ns/cash", "spend": TINY, "perRequest": CAP8},
     ],
 }
 
@@ -170,7 +187,7 @@ def one_tier(name, sid, **kw):
 
 MONEY = cfg_with(
     policies=[one_tier("money", "ns/a", budgets=["ns/cash"])],
-    budgets=[{"id": "ns/cash", "spend": TINY}],
+    budgets=[{"id": "ns/cash", "spend": TINY, "perRequest": CAP8}],
 )
 
 
@@ -194,9 +211,18 @@ async def run(engine, snap, content, model="p", emit=None, **extra):
         raise
 
 
+def window_state(engine, budget_id, window="1h"):
+    """A window of the engine's (in-process) ledger, as it is now."""
+    limits = BudgetLimits(budget_id, (SpendWindowConfig(window=window, limit_usd=1),))
+    return engine.accounting.ledger.view([limits])[(budget_id, window)]
+
+
 def spent(engine, budget_id, window="1h"):
-    w = engine.accounting.window(budget_id, SpendWindow(window=window, limit_usd=1, action="alert"))
-    return w.total(time.time())
+    return window_state(engine, budget_id, window).spent.usd
+
+
+def held(engine, budget_id, window="1h"):
+    return window_state(engine, budget_id, window).reserved.usd
 
 
 class Clock:

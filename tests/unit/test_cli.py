@@ -37,6 +37,18 @@ def test_parser_defaults_and_flags():
         M.build_parser().parse_args([])
 
 
+def test_redis_flag_picks_the_ledger_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    parse = M.build_parser().parse_args
+    assert M.ledger_dir(parse(["up", "examples/retail-support"])) is None  # in-process
+    default = M.ledger_dir(parse(["up", "--redis", "examples/retail-support"]))
+    assert default == tmp_path / ".cache" / "slmfleet" / "ledger" / "retail-support"
+    named = parse(["up", "--redis", "--namespace", "shop", "x"])
+    assert M.ledger_dir(named).name == "shop"
+    chosen = parse(["up", "--redis", "--redis-dir", str(tmp_path / "l"), "x"])
+    assert M.ledger_dir(chosen) == tmp_path / "l"
+
+
 def test_usage_text_is_runnable_python_and_curl():
     text = M.usage_text("http://127.0.0.1:8080/v1", "retail-support", 'where\'s my "parcel"?')
     python = "\n".join(

@@ -144,7 +144,18 @@ def closure(names: set[str]) -> set[str]:
 
 
 #: Imported when present, inside try/except, by aiohttp/urllib3/httpx: not requirements.
-OPTIONAL = {"brotli", "brotlicffi", "zstandard", "h2"}
+#: And by redis-py's observability hooks (OpenTelemetry, whose SDK tries psutil) when
+#: the router's tracing extras happen to be installed beside it.
+OPTIONAL = {
+    "brotli",
+    "brotlicffi",
+    "zstandard",
+    "h2",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-semantic-conventions",
+    "psutil",
+}
 
 
 def module_owners() -> dict[str, str]:

@@ -146,7 +146,7 @@ class Hanging(FakePool):
     async def stream(self, endpoint, model, prompt, sampling, *, timeout_s, request_id="", **kw):
         self.calls.append((model, prompt, dict(sampling)))
         try:
-            yield Piece("partial ", 0.99)
+            yield Piece("partial ", 0.99, output_tokens=1, input_tokens=len(prompt.split()))
             await asyncio.Event().wait()
         finally:
             self.cancelled.set()

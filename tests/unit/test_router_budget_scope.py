@@ -6,6 +6,7 @@ import pytest
 
 from slmfleet.router.errors import RouterError
 from tests.unit.router_fakes import (
+    CAP8,
     TINY,
     cfg_with,
     make,
@@ -34,10 +35,14 @@ async def test_direct_specialist_model_is_held_to_its_budgets():
     )
     snap, pool, eng = make({"ma": words("a b c d e f g h", 0.99)}, config)
     assert {b.id for b in snap.policies["ns/a"].budgets} == {"ns/cash", "ns/caps"}
-    await run(eng, snap, "x" * 100, "ns/a")  # spends past the tiny limit
+    # Reserves 27 + 16 input (byte bound) + 2 x 2 output = $0.000047 of $0.00005, settles
+    # $0.00001: the same request again no longer fits.
+    prompt = "one two three four five six"
+    await run(eng, snap, prompt, "ns/a")
     assert pool.calls[0][2]["max_tokens"] == 2
+    assert spent(eng, "ns/cash") == pytest.approx((6 + 2 * 2) / 1e6)
     with pytest.raises(RouterError) as e:
-        await run(eng, snap, "x", "ns/a")
+        await run(eng, snap, prompt, "ns/a")
     assert e.value.status == 429 and e.value.code == "budget_exceeded"
 
 
@@ -45,24 +50,32 @@ async def test_routed_specialist_budget_rejects_and_is_charged_once():
     config = cfg_with(
         policies=[one_tier("p", "ns/a", budgets=["ns/cash"])],
         # ns/cash covers the policy and the specialist: charged once per call.
-        budgets=[{"id": "ns/cash", "spend": TINY, "specialists": ["ns/a"], "policies": ["p"]}],
+        budgets=[
+            {
+                "id": "ns/cash",
+                "spend": TINY,
+                "perRequest": CAP8,
+                "specialists": ["ns/a"],
+                "policies": ["p"],
+            }
+        ],
     )
     snap, _pool, eng = make({"ma": words("a b", 0.99)}, config)
-    _, d = await run(eng, snap, "x" * 100, "p")
-    assert spent(eng, "ns/cash") == pytest.approx(d.cost_usd)
-    with pytest.raises(RouterError) as e:
-        await run(eng, snap, "x", "p")
+    _, d = await run(eng, snap, "x", "p")
+    assert spent(eng, "ns/cash") == pytest.approx(d.cost_usd) == pytest.approx(5e-6)
+    with pytest.raises(RouterError) as e:  # reserves 18 + 16 + 8 x 2: no room left
+        await run(eng, snap, "x" * 18, "p")
     assert e.value.status == 429
 
     # A Budget covering only the specialist (not the policy) counts too.
     config = cfg_with(
         policies=[one_tier("p", "ns/a")],
-        budgets=[{"id": "ns/spec", "spend": TINY, "specialists": ["ns/a"]}],
+        budgets=[{"id": "ns/spec", "spend": TINY, "perRequest": CAP8, "specialists": ["ns/a"]}],
     )
     snap, _pool, eng = make({"ma": words("a b c d e f g h", 0.99)}, config)
-    await run(eng, snap, "x", "p")
+    await run(eng, snap, "xx", "p")  # reserves $0.000034, settles $0.000017
     with pytest.raises(RouterError) as e:
-        await run(eng, snap, "x", "p")
+        await run(eng, snap, "xx", "p")
     assert e.value.status == 429
 
 
@@ -80,13 +93,21 @@ async def test_fixed_tier_specialist_budget_rejects_that_tier_only():
                 ],
             }
         ],
-        budgets=[{"id": "ns/bigcash", "spend": TINY, "specialists": ["ns/big"]}],
+        budgets=[
+            {
+                "id": "ns/bigcash",
+                "spend": [{"window": "1h", "limitUsd": 0.00003, "action": "reject"}],
+                "perRequest": CAP8,
+                "specialists": ["ns/big"],
+            }
+        ],
         specialists=[
             spec("a", "ma"),
-            spec("big", "mbig", cost={"inputPerMillionUsd": 10, "outputPerMillionUsd": 10}),
+            spec("big", "mbig", cost={"inputPerMillionUsd": 1, "outputPerMillionUsd": 1}),
         ],
     )
-    snap, _pool, eng = make({"mbig": words("big", 0.99), "ma": words("small", 0.99)}, config)
+    # big reserves $0.000025 of $0.00003 and settles $0.000009: the next one does not fit.
+    snap, _pool, eng = make({"mbig": words("big " * 8, 0.99), "ma": words("small", 0.99)}, config)
     _, d = await run(eng, snap, "x", "p")
     assert d.tier == "big"
     out, d = await run(eng, snap, "x", "p")

@@ -1,12 +1,20 @@
-"""Table tests of the trace-budget controller, spend windows and the circuit breaker."""
+"""Table tests of the trace-budget controller, the spend verdict (the degrade ladder over
+Budgets) and the circuit breaker."""
 
 from __future__ import annotations
 
 import pytest
 
-from slmfleet.api.budget import PerRequestLimits, SpendWindow
+from slmfleet.api.routerconfig import (
+    BudgetConfig,
+    LadderStepConfig,
+    SpendWindowConfig,
+)
+from slmfleet.api.routerconfig import PerRequestConfig as PerRequestLimits
+from slmfleet.budget.amounts import Amount, cost
+from slmfleet.budget.ledger import WindowState
 from slmfleet.router.breaker import Breaker, BreakerConfig, allow, record
-from slmfleet.router.spend import RollingWindow, cost_usd, verdict
+from slmfleet.router.spend import verdict
 from slmfleet.router.tracebudget import (
     Caps,
     continuation_prompt,
@@ -110,45 +118,105 @@ def test_answer_only_generation():
 
 
 def test_cost():
-    assert cost_usd(1_000_000, 2_000_000, 0.5, 1.5) == pytest.approx(3.5)
+    assert cost(1_000_000, 2_000_000, 0.5, 1.5).usd == pytest.approx(3.5)
+    assert cost(1_000_000, 2_000_000, 0.5, 1.5).tokens == 3_000_000
 
 
-def test_rolling_window_ages_out():
-    w = RollingWindow(60)  # 1 s buckets
-    w.add(0.0, 5.0)
-    w.add(30.0, 5.0)
-    assert w.total(30.0) == 10.0
-    assert w.total(61.5) == 5.0  # first bucket gone
-    assert w.total(200.0) == 0.0
+def budget(windows, ladder=(), bid="b"):
+    return BudgetConfig(
+        id=bid,
+        spend=[SpendWindowConfig.model_validate(w) for w in windows],
+        ladder=[LadderStepConfig(at_percent=p, action=a) for p, a in ladder],
+    )
 
 
-def test_retry_after_is_when_enough_spend_expires():
-    w = RollingWindow(3600)  # 60 s buckets
-    w.add(0.0, 30.0)
-    w.add(1800.0, 15.0)
-    # limit 40: spent 45; the first bucket (0..60) expires at 3660
-    assert w.retry_after(1800.0, 40.0) == pytest.approx(1860.0)
-    assert w.retry_after(1800.0, 100.0) == 0.0
+def states(bid="b", **spent):
+    """window -> (usd, tokens) settled."""
+    return {(bid, w): WindowState(Amount(*v)) for w, v in spent.items()}
+
+
+W1H = {"window": "1h", "limitUsd": 100.0, "action": "alert"}
 
 
 @pytest.mark.parametrize(
-    ("windows", "reject", "degrade", "exceeded"),
+    ("windows", "ladder", "spent", "flags", "step", "exceeded"),
     [
-        ([("1h", 100.0, "reject")], False, False, ()),
-        ([("1h", 10.0, "alert")], False, False, ("b/1h",)),
-        ([("1h", 10.0, "degrade")], False, True, ("b/1h",)),
-        ([("1h", 10.0, "reject"), ("1d", 5.0, "degrade")], True, True, ("b/1h", "b/1d")),
+        ([{**W1H, "action": "reject"}], (), {"1h": (20.0, 0)}, "", None, ()),
+        ([{**W1H, "limitUsd": 10}], (), {"1h": (20.0, 0)}, "A", "alert", ("b/1h",)),
+        (
+            [{**W1H, "limitUsd": 10, "action": "degrade"}],
+            (),
+            {"1h": (20.0, 0)},
+            "AD",
+            "degrade",
+            ("b/1h",),
+        ),
+        (
+            [
+                {**W1H, "limitUsd": 10, "action": "reject"},
+                {"window": "1d", "limitUsd": 5, "action": "degrade"},
+            ],
+            (),
+            {"1h": (20.0, 0), "1d": (20.0, 0)},
+            "ADR",
+            "reject",
+            ("b/1h", "b/1d"),
+        ),
+        # the ladder: steps by the fullest window's settled spend, accumulating
+        ([W1H], ((70, "halveReasoning"), (85, "degrade")), {"1h": (69.9, 0)}, "", None, ()),
+        (
+            [W1H],
+            ((70, "halveReasoning"), (85, "degrade")),
+            {"1h": (72.0, 0)},
+            "AH",
+            "halveReasoning",
+            (),
+        ),
+        ([W1H], ((70, "halveReasoning"), (85, "degrade")), {"1h": (90.0, 0)}, "AHD", "degrade", ()),
+        # a token-only window (it crashed the old in-process path)
+        (
+            [{"window": "day", "limitTokens": 1000, "action": "degrade"}],
+            (),
+            {"day": (0.0, 1000)},
+            "AD",
+            "degrade",
+            ("b/day",),
+        ),
+        (
+            [{"window": "day", "limitTokens": 1000, "action": "degrade"}],
+            (),
+            {"day": (0.0, 999)},
+            "",
+            None,
+            (),
+        ),
+        # nothing spent yet: no state at all
+        ([W1H], ((1, "alert"),), {}, "", None, ()),
     ],
 )
-def test_verdict(windows, reject, degrade, exceeded):
-    rows = []
-    for window, limit, action in windows:
-        w = RollingWindow(3600 if window == "1h" else 86400)
-        w.add(100.0, 20.0)
-        rows.append(("b", SpendWindow(window=window, limit_usd=limit, action=action), w))
-    v = verdict(rows, 200.0)
-    assert (v.reject, v.degrade, v.exceeded) == (reject, degrade, exceeded)
-    assert (v.retry_after_s > 0) is reject
+def test_verdict(windows, ladder, spent, flags, step, exceeded):
+    b = budget(windows, ladder)
+    v = verdict([b, b], states(**spent))  # a Budget listed twice counts once
+    assert (v.alert, v.halve_reasoning, v.degrade, v.reject) == (
+        "A" in flags,
+        "H" in flags,
+        "D" in flags,
+        "R" in flags,
+    )
+    assert v.step == step and v.exceeded == exceeded
+    assert len(v.steps) == len(set(v.steps))
+
+
+def test_verdict_merges_budgets_and_skips_those_without_windows():
+    caps_only = BudgetConfig(id="c", per_request={"maxOutputTokens": 5})
+    a = budget([W1H], ((50, "halveReasoning"),), bid="a")
+    b = budget([{**W1H, "limitUsd": 10, "action": "degrade"}], bid="b")
+    v = verdict(
+        [caps_only, a, b], {**states("a", **{"1h": (60.0, 0)}), **states("b", **{"1h": (5.0, 0)})}
+    )
+    assert v.halve_reasoning and not v.degrade and v.percent == 60
+    assert v.steps == ("a:halveReasoning@50",)
+    assert verdict([caps_only], {}) == verdict([], {})
 
 
 CFG = BreakerConfig(threshold=2, cooldown_s=5.0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from slmfleet.api.routerconfig import RouterConfig
+from slmfleet.api.routerconfig import BudgetConfig, RouterConfig
+from slmfleet.budget.amounts import Amount
+from slmfleet.budget.ledger import BudgetLimits
+from slmfleet.router.accounting import LedgerAccounting, SpendRefused
 from slmfleet.router.engine import Decision, Engine
 from slmfleet.router.errors import RouterError, UpstreamError
 from slmfleet.router.external import ExternalClients
@@ -18,6 +20,7 @@ from tests.unit.router_fakes import (
     FakePool,
     PartialPool,
     cfg_with,
+    held,
     make,
     one_tier,
     run,
@@ -65,39 +68,47 @@ async def test_tokens_before_a_client_disconnect_are_charged():
 # ---- reserve before a tier call, settle after it ---------------------------------------
 
 
-def test_a_hold_counts_against_the_windows_until_it_is_settled():
-    from slmfleet.api.routerconfig import BudgetConfig
-    from slmfleet.router.accounting import InProcessAccounting
-
-    acc = InProcessAccounting()
+async def test_a_hold_counts_against_the_windows_until_it_is_settled():
+    acc = LedgerAccounting()
     b = BudgetConfig.model_validate(
         {"id": "ns/b", "spend": [{"window": "1h", "limitUsd": 1.0, "action": "reject"}]}
     )
-    assert not acc.verdict([b]).reject
-    hold = acc.reserve([b, b], 1.5)  # a Budget listed twice is held once
-    assert acc.held("ns/b") == 1.5
-    v = acc.verdict([b])
-    assert v.reject and v.exceeded == ("ns/b/1h",)
-    acc.settle(hold, 0.25)
-    assert acc.held("ns/b") == 0.0 and not acc.verdict([b]).reject
-    assert spent_total(acc, b) == pytest.approx(0.25)
-    acc.settle(hold, 0.25)  # settling twice charges twice but releases nothing more
-    assert acc.held("ns/b") == 0.0
-    # No spend windows: nothing to hold.
+    limits = [BudgetLimits.from_config(b)]
+
+    def window():
+        return acc.ledger.view(limits)[("ns/b", "1h")]
+
+    hold = await acc.reserve([b, b], Amount(0.75), ttl_s=30, request_id="r1")  # held once
+    assert window().reserved.usd == pytest.approx(0.75)
+    with pytest.raises(SpendRefused) as e:  # 0.75 held + 0.5 > 1.0: refused, atomically
+        await acc.reserve([b], Amount(0.5), ttl_s=30, request_id="r2")
+    assert e.value.admission.reason == "limit"
+    assert e.value.admission.refused_by == ("ns/b/1h",)
+    assert e.value.admission.retry_after_s >= 1
+    await acc.settle(hold, Amount(0.25))
+    assert window().reserved.usd == 0.0 and window().spent.usd == pytest.approx(0.25)
+    await acc.settle(hold, Amount(0.25))  # settling twice (a retry) counts once
+    assert window().spent.usd == pytest.approx(0.25)
+    again = await acc.reserve([b], Amount(0.5), ttl_s=30, request_id="r3")  # room again
+    await acc.settle(again, Amount(0.0))
+    with pytest.raises(SpendRefused) as e:  # more than the whole limit: never admitted
+        await acc.reserve([b], Amount(1.5), ttl_s=30, request_id="r4")
+    assert e.value.admission.reason == "too_large"
+    # No spend windows: nothing to hold, nothing to settle.
     free = BudgetConfig.model_validate({"id": "ns/free", "perRequest": {"maxOutputTokens": 5}})
-    assert acc.reserve([free], 9.0).amount_usd == 0.0
-
-
-def spent_total(acc, b):
-    return acc.window(b.id, b.spend[0]).total(time.time())
+    none = await acc.reserve([free], Amount(9.0), ttl_s=30, request_id="r5")
+    assert none.budgets == ()
+    await acc.settle(none, Amount(9.0))
+    assert window().spent.usd == pytest.approx(0.25)
 
 
 async def test_a_request_in_flight_holds_its_worst_case_against_concurrent_ones():
     config = cfg_with(
         policies=[one_tier("money", "ns/a", budgets=["ns/cash"])],
-        # worst case of one call: 1 prompt token x 1 + 4096 output tokens x 2 per 1M
+        # worst case of one call: 17 prompt tokens (byte bound) x 1 + 4096 output tokens
+        # (the context length: no cap) x 2 per 1M; two do not fit in $0.01
         budgets=[
-            {"id": "ns/cash", "spend": [{"window": "1h", "limitUsd": 0.005, "action": "reject"}]}
+            {"id": "ns/cash", "spend": [{"window": "1h", "limitUsd": 0.01, "action": "reject"}]}
         ],
     )
     gate = asyncio.Event()
@@ -112,12 +123,12 @@ async def test_a_request_in_flight_holds_its_worst_case_against_concurrent_ones(
     eng.specialist_tier.pool = Gated({"ma": words("ok", 0.99)})
     first = asyncio.create_task(run(eng, snap, "x", "money"))
     await asyncio.sleep(0.01)
-    assert eng.accounting.held("ns/cash") == pytest.approx((1 + 4096 * 2) / 1e6)
+    assert held(eng, "ns/cash") == pytest.approx((17 + 4096 * 2) / 1e6)
     with pytest.raises(RouterError) as e:
         await run(eng, snap, "x", "money")
     assert e.value.status == 429
     gate.set()
     _, d = await first
-    assert eng.accounting.held("ns/cash") == 0.0
+    assert held(eng, "ns/cash") == 0.0
     assert spent(eng, "ns/cash") == pytest.approx(d.cost_usd) and d.cost_usd < 0.005
     await run(eng, snap, "x", "money")  # the hold is gone: admitted again

@@ -137,8 +137,13 @@ def test_loop_names_are_unique():
 def test_the_operator_registers_its_loops_in_one_list():
     from slmfleet.controller.loops import LOOPS
 
-    names = [loop.name for loop in LOOPS]
-    assert names == ["fleet", "specialist-status", "specialist-retry", "autoscaler"]
+    assert [loop.name for loop in LOOPS] == [
+        "fleet",
+        "specialist-status",
+        "specialist-retry",
+        "budget-status",
+        "autoscaler",
+    ]
     assert all(loop.stall_after for loop in LOOPS)
 
 

@@ -1,30 +1,83 @@
-"""Budget: per-request caps and spend windows for policies, specialists or a namespace."""
+"""Budget: per-request caps, spend windows, a degrade ladder and fail modes.
+
+Windows are rolling (``15m``, ``1h``, ``7d``: the last N minutes/hours/days) or
+calendar-aligned (``hour``, ``day``, ``week``, ``month`` in a time zone). Each window
+limits USD, tokens or both. The arithmetic lives in ``slmfleet.budget.windows``; the
+API server refuses malformed windows, negative limits, unknown time zones, ladder
+steps out of order and budgets scoped to nothing, naming the field.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+import zoneinfo
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Condition, KubeModel, cel, list_map
 
-WINDOW_PATTERN = r"^[1-9][0-9]*(m|h|d)$"
+CALENDAR_UNITS = ("hour", "day", "week", "month")
+ROLLING_PATTERN = r"^[1-9][0-9]{0,3}(m|h|d)$"
+WINDOW_PATTERN = r"^([1-9][0-9]{0,3}(m|h|d)|hour|day|week|month)$"
 _WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+#: Longest stretch a calendar unit can cover (a month of 31 days; a 25-hour day).
+_CALENDAR_MAX_SECONDS = {"hour": 7200, "day": 90000, "week": 608400, "month": 2682000}
+#: Longest rolling window: a year.
+MAX_ROLLING_SECONDS = 366 * 86400
+
+FailMode = Literal["failOpen", "failClosed"]
+WindowAction = Literal["degrade", "reject", "alert"]
+LadderAction = Literal["alert", "halveReasoning", "degrade", "reject"]
+#: Severity order of the ladder's actions (later is more severe).
+LADDER_ORDER: tuple[str, ...] = ("alert", "halveReasoning", "degrade", "reject")
+MAX_LADDER_STEPS = 4
+
+
+def is_calendar(window: str) -> bool:
+    return window in CALENDAR_UNITS
 
 
 def window_seconds(window: str) -> int:
-    """'15m' -> 900; the CRD pattern guarantees the shape."""
-    m = re.fullmatch(WINDOW_PATTERN, window)
+    """'15m' -> 900. A calendar unit gives its longest length (a month: 31 days), so code
+    that only knows rolling windows over-counts a calendar window, never under-counts."""
+    if window in _CALENDAR_MAX_SECONDS:
+        return _CALENDAR_MAX_SECONDS[window]
+    m = re.fullmatch(ROLLING_PATTERN, window)
     if not m:
         raise ValueError(f"malformed spend window {window!r}")
     return int(window[:-1]) * _WINDOW_SECONDS[window[-1]]
 
 
+# CEL has no zone database of its own, but its timestamp functions take an IANA zone
+# name and fail on an unknown one: the rule errors, and the API server refuses the
+# object naming the field.
+_TZ_RULE = "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0"
+
+PolicyName = Annotated[str, Field(min_length=1, max_length=253)]
+SpecialistName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+]
+
+
 class BudgetScope(KubeModel):
-    policies: list[str] = Field(default_factory=list, max_length=1000)
-    """RouterPolicies (by name) the budget applies to."""
-    specialists: list[str] = Field(default_factory=list, max_length=1000)
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.policies) && size(self.policies) > 0) || "
+                    "(has(self.specialists) && size(self.specialists) > 0)",
+                    "appliesTo must name at least one policy or specialist "
+                    "(omit appliesTo to cover the whole namespace)",
+                    ".policies",
+                ),
+            ]
+        }
+    }
+
+    policies: list[PolicyName] = Field(default_factory=list, max_length=1000)
+    """RouterPolicies (by name or model name) the budget applies to."""
+    specialists: list[SpecialistName] = Field(default_factory=list, max_length=1000)
     """SLMSpecialists (by name) the budget applies to."""
 
 
@@ -40,13 +93,74 @@ class PerRequestLimits(KubeModel):
 
 
 class SpendWindow(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.limitUsd) || has(self.limitTokens)",
+                    "a window needs limitUsd, limitTokens or both",
+                    ".limitUsd",
+                ),
+                cel(
+                    "!has(self.timeZone) || self.window in ['hour', 'day', 'week', 'month']",
+                    "timeZone applies to calendar windows (hour, day, week, month) only",
+                    ".timeZone",
+                ),
+            ]
+        }
+    }
+
     window: str = Field(pattern=WINDOW_PATTERN, max_length=8)
-    """Rolling window length: minutes, hours or days, e.g. 15m, 1h, 1d."""
-    limit_usd: float = Field(gt=0)
+    """Rolling: the last N minutes, hours or days (15m, 1h, 7d; at most 9999 of a unit).
+    Calendar-aligned: hour, day, week (from Monday) or month, in timeZone."""
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+/-]+$",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_TZ_RULE, "timeZone must be an IANA time zone name, e.g. Europe/Berlin")
+            ]
+        },
+    )
+    """IANA time zone a calendar window is aligned in (default UTC), e.g. Europe/Berlin:
+    a day there starts at local midnight and lasts 23 or 25 hours on DST changes."""
+    limit_usd: float | None = Field(default=None, gt=0, le=1e6)
     """Spend allowed within the window, in USD."""
-    action: Literal["degrade", "reject", "alert"] = "alert"
-    """What happens once exceeded: degrade (cheapest route, no costly escalation),
-    reject (HTTP 429 with Retry-After) or alert (metrics and status only)."""
+    limit_tokens: int | None = Field(default=None, ge=1, le=10**15)
+    """Tokens allowed within the window (input plus output, reasoning included)."""
+    action: WindowAction = "alert"
+    """What happens once this window reaches its limit: degrade (cheapest route, no
+    costly escalation), reject (HTTP 429 with Retry-After) or alert (metrics and status
+    only). The ladder adds steps before the limit."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class LadderStep(KubeModel):
+    at_percent: int = Field(ge=1, le=100)
+    """Spend, in percent of a window's limit, from which the step applies (the fullest
+    window of the Budget counts)."""
+    action: LadderAction
+    """alert (metrics, status and log only), halveReasoning (reasoning caps halved),
+    degrade (no escalation to costly tiers, cheapest eligible specialist) or reject
+    (HTTP 429 with Retry-After until the window frees)."""
+
+
+def _ladder_rules() -> list[dict[str, str]]:
+    pairs = " && ".join(
+        f"(size(self) < {i + 2} || self[{i}].atPercent < self[{i + 1}].atPercent)"
+        for i in range(MAX_LADDER_STEPS - 1)
+    )
+    return [cel(pairs, "ladder steps must be listed by strictly increasing atPercent")]
 
 
 class BudgetSpec(KubeModel):
@@ -57,6 +171,12 @@ class BudgetSpec(KubeModel):
                     "has(self.perRequest) || (has(self.spend) && size(self.spend) > 0)",
                     "a budget needs perRequest limits or spend windows",
                     ".spend",
+                ),
+                cel(
+                    "!has(self.ladder) || size(self.ladder) == 0 || "
+                    "(has(self.spend) && size(self.spend) > 0)",
+                    "a ladder needs spend windows to measure against",
+                    ".ladder",
                 ),
             ]
         }
@@ -69,28 +189,55 @@ class BudgetSpec(KubeModel):
     spend: list[SpendWindow] = Field(
         default_factory=list, max_length=8, json_schema_extra=list_map("window")
     )
-    """Spend limits over rolling windows, one per window length."""
+    """Spend limits, one per window (rolling or calendar); each in USD, tokens or both."""
+    ladder: list[LadderStep] = Field(
+        default_factory=list,
+        max_length=MAX_LADDER_STEPS,
+        json_schema_extra={**list_map("action"), "x-kubernetes-validations": _ladder_rules()},
+    )
+    """Steps taken as spend grows, by percent of the fullest window's limit, e.g. 70:
+    halveReasoning, 85: degrade, 100: reject. Steps accumulate."""
+    fail_mode: FailMode = "failOpen"
+    """When the shared ledger (Redis) is unreachable: failOpen serves, counts locally
+    against the last spend seen and reconciles later; failClosed rejects with 429."""
 
 
-class WindowSpend(KubeModel):
+class WindowStatus(KubeModel):
     window: str
     """The spend window."""
     spent_usd: float = 0.0
-    """Spend within the window, in USD."""
-    limit_usd: float
-    """The window's limit, in USD."""
-    exceeded: bool = False
-    """Whether the limit is exceeded."""
+    """Settled spend within the window, in USD."""
+    reserved_usd: float = 0.0
+    """Worst-case cost of requests in flight, in USD."""
+    limit_usd: float | None = None
+    """The window's USD limit."""
+    spent_tokens: int = 0
+    """Settled tokens within the window."""
+    reserved_tokens: int = 0
+    """Worst-case tokens of requests in flight."""
+    limit_tokens: int | None = None
+    """The window's token limit."""
+    percent: int = 0
+    """Settled spend in percent of the limit (the fuller unit)."""
+    resets_at: str | None = None
+    """When a calendar window starts afresh; for a rolling window over its limit, when
+    enough spend ages out to be under it again (RFC 3339)."""
 
 
 class BudgetStatus(KubeModel):
     observed_generation: int | None = None
     """The metadata.generation the operator last reconciled."""
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=list_map("type"))
-    """Ready once accepted; Exceeded while any window is over its limit."""
-    state: Literal["Active", "Exceeded"] | None = None
-    """Active, or Exceeded while any window is over its limit."""
-    spend: list[WindowSpend] = Field(default_factory=list)
+    """Ready once accepted; Exceeded while a limit is reached or requests are refused;
+    Degraded while a ladder step applies; LedgerAvailable while the shared ledger answers."""
+    state: Literal["Ok", "Degraded", "Exceeded", "Unknown"] | None = None
+    """Ok; Degraded while a ladder step short of rejection applies; Exceeded while a
+    window is at its limit or requests are rejected; Unknown when the ledger is unreadable."""
+    step: str | None = None
+    """The most severe ladder step (or window action) in force, if any."""
+    percent: int | None = None
+    """Settled spend of the fullest window, in percent of its limit."""
+    spend: list[WindowStatus] = Field(default_factory=list)
     """Spend per window."""
     policies: list[str] = Field(default_factory=list)
     """Policies the budget currently applies to."""

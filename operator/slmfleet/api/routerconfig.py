@@ -13,12 +13,19 @@ older operator, is refused object by object (see ``fragments``), never half-serv
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from .base import KubeModel
-from .budget import PerRequestLimits, SpendWindow
+from .budget import (
+    CALENDAR_UNITS,
+    WINDOW_PATTERN,
+    FailMode,
+    LadderAction,
+    WindowAction,
+)
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
 from .policy import BASE_URL_PATTERN, HOLDING_MESSAGE, LabelThresholds
 from .regex import Re2Pattern
@@ -253,17 +260,83 @@ class PolicyConfig(KubeModel):
     """What the decision log keeps of prompts and answers (None: the router's default)."""
 
 
+class PerRequestConfig(KubeModel):
+    max_reasoning_tokens: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Reasoning (trace) tokens before the model's thinking is cut short."""
+    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Output tokens per request, reasoning included."""
+    max_latency_ms: int | None = Field(default=None, ge=1, le=3_600_000)
+    """Wall-clock deadline per request."""
+    answer_tokens: int = Field(default=64, ge=1, le=4096)
+    """Answer budget of the short second generation after a cut."""
+
+
+class SpendWindowConfig(KubeModel):
+    """One spend window, as the ledger enforces it (see ``slmfleet.budget.windows``)."""
+
+    window: str = Field(pattern=WINDOW_PATTERN, max_length=8)
+    """Rolling (15m, 1h, 7d) or calendar-aligned (hour, day, week, month)."""
+    time_zone: str | None = Field(default=None, max_length=64)
+    """IANA zone of a calendar window (UTC when unset)."""
+    limit_usd: float | None = Field(default=None, gt=0, le=1e6)
+    """USD allowed within the window."""
+    limit_tokens: int | None = Field(default=None, ge=1, le=10**15)
+    """Tokens allowed within the window (input plus output)."""
+    action: WindowAction = "alert"
+    """What happens at 100% of this window: degrade, reject or alert."""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SpendWindowConfig:
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError(f"window {self.window}: needs limitUsd, limitTokens or both")
+        if self.time_zone is not None:
+            if self.window not in CALENDAR_UNITS:
+                raise ValueError(f"window {self.window}: timeZone is for calendar windows")
+            try:
+                zoneinfo.ZoneInfo(self.time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {self.time_zone!r}") from exc
+        return self
+
+
+class LadderStepConfig(KubeModel):
+    at_percent: int = Field(ge=1, le=100)
+    """Percent of the fullest window's limit from which the step applies."""
+    action: LadderAction
+    """alert, halveReasoning, degrade or reject."""
+
+
+def _ladder_in_order(steps: list[LadderStepConfig]) -> list[LadderStepConfig]:
+    percents = [s.at_percent for s in steps]
+    if percents != sorted(set(percents)):
+        raise ValueError("ladder steps must be listed by strictly increasing atPercent")
+    return steps
+
+
 class BudgetConfig(KubeModel):
     id: str
     """namespace/name of the Budget."""
-    per_request: PerRequestLimits | None = None
+    per_request: PerRequestConfig | None = None
     """Caps on each request."""
-    spend: list[SpendWindow] = Field(default_factory=list)
-    """Spend windows."""
+    spend: list[SpendWindowConfig] = Field(default_factory=list, max_length=8)
+    """Spend windows (one per ``window``)."""
+    ladder: Annotated[list[LadderStepConfig], AfterValidator(_ladder_in_order)] = Field(
+        default_factory=list, max_length=4
+    )
+    """Steps taken as spend grows, by percent of the fullest window's limit."""
+    fail_mode: FailMode = "failOpen"
+    """What a request meets while the shared ledger is unreachable."""
     policies: list[str] = Field(default_factory=list)
     """Model names of the policies it covers."""
     specialists: list[str] = Field(default_factory=list)
     """Ids of the specialists it covers."""
+
+    @model_validator(mode="after")
+    def _unique_windows(self) -> BudgetConfig:
+        windows = [w.window for w in self.spend]
+        if len(windows) != len(set(windows)):
+            raise ValueError(f"budget {self.id}: a window is listed twice: {windows}")
+        return self
 
 
 class RouterConfig(KubeModel):

@@ -20,7 +20,8 @@ from typing import Any
 from ..local.cluster import REPO, LocalCluster
 from ..local.fleet import ManifestError, export_stand_ins, load_fleet, read_documents
 from ..local.operator import OperatorProcess
-from .main import Console, Stop, shielded, stop_on_signals
+from ..local.redis import RedisServer
+from .main import Console, Stop, ledger_dir, shielded, stop_on_signals
 
 KINDS = "slmspecialists.slmfleet.io,routerpolicies.slmfleet.io,budgets.slmfleet.io"
 SHORT = {"SLMSpecialist": "slm", "RouterPolicy": "rp", "Budget": "slmbudget"}
@@ -137,6 +138,7 @@ def up_cluster(args: argparse.Namespace, say: Console) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="slmfleet-cluster-"))
     cluster = LocalCluster(workdir=workdir, gpu_nodes=args.gpu_nodes)
     operator: OperatorProcess | None = None
+    redis: RedisServer | None = None
     code = 0
     with stop_on_signals():
         try:
@@ -158,8 +160,16 @@ def up_cluster(args: argparse.Namespace, say: Console) -> int:
             say(f"  CRDs installed from {crds}")
             for name in ("slmfleet-system", ns):
                 cluster.kubectl("create", "namespace", name)
+            ledger_env: dict[str, str] = {}
+            data = ledger_dir(args)
+            if data is not None:
+                redis = RedisServer(data).start()
+                ledger_env["SLMFLEET_LEDGER_URL"] = redis.url
+                say(f"  spend ledger: redis-server on {redis.url}, data in {data}")
             say("Starting the operator...")
-            operator = OperatorProcess(cluster.kubeconfig, log_path=workdir / "operator.log")
+            operator = OperatorProcess(
+                cluster.kubeconfig, log_path=workdir / "operator.log", extra_env=ledger_env
+            )
             operator.start()
             say(f"  operator running (log {operator.log_path})")
             volumes = workdir / "volumes"
@@ -211,6 +221,8 @@ def up_cluster(args: argparse.Namespace, say: Console) -> int:
             with shielded(say):
                 if operator is not None:
                     operator.stop()
+                if redis is not None:
+                    redis.stop()
                 cluster.stop()
     say("Stopped." if code == 0 else "Stopped after an error.")
     return code

@@ -193,6 +193,17 @@ def request_line(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def ledger_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``--redis`` keeps the spend ledger: ``--redis-dir``, else a folder per fleet
+    under the user's cache (so the spend outlives one ``slmfleet up``); None: no Redis."""
+    if not getattr(args, "redis", False):
+        return None
+    if args.redis_dir:
+        return Path(args.redis_dir)
+    name = args.namespace or Path(args.path).resolve().name or "fleet"
+    return Path.home() / ".cache" / "slmfleet" / "ledger" / name
+
+
 def residency_line(change: Change) -> str:
     """A specialist scaled to zero (model unloaded) or back (loaded), locally."""
     if change.loaded:
@@ -214,6 +225,7 @@ def up_local(args: argparse.Namespace, say: Console) -> int:
             startup_timeout=args.startup_timeout,
             replicas=getattr(args, "replicas", 1),
             telemetry=telemetry,
+            ledger_dir=ledger_dir(args),
         )
     except (ManifestError, OSError) as exc:
         say(f"error: {exc}")
@@ -359,6 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--gpu-nodes", type=int, default=2, help="fake GPU nodes with --cluster (default 2)"
+    )
+    up.add_argument(
+        "--redis",
+        action="store_true",
+        help="keep Budget spend in a local redis-server (the Debian package), as a cluster "
+        "keeps it for every router replica: it survives restarts of `slmfleet up`; with "
+        "--cluster the operator reports it in Budget.status (default: the router's own "
+        "in-process ledger)",
+    )
+    up.add_argument(
+        "--redis-dir",
+        default=None,
+        help="data folder of --redis (default ~/.cache/slmfleet/ledger/<namespace>)",
     )
 
     val = sub.add_parser("validate", help="validate manifests and show the local mapping")

@@ -220,13 +220,25 @@ class KubeClient:
         )
 
     async def patch_status(
-        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """JSON merge patch of the status subresource (lists are replaced whole)."""
+        """JSON merge patch of the status subresource (lists are replaced whole). With
+        ``resource_version`` the write only applies to that version of the object (HTTP
+        409 otherwise): a writer that merged into a list it read loses no other
+        writer's entries."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self._request(
             "PATCH",
             object_path(kind, namespace, name) + "/status",
-            data=orjson.dumps({"status": status}),
+            data=orjson.dumps(body),
             headers={"Content-Type": "application/merge-patch+json"},
         )
 

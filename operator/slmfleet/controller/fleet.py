@@ -172,24 +172,37 @@ async def write_secret_grants(rt: Runtime, rendered: FleetRender) -> None:
 
 
 async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, Any]]) -> None:
+    """Write the fields and conditions this loop owns. Each write applies only to the
+    version it was merged into; when another writer (the Budget status loop, ...) got
+    there first, the object is read again and merged again, never overwritten."""
     table: dict[Key, dict[str, Any]] = getattr(rt.store, KIND_TABLE[kind])
-    for ident, desired in statuses.items():
+    for ident, owned in statuses.items():
         namespace, _, name = ident.partition("/")
         body = table.get((namespace, name))
-        if body is None:
-            continue
-        current = body.get("status") or {}
-        if not status_changed(current, desired):
-            continue
-        desired = {
-            **desired,
-            "conditions": merge_conditions(current.get("conditions"), desired["conditions"]),
-        }
-        try:
-            table[(namespace, name)] = await rt.kube.patch_status(kind, namespace, name, desired)
-        except ApiError as err:
-            if err.status != 404:
-                raise
+        for attempt in (1, 2):
+            if body is None:
+                break
+            current = body.get("status") or {}
+            if not status_changed(current, owned):
+                break
+            desired = {
+                **owned,
+                "conditions": merge_conditions(current.get("conditions"), owned["conditions"]),
+            }
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            try:
+                table[(namespace, name)] = await rt.kube.patch_status(
+                    kind, namespace, name, desired, resource_version=rv
+                )
+                break
+            except ApiError as err:
+                if err.status == 404:
+                    break
+                if err.status != 409 or attempt == 2:
+                    raise
+                body = await rt.kube.get(kind, namespace, name)
+                if body is not None:
+                    remember(table, body)
 
 
 def note_problems(rt: Runtime, rendered: FleetRender) -> None:
@@ -270,22 +283,38 @@ async def prime(rt: Runtime) -> None:
         }
 
 
-def _tracker(table: str):  # type: ignore[no-untyped-def]
+def _render_inputs(body: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What the fleet render reads of an object besides its status."""
+    if body is None:
+        return None
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("generation"),
+        meta.get("labels"),
+        meta.get("deletionTimestamp"),
+        meta.get("creationTimestamp"),
+    )
+
+
+def _tracker(table: str, *, status_changes_render: bool = True):  # type: ignore[no-untyped-def]
     async def track(event: kopf.RawEvent, **_: Any) -> None:
         rt = runtime()
         body = event["object"]
         store: dict[Key, dict[str, Any]] = getattr(rt.store, table)
+        before = _render_inputs(store.get(key_of(body)))
         if event["type"] == "DELETED":
             store.pop(key_of(body), None)
         elif not remember(store, body):
             return
+        elif not status_changes_render and before == _render_inputs(body):
+            return  # a status write (the budget status loop's, every few seconds): no render
         rt.fleet_dirty.set()
 
     return track
 
 
 track_policy = kopf.on.event(*POLICIES)(_tracker("policies"))
-track_budget = kopf.on.event(*BUDGETS)(_tracker("budgets"))
+track_budget = kopf.on.event(*BUDGETS)(_tracker("budgets", status_changes_render=False))
 
 
 @kopf.on.event("", "v1", "configmaps", labels={FRAGMENT_LABEL: kopf.PRESENT})

@@ -14,12 +14,13 @@ makes progress, or the loop counts as stalled after ``stall_after`` seconds.
 
 from __future__ import annotations
 
-from . import autoscaling, fleet, specialist
+from . import autoscaling, budgets, fleet, specialist
 from .supervisor import Loop
 
 LOOPS: list[Loop] = [
     Loop("fleet", fleet.fleet_loop, stall_after=900),
     Loop("specialist-status", specialist.status_loop, stall_after=300),
     Loop("specialist-retry", specialist.retry_loop, stall_after=300),
+    Loop("budget-status", budgets.budget_status_loop, stall_after=120),
     Loop("autoscaler", autoscaling.autoscaler_loop, stall_after=300),
 ]

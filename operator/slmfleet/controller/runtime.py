@@ -36,6 +36,8 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     status_delay_seconds: float = 1.0
     min_interval_seconds: float = 1.0
+    budget_status_seconds: float = 2.0
+    """Period of the Budget status loop (a spend change shows within it plus a write)."""
     fetcher_image: str = DEFAULT_FETCHER_IMAGE
     watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
     router_service_account: str = ""
@@ -70,6 +72,7 @@ class OperatorConfig:
             debounce_seconds=float(os.environ.get("SLMFLEET_DEBOUNCE_SECONDS", "0.2")),
             resync_seconds=float(os.environ.get("SLMFLEET_RESYNC_SECONDS", "60")),
             status_delay_seconds=float(os.environ.get("SLMFLEET_STATUS_DELAY_SECONDS", "1.0")),
+            budget_status_seconds=float(os.environ.get("SLMFLEET_BUDGET_STATUS_SECONDS", "2.0")),
             fetcher_image=os.environ.get("SLMFLEET_FETCHER_IMAGE") or DEFAULT_FETCHER_IMAGE,
             watch_namespaces=tuple(
                 n for n in os.environ.get("SLMFLEET_WATCH_NAMESPACES", "").split(",") if n

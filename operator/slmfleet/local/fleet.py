@@ -49,6 +49,7 @@ from .manifests import (
     read_documents,
     write_secrets,
 )
+from .redis import RedisServer
 from .residency import (
     Change,
     Member,
@@ -157,12 +158,20 @@ class LocalFleet:
         progress: Progress | None = None,
         startup_timeout: float = 300.0,
         replicas: int = 1,
+        ledger_dir: Path | None = None,
+        ledger_url: str | None = None,
         telemetry: LocalTelemetry | None = None,
         scale_to_zero: bool = True,
     ) -> None:
         self.path = Path(path)
         self.telemetry = telemetry
         """The decision store and reviewers the router is given (None: none)."""
+        self.ledger_dir = ledger_dir
+        """Where a local redis-server keeps the shared spend ledger (``slmfleet up
+        --redis``); None: the router's own in-process ledger."""
+        self.ledger_url = ledger_url
+        """A Redis already running for the ledger (instead of ``ledger_dir``)."""
+        self.redis: RedisServer | None = None
         self.replicas = max(1, replicas)
         """Triton servers to run, each serving every model; the router balances over them."""
         self.port = port
@@ -201,6 +210,7 @@ class LocalFleet:
     def start(self) -> LocalFleet:
         try:
             self._start_triton()
+            self._start_ledger()
             self._start_router()
             self._start_residency()
         except BaseException:
@@ -274,6 +284,13 @@ class LocalFleet:
             more.start()
             self.progress(f"Triton replica {i + 1}/{self.replicas} ready on {more.grpc_url}")
 
+    def _start_ledger(self) -> None:
+        if self.ledger_dir is None:
+            return
+        self.redis = RedisServer(self.ledger_dir)
+        self.redis.start()  # on this thread, as Triton (PR_SET_PDEATHSIG)
+        self.progress(f"Spend ledger: redis-server on {self.redis.url}, data in {self.ledger_dir}")
+
     def _start_router(self) -> None:
         assert self.triton is not None
         endpoints = [self.triton.grpc_url, *(t.grpc_url for t in self.more_tritons)]
@@ -286,11 +303,14 @@ class LocalFleet:
         )
         begin = time.monotonic()
         secrets = write_secrets(self.fleet, self.workdir / "secrets")
+        url = self.redis.url if self.redis is not None else self.ledger_url
+        ledger = ["--ledger-url", url] if url else []
+        args = ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"]
         env = None
         if self.telemetry is not None:
             env = {**os.environ, **self.telemetry.env()}
         self.router = RouterProcess(
-            ["--config", str(config_path), "--log-level", "info", "--secrets", f"dir:{secrets}"],
+            [*args, *ledger],
             port=self.port,
             host=self.host,
             log_path=self.router_log,
@@ -357,6 +377,8 @@ class LocalFleet:
                 return f"tritonserver exited; log {t.log_path}:\n{t.log_tail()}"
         if self.router is not None and not self.router.alive():
             return f"the router exited; log {self.router_log}:\n{log_tail(self.router_log)}"
+        if self.redis is not None and self.redis.pid is not None and not self.redis.alive():
+            return f"redis-server exited:\n{self.redis.log_tail()}"
         return None
 
     def stop(self) -> None:
@@ -368,6 +390,9 @@ class LocalFleet:
             begin = time.monotonic()
             router.stop()
             self.progress(f"  router stopped ({time.monotonic() - begin:.1f}s)")
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            redis.stop()  # SIGTERM: the AOF is flushed, the spend kept in ledger_dir
         more, self.more_tritons = self.more_tritons, []
         for t in more:
             t.stop()
@@ -394,6 +419,8 @@ def pids(fleet: LocalFleet) -> Iterator[int]:
         yield fleet.triton.pid
     if fleet.router is not None and fleet.router.pid:
         yield fleet.router.pid
+    if fleet.redis is not None and fleet.redis.pid:
+        yield fleet.redis.pid
 
 
 __all__ += ["free_port", "pids", "port_is_free"]

@@ -18,11 +18,17 @@ from ..api.budget import BudgetSpec
 from ..api.fragments import MAX_FRAGMENT_BYTES, Fragment, assemble
 from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
-from ..api.routerconfig import BudgetConfig, PolicyConfig, RouterConfig, SpecialistConfig
+from ..api.routerconfig import PolicyConfig, RouterConfig, SpecialistConfig
 from ..api.specialist import SLMSpecialistSpec
 from .conditions import condition, ready_set
 from .specialist_status import WAKEABLE
-from .translate import EndpointOf, cluster_endpoint, policy_config, specialist_config
+from .translate import (
+    EndpointOf,
+    budget_config,
+    cluster_endpoint,
+    policy_config,
+    specialist_config,
+)
 
 #: The Scaling condition's reason when the cost cap binds (autoscale/decide.py's CAPPED).
 COST_CAPPED = "CostCapped"
@@ -353,10 +359,10 @@ def render_fleet(
             named = sorted(s.id for s in specialists if s.namespace == bud.namespace)
         else:
             named = [object_id(bud.namespace, n) for n in scope.specialists]
-        config = BudgetConfig(
-            id=bud.id,
-            per_request=bspec.per_request,
-            spend=bspec.spend,
+        config = budget_config(
+            bud.namespace,
+            bud.name,
+            bspec,
             policies=covered,
             specialists=[s for s in named if s in by_id],
         )

@@ -13,18 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..api.budget import BudgetSpec
 from ..api.names import object_id
 from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import (
+    BudgetConfig,
     CapacityConfig,
     CostConfig,
     DecisionLogConfig,
     DomainConfig,
     FallbackConfig,
+    LadderStepConfig,
+    PerRequestConfig,
     PolicyConfig,
     ReasoningConfig,
     RoutingConfig,
     SpecialistConfig,
+    SpendWindowConfig,
     TierConfig,
 )
 from ..api.specialist import SLMSpecialistSpec
@@ -111,4 +116,25 @@ def policy_config(
             if spec.decision_log
             else None
         ),
+    )
+
+
+def budget_config(
+    namespace: str,
+    name: str,
+    spec: BudgetSpec,
+    *,
+    policies: list[str],
+    specialists: list[str],
+) -> BudgetConfig:
+    """A Budget as the router enforces it: caps, windows, ladder and fail mode."""
+    per_request = spec.per_request
+    return BudgetConfig(
+        id=object_id(namespace, name),
+        per_request=PerRequestConfig.model_validate(per_request.wire()) if per_request else None,
+        spend=[SpendWindowConfig.model_validate(w.wire()) for w in spec.spend],
+        ladder=[LadderStepConfig.model_validate(s.wire()) for s in spec.ladder],
+        fail_mode=spec.fail_mode,
+        policies=policies,
+        specialists=specialists,
     )

@@ -7,9 +7,12 @@ import logging
 import os
 import sys
 
+from ..budget.fromenv import ledger_from_env
+from ..budget.tokens import TokenCounter, counter_for
 from ..telemetry.runtime import Telemetry
 from ..telemetry.settings import SettingsError
 from . import defences
+from .accounting import LedgerAccounting
 from .app import RouterApp, Settings, load_api_keys
 from .source import ConfigMapSource, FileSource
 from .triton.discovery import EndpointSlices, default_access, in_cluster_access
@@ -64,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(kubernetes: in-cluster credentials or the kubeconfig; auto: only in a cluster; "
         "off: use the endpoint's DNS name) (env SLMFLEET_ROUTER_DISCOVERY)",
     )
+    p.add_argument(
+        "--ledger-url",
+        default=env("SLMFLEET_LEDGER_URL"),
+        help="redis:// or rediss:// URL of the spend ledger every router replica shares "
+        "(Redis or Valkey; password in SLMFLEET_LEDGER_PASSWORD); unset: this process "
+        "keeps its own windows (env SLMFLEET_LEDGER_URL; see docs/budgets.md)",
+    )
+    p.add_argument(
+        "--tokenizer-file",
+        default=env("SLMFLEET_TOKENIZER_FILE"),
+        help="tokenizer.json that counts tokens a backend does not report (default: the "
+        "bundled MiniLM tokenizer; env SLMFLEET_TOKENIZER_FILE)",
+    )
     p.add_argument("--log-level", default=env("SLMFLEET_LOG_LEVEL", "info"))
     p.add_argument(
         "--no-access-log", action="store_true", help="drop the per-request decision log line"
@@ -88,6 +104,12 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
         shared_stream_max_tokens=args.shared_stream_max_tokens,
     )
+    environ = dict(os.environ)
+    environ["SLMFLEET_LEDGER_URL"] = args.ledger_url or ""
+    try:
+        ledger = ledger_from_env(environ)
+    except ValueError as exc:
+        raise SystemExit(f"ledger: {exc}") from None
     try:
         # SLMFLEET_DECISION_*, SLMFLEET_REVIEW_*, SLMFLEET_REVIEWERS_FILE, OTEL_*.
         telemetry = Telemetry.from_env()
@@ -98,8 +120,24 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         source=source,
         discovery=make_discovery(args.discovery),
         external=defences.external_clients(args),
+        accounting=LedgerAccounting(ledger),
+        counter=make_counter(args.tokenizer_file),
         telemetry=telemetry,
     )
+
+
+def make_counter(tokenizer_file: str | None) -> TokenCounter:
+    """The tokenizer that counts what a backend does not (see tiers/plan.py)."""
+    if tokenizer_file:
+        if not os.path.isfile(tokenizer_file):
+            raise SystemExit(f"--tokenizer-file {tokenizer_file}: no such file")
+        return counter_for(tokenizer_file)
+    from .embed import EmbeddingUnavailable, model_dir
+
+    try:
+        return counter_for(model_dir() / "tokenizer.json")
+    except (EmbeddingUnavailable, ImportError):  # no embed extra: the byte bound counts
+        return counter_for(None)
 
 
 def make_discovery(mode: str) -> EndpointSlices | None:

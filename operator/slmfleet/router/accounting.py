@@ -1,114 +1,249 @@
-"""Accounting: may a request spend, and what did it spend. A narrow interface, so the
-in-process windows here and a shared ledger (one for every router replica) are
-interchangeable:
+"""Accounting: may a request spend, and what did it spend. The engine and the tiers talk
+to it through a narrow interface; behind it is a ``budget.Ledger``, in this process
+(one replica, ``slmfleet up``) or shared by every replica in Redis:
 
-* ``verdict(budgets)`` - admit, degrade or reject, from every spend window of the
-  Budgets that apply (spent, plus worst-case amounts held by calls in flight);
-* ``reserve(budgets, worst_case_usd)`` before a tier call - hold its worst case;
-* ``settle(hold, actual_usd)`` after it, whatever happened (answer, error, deadline,
-  client gone) - charge what was really generated and release the hold.
+* ``verdict(budgets)`` - the degrade-ladder steps in force (halve reasoning, degrade,
+  alert), from the ledger's last known windows, without I/O;
+* ``reserve(budgets, worst, ...)`` before a tier call - hold its worst case, atomically
+  against every window of every Budget; refused (``SpendRefused``) when a window with a
+  hard cap cannot take it, or when the shared ledger is down and a Budget says
+  ``failClosed``;
+* ``settle(hold, actual)`` after it, whatever happened (answer, error, deadline, client
+  gone) - charge what was really generated and release the rest. A settle runs to the
+  end even when the request is cancelled meanwhile. With a shared ledger it runs in the
+  background: the answer does not wait for the second round trip (the hold keeps
+  counting its worst case until the settle lands, so no limit is passed meanwhile), and
+  the same request's next reservation (an escalation) waits for it, so it never meets
+  its own stale hold.
 
-``Usage`` records tokens and cost on the Decision and in the token/cost metrics.
+``record_usage`` records tokens and cost on the Decision and in the token/cost metrics.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol
 
-from ..api.budget import SpendWindow
 from ..api.routerconfig import BudgetConfig
+from ..budget.amounts import Amount
+from ..budget.ladder import fraction, percent_of
+from ..budget.ledger import (
+    Admission,
+    BudgetLimits,
+    InProcessLedger,
+    Ledger,
+    Reservation,
+    WindowKey,
+    WindowState,
+    new_id,
+)
 from . import metrics as m
 from .decision import Decision
-from .spend import RollingWindow, SpendLedger, SpendVerdict, verdict
+from .spend import NO_STEP, SpendVerdict, verdict
+
+#: A reservation outlives its call's own deadline by this much before the ledger drops
+#: it (its replica died): long enough for a slow settle, short enough to free the room.
+RESERVATION_GRACE_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """A worst-case amount held against some Budgets until it is settled."""
+class SpendRefused(Exception):
+    """A tier call's reservation was refused: the request gets a 429 (or, for a Budget
+    of that tier's specialist only, the next tier)."""
 
-    id: int
-    budgets: tuple[str, ...]
-    amount_usd: float
+    def __init__(
+        self, admission: Admission, budgets: Sequence[BudgetConfig], amount: Amount
+    ) -> None:
+        super().__init__(f"spend refused ({admission.reason}): {', '.join(admission.refused_by)}")
+        self.admission = admission
+        self.budgets = tuple(budgets)
+        self.amount = amount
+        """The worst case the refused reservation asked for."""
+
+    def detail(self) -> dict[str, Any]:
+        """The refusal as the log line records it (see Decision.budget_refusal)."""
+        adm = self.admission
+        return {
+            "reason": adm.reason,
+            "refused_by": list(adm.refused_by),
+            "request_usd": self.amount.usd,
+            "request_tokens": self.amount.tokens,
+            "windows": {
+                f"{b}/{w}": {
+                    "spent_usd": st.spent.usd,
+                    "reserved_usd": st.reserved.usd,
+                    "spent_tokens": st.spent.tokens,
+                    "reserved_tokens": st.reserved.tokens,
+                }
+                for (b, w), st in adm.states.items()
+            },
+        }
 
 
 class Accounting(Protocol):
     def verdict(self, budgets: Sequence[BudgetConfig]) -> SpendVerdict: ...
 
-    def reserve(self, budgets: Sequence[BudgetConfig], worst_case_usd: float) -> Hold: ...
+    async def reserve(
+        self, budgets: Sequence[BudgetConfig], worst: Amount, *, ttl_s: float, request_id: str
+    ) -> Reservation: ...
 
-    def settle(self, hold: Hold, actual_usd: float) -> None: ...
+    async def settle(self, hold: Reservation, actual: Amount) -> None: ...
+
+    async def close(self) -> None: ...
 
 
-@dataclass
-class InProcessAccounting:
-    """Rolling windows in this process (see spend.py): each router replica enforces the
-    limits on its own traffic, and starts empty after a restart."""
+_SETTLING: set[asyncio.Task[Any]] = set()
 
-    ledger: SpendLedger = field(default_factory=SpendLedger)
-    wallclock: Callable[[], float] = time.time
-    _budgets: dict[str, BudgetConfig] = field(default_factory=dict)
-    _held: dict[str, float] = field(default_factory=dict)
-    _holds: dict[int, Hold] = field(default_factory=dict)
-    _ids: itertools.count = field(default_factory=itertools.count)
+
+async def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coro`` in a task of its own: cancelling the caller (a client that left)
+    does not cancel it, so a settle started is a settle finished."""
+    task = asyncio.ensure_future(coro)
+    _SETTLING.add(task)
+    task.add_done_callback(_SETTLING.discard)
+    return await asyncio.shield(task)
+
+
+class LedgerAccounting:
+    """The router's accounting over one ledger (see the module docstring)."""
+
+    def __init__(
+        self, ledger: Ledger | None = None, *, settle_in_background: bool | None = None
+    ) -> None:
+        self.ledger: Ledger = ledger if ledger is not None else InProcessLedger()
+        self.settle_in_background = (
+            not isinstance(self.ledger, InProcessLedger)
+            if settle_in_background is None
+            else settle_in_background
+        )
+        """Default: for a ledger with I/O (the in-process one has no round trip to save)."""
+        self._limits: dict[int, tuple[BudgetConfig, BudgetLimits]] = {}
+        self._owners: dict[str, str] = {}
+        """Reservation id -> its request's id, while the reservation is open."""
+        self._settling: dict[str, set[asyncio.Task[Any]]] = {}
+        """Request id -> its settles still under way."""
+        m.LEDGER_AVAILABLE.set(1)
+
+    def limits(self, budgets: Sequence[BudgetConfig]) -> list[BudgetLimits]:
+        """The Budgets with spend windows, each once, as the ledger takes them (cached
+        per configuration object: a reload brings new objects)."""
+        out: dict[str, BudgetLimits] = {}
+        for b in budgets:
+            if not b.spend or b.id in out:
+                continue
+            hit = self._limits.get(id(b))
+            if hit is None or hit[0] is not b:
+                if len(self._limits) > 4096:
+                    self._limits.clear()
+                hit = self._limits[id(b)] = (b, BudgetLimits.from_config(b))
+            out[b.id] = hit[1]
+        return list(out.values())
 
     def verdict(self, budgets: Sequence[BudgetConfig]) -> SpendVerdict:
-        if not any(b.spend for b in budgets):
-            return SpendVerdict()
-        return verdict(
-            ((b.id, w, self.ledger.window(b.id, w)) for b in budgets for w in b.spend),
-            self.wallclock(),
-            self._held,
+        limits = self.limits(budgets)
+        if not limits:
+            return NO_STEP
+        return verdict(budgets, self.ledger.view(limits))
+
+    async def reserve(
+        self, budgets: Sequence[BudgetConfig], worst: Amount, *, ttl_s: float, request_id: str
+    ) -> Reservation:
+        limits = self.limits(budgets)
+        if not limits:
+            return Reservation(new_id(request_id), (), worst)
+        earlier = self._settling.get(request_id)
+        if earlier:  # the previous tier's settle first: this request's own hold is not room
+            await asyncio.gather(*earlier, return_exceptions=True)
+        t0 = time.perf_counter()
+        adm = await self.ledger.reserve(
+            limits, worst, ttl_s=ttl_s + RESERVATION_GRACE_S, request_id=request_id
         )
+        m.bound(m.LEDGER_SECONDS, "reserve").observe(time.perf_counter() - t0)
+        self._observe(budgets, adm.states, adm.ledger_available)
+        if not adm.admitted or adm.reservation is None:
+            raise SpendRefused(adm, budgets, worst)
+        if self.settle_in_background:
+            self._owners[adm.reservation.id] = request_id
+        return adm.reservation
 
-    def reserve(self, budgets: Sequence[BudgetConfig], worst_case_usd: float) -> Hold:
-        ids = tuple(dict.fromkeys(b.id for b in budgets if b.spend))
-        hold = Hold(next(self._ids), ids, max(0.0, worst_case_usd) if ids else 0.0)
-        for b in budgets:
-            self._budgets[b.id] = b
-        if hold.amount_usd:
-            self._holds[hold.id] = hold
-            for bid in ids:
-                self._held[bid] = self._held.get(bid, 0.0) + hold.amount_usd
-                m.bound(m.SPEND_RESERVED, bid).set(self._held[bid])
-        return hold
-
-    def settle(self, hold: Hold, actual_usd: float) -> None:
-        """Release the hold and charge ``actual_usd`` once to each of its Budgets."""
-        if self._holds.pop(hold.id, None) is not None:
-            for bid in hold.budgets:
-                left = self._held.get(bid, 0.0) - hold.amount_usd
-                if left <= 1e-15:
-                    self._held.pop(bid, None)
-                    left = 0.0
-                else:
-                    self._held[bid] = left
-                m.bound(m.SPEND_RESERVED, bid).set(left)
-        if actual_usd <= 0:
+    async def settle(self, hold: Reservation, actual: Amount) -> None:
+        if not hold.budgets:
             return
-        now = self.wallclock()
-        for bid in hold.budgets:
-            b = self._budgets.get(bid)
-            if b is None:
+        if not self.settle_in_background:
+            await run_to_end(self._settle(hold, actual))
+            return
+        task = asyncio.ensure_future(self._settle(hold, actual))
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+        rid = self._owners.pop(hold.id, hold.id)
+        group = self._settling.setdefault(rid, set())
+        group.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            group.discard(t)
+            if not group and self._settling.get(rid) is group:
+                del self._settling[rid]
+
+        task.add_done_callback(done)
+
+    async def _settle(self, hold: Reservation, actual: Amount) -> None:
+        t0 = time.perf_counter()
+        s = await self.ledger.settle(hold, actual)
+        m.bound(m.LEDGER_SECONDS, "settle").observe(time.perf_counter() - t0)
+        if s.overrun.usd > 0:
+            for b in hold.budgets:
+                m.bound(m.SPEND_OVERRUN, b.id).inc(s.overrun.usd)
+        self._observe_view(hold.budgets, not s.queued)
+
+    async def drain(self) -> None:
+        """Wait for every settle under way (shutdown, tests)."""
+        while _SETTLING:
+            await asyncio.gather(*list(_SETTLING), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
+        await self.ledger.close()
+
+    # -- metrics ----------------------------------------------------------------------
+    def _observe_view(self, limits: Sequence[BudgetLimits], available: bool) -> None:
+        states = self.ledger.view(limits)
+        for b in limits:
+            self._window_metrics(b.id, b.windows, states)
+        self._availability(available)
+
+    def _observe(
+        self,
+        budgets: Sequence[BudgetConfig],
+        states: Any,
+        available: bool,
+    ) -> None:
+        for b in budgets:
+            if b.spend:
+                self._window_metrics(b.id, b.spend, states)
+        self._availability(available)
+
+    def _availability(self, available: bool) -> None:
+        m.LEDGER_AVAILABLE.set(1 if available else 0)
+        m.LEDGER_PENDING.set(getattr(self.ledger, "pending", 0))
+
+    @staticmethod
+    def _window_metrics(
+        budget_id: str, windows: Sequence[Any], states: dict[WindowKey, WindowState] | Any
+    ) -> None:
+        fullest, reserved = 0.0, 0.0
+        for w in windows:
+            st = states.get((budget_id, w.window))
+            if st is None:
                 continue
-            for w in b.spend:
-                win = self.ledger.window(bid, w)
-                win.add(now, actual_usd)
-                total = win.total(now)
-                m.bound(m.SPEND, bid, w.window).set(total)
-                m.bound(m.BUDGET_EXCEEDED, bid, w.window, w.action).set(
-                    1 if total >= w.limit_usd else 0
-                )
-
-    # -- reading (metrics, tests) -------------------------------------------------------
-    def window(self, budget_id: str, spec: SpendWindow) -> RollingWindow:
-        return self.ledger.window(budget_id, spec)
-
-    def held(self, budget_id: str) -> float:
-        return self._held.get(budget_id, 0.0)
+            f = fraction(w, st.spent)
+            if f >= fullest:
+                fullest, reserved = f, st.reserved.usd
+            m.bound(m.SPEND, budget_id, w.window).set(st.spent.usd)
+            m.bound(m.SPEND_TOKENS, budget_id, w.window).set(st.spent.tokens)
+            m.bound(m.BUDGET_EXCEEDED, budget_id, w.window, w.action).set(1 if f >= 1 else 0)
+        m.bound(m.BUDGET_PERCENT, budget_id).set(percent_of(fullest))
+        m.bound(m.SPEND_RESERVED, budget_id).set(reserved)
 
 
 def record_usage(

@@ -21,8 +21,10 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..budget.tokens import TokenCounter
 from ..telemetry.runtime import Telemetry
 from . import metrics as m
+from .accounting import Accounting
 from .decision import Decision
 from .decisionlog import log_decision
 from .engine import Engine
@@ -67,6 +69,8 @@ class RouterApp:
         engine: Engine | None = None,
         discovery: Any = None,
         external: ExternalClients | None = None,
+        accounting: Accounting | None = None,
+        counter: TokenCounter | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings()
@@ -79,9 +83,12 @@ class RouterApp:
         self.pool = TritonPool(discovery=discovery)
         # Egress policy and Secret resolver of the external tiers (see __main__).
         self.external = external or ExternalClients()
+        # Spend: in-process unless __main__ hands over the shared ledger (budget.fromenv).
         self.engine = engine or Engine(
             self.pool,
             self.external,
+            accounting=accounting,
+            counter=counter,
             review=self.telemetry.review,
             shared_stream_max_tokens=self.settings.shared_stream_max_tokens,
         )
@@ -145,7 +152,7 @@ class RouterApp:
             await self.discovery.close()
         await self.pool.close()
         await self.external.close()
-        self.engine.close()
+        await self.engine.aclose()  # the settles under way land first
         await self.telemetry.close()  # flushes the decisions still buffered (bounded)
 
     # ---- ASGI -------------------------------------------------------------------------

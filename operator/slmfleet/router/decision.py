@@ -68,6 +68,21 @@ class Decision:
     human_queue: str | None = None
     degraded: bool = False
     budget_exceeded: tuple[str, ...] = ()
+    budget_step: str | None = None
+    """The most severe degrade-ladder step in force: alert, halveReasoning, degrade or
+    reject (None: no Budget step)."""
+    budget_steps: tuple[str, ...] = ()
+    """Every step in force, ``budget-id:action@percent`` (window limits as
+    ``budget-id/window:action@100``)."""
+    budget_percent: int | None = None
+    """Settled spend of the fullest window among the request's Budgets, in percent."""
+    reasoning_halved: bool = False
+    budget_refusal: dict[str, Any] | None = None
+    """Why the ledger refused a reservation: the request's worst case and every window as
+    the atomic reserve saw it (spent, reserved). In the log line only, never a header."""
+    ledger_available: bool = True
+    """False when the shared ledger did not answer and a failOpen Budget served the
+    request on this replica's local count."""
     upstream_s: float = 0.0
     status: int = 200
     error: str | None = None
@@ -105,6 +120,15 @@ class Decision:
             h.append((b"x-slmfleet-review-case", self.case_id.encode()))
         if self.degraded:
             h.append((b"x-slmfleet-degraded", b"true"))
+        if self.budget_step is not None:
+            h.append((b"x-slmfleet-budget-step", self.budget_step.encode()))
+            h.append((b"x-slmfleet-budget-steps", ",".join(self.budget_steps).encode()))
+        if self.budget_percent is not None:
+            h.append((b"x-slmfleet-budget-percent", str(self.budget_percent).encode()))
+        if self.reasoning_halved:
+            h.append((b"x-slmfleet-reasoning-halved", b"true"))
+        if not self.ledger_available:
+            h.append((b"x-slmfleet-ledger", b"unavailable"))
         return h
 
     @property
@@ -133,4 +157,10 @@ class Decision:
             "review_case": self.case_id,
             "degraded": self.degraded,
             "budget_exceeded": list(self.budget_exceeded),
+            "budget_step": self.budget_step,
+            "budget_steps": list(self.budget_steps),
+            "budget_percent": self.budget_percent,
+            "reasoning_halved": self.reasoning_halved,
+            "budget_refusal": self.budget_refusal,
+            "ledger_available": self.ledger_available,
         }

@@ -3,6 +3,12 @@
 A short sequencer: the decisions are pure functions (routing, cascade, acceptance,
 spend verdicts, trace budgets) and each tier's I/O is an adapter in ``tiers``; this
 file puts them in order and records the outcome in the request's Decision.
+
+Spend: the degrade ladder (``accounting.verdict``) shapes the request before routing
+(cheapest route, no costly tiers, halved reasoning); each tier reserves its worst case
+and is refused atomically by the ledger (``SpendRefused``): a Budget of the policy, or
+of the routed specialist, answers 429 with Retry-After at once; a Budget of another
+tier's specialist only sends the request on to the next tier.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ..budget.tokens import TokenCounter
 from . import metrics as m
 from .acceptance import evaluate
-from .accounting import Accounting, InProcessAccounting
+from .accounting import Accounting, LedgerAccounting, SpendRefused
 from .breaker import Breaker, BreakerConfig
 from .capacity import NO_REPLICA_RETRY_AFTER_S
 from .cascade import next_index, skip_reason, start_index
@@ -27,11 +34,12 @@ from .hops import Hop, returned, skipped
 from .protocol import ParsedRequest, routing_excerpt
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
-from .spend import SpendLedger, SpendVerdict
+from .spend import SpendVerdict
 from .tiers import Emit, ExternalTier, HumanTier, Outcome, SpecialistTier, Tier, TierCall
 from .tracebudget import effective_caps
 
 log = logging.getLogger("slmfleet.router")
+_SEVERITY = ("alert", "halveReasoning", "degrade", "reject")
 
 __all__ = ["Decision", "Emit", "Engine", "Outcome"]
 
@@ -46,29 +54,33 @@ class Engine:
         external: ExternalClients,
         *,
         accounting: Accounting | None = None,
-        ledger: SpendLedger | None = None,
         breaker_config: BreakerConfig | None = None,
         classifier: ClassifierService | None = None,
         review: Any = None,
         shared_stream_max_tokens: int = 64,
         clock: Callable[[], float] = time.monotonic,
-        wallclock: Callable[[], float] = time.time,
+        counter: TokenCounter | None = None,
     ) -> None:
         self.pool = pool
-        self.accounting = accounting or InProcessAccounting(ledger or SpendLedger(), wallclock)
+        self.accounting: Accounting = accounting or LedgerAccounting()
         self.breakers: dict[str, Breaker] = {}
         self.classifier = classifier or ClassifierService()
         self.clock = clock
         bc = breaker_config or BreakerConfig()
         self.specialist_tier = SpecialistTier(
-            pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens
+            pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens, counter
         )
-        self.external_tier: Tier = ExternalTier(external, self.accounting, clock)
+        self.external_tier: Tier = ExternalTier(external, self.accounting, clock, counter)
         # The review queue (telemetry.review.ReviewService) the human tier files to.
         self.human_tier: Tier = HumanTier(review, clock)
 
     def close(self) -> None:
         self.classifier.close()
+
+    async def aclose(self) -> None:
+        """Close the classifier, finish the settles in flight, close the ledger."""
+        self.close()
+        await self.accounting.close()
 
     # ---- request ----------------------------------------------------------------------
     async def run(
@@ -100,9 +112,7 @@ class Engine:
         self, snap: Snapshot, policy: PolicyRuntime, req: ParsedRequest, d: Decision
     ) -> tuple[RouteDecision, bool]:
         spend = self.accounting.verdict(policy.budgets)
-        d.budget_exceeded = spend.exceeded
-        if spend.reject:
-            raise self._reject(policy, spend)
+        self._note(d, spend)
         degrade = spend.degrade
         if policy.direct:
             route = RouteDecision(policy.specialists[0], 1.0, "direct")
@@ -132,13 +142,14 @@ class Engine:
             if route.specialist is not None:
                 # The routed specialist's own Budgets count too (reject, or re-route cheaply).
                 routed = self.accounting.verdict(budgets_for(snap, policy, route.specialist))
-                self._note_exceeded(d, routed)
-                if routed.reject:
-                    raise self._reject(policy, routed)
+                self._note(d, routed)
                 if routed.degrade and not degrade:
                     degrade = True
                     route = route_for(True)
         d.degraded = degrade
+        for step in ("alert", "halveReasoning", "degrade"):  # a reject counts in _reject
+            if any(s.split(":")[-1].startswith(step + "@") for s in d.budget_steps):
+                m.bound(m.BUDGET_STEPS, policy.model_name, step).inc()
         d.route = route.specialist or "-"
         d.route_source = route.source
         d.confidence = route.confidence
@@ -166,7 +177,7 @@ class Engine:
         cost_of = {sid: c.cost_per_mtok for sid, c in snap.candidates.items()}
         last: tuple[Outcome, str, str, bool, float | None] | None = None
         last_error: UpstreamError | None = None
-        rejected: SpendVerdict | None = None
+        rejected: SpendRefused | None = None
         out_of_time = False
         while idx is not None:
             tier = policy.tiers[idx]
@@ -182,14 +193,9 @@ class Engine:
                 if (cfg.human or cfg.external)
                 else (route.specialist if cfg.routed else cfg.specialist)
             )
+            tier_spend = self.accounting.verdict(budgets_for(snap, policy, sid))
             if sid is not None and sid != route.specialist:
-                tier_spend = self.accounting.verdict(budgets_for(snap, policy, sid))
-                self._note_exceeded(d, tier_spend)
-                if tier_spend.reject:
-                    rejected = tier_spend
-                    self._escalate(d, policy, cfg.name, "budget_exceeded")
-                    idx = nxt
-                    continue
+                self._note(d, tier_spend)
                 if tier_spend.degrade:
                     tier_degrade = d.degraded = True
             reason = skip_reason(
@@ -205,7 +211,9 @@ class Engine:
                 idx = nxt
                 continue
             live = emit if (nxt is None or not tier.accept.checks_answer) else None
-            call = TierCall(snap, policy, tier, route, req, d, live, deadline, started)
+            call = TierCall(
+                snap, policy, tier, route, req, d, live, deadline, started, spend=tier_spend
+            )
             if sid is not None:
                 # Scaled to zero, or cost-capped and full: cascade now where the policy says.
                 reason = self.specialist_tier.overflow(call, has_next=nxt is not None)
@@ -228,6 +236,18 @@ class Engine:
             call = replace(call, span=hop.span)
             try:
                 answer = await adapter.call(call)
+            except SpendRefused as exc:
+                hop.failed("budget_exceeded", exc)
+                hop.attempt.outcome = "skipped"  # not called: its reservation was refused
+                self._note_refusal(d, exc)
+                if exc.admission.reason == "ledger_unavailable" or self._refused_by_request(
+                    exc, policy, sid == route.specialist
+                ):
+                    raise self._reject(policy, exc) from None
+                rejected = exc
+                self._escalate(d, policy, cfg.name, "budget_exceeded", called=True)
+                idx = nxt
+                continue
             except UpstreamError as exc:
                 hop.failed(exc.reason, exc)
                 last_error = exc
@@ -287,7 +307,7 @@ class Engine:
         policy: PolicyRuntime,
         out_of_time: bool,
         last_error: UpstreamError | None,
-        rejected: SpendVerdict | None,
+        rejected: SpendRefused | None,
     ) -> RouterError:
         """The error for a request no tier answered."""
         if last_error is not None and last_error.reason == "no_replica" and not out_of_time:
@@ -319,19 +339,60 @@ class Engine:
             502, "no cascade tier could serve the request", type="upstream_error", code="no_tier"
         )
 
-    def _reject(self, policy: PolicyRuntime, spend: SpendVerdict) -> RouterError:
-        m.bound(m.BUDGET_REJECTIONS, policy.model_name).inc()
+    def _reject(self, policy: PolicyRuntime, refused: SpendRefused) -> RouterError:
+        adm = refused.admission
+        m.bound(m.BUDGET_REJECTIONS, policy.model_name, adm.reason or "limit").inc()
+        m.bound(m.BUDGET_STEPS, policy.model_name, "reject").inc()
+        retry = str(max(1, adm.retry_after_s))
+        if adm.reason == "ledger_unavailable":
+            return RouterError(
+                429,
+                "spend ledger unavailable and a Budget fails closed "
+                f"({', '.join(adm.refused_by)}); retry later",
+                type="rate_limit_error",
+                code="budget_ledger_unavailable",
+                headers={"retry-after": retry},
+            )
+        why = "exceeds a limit on its own" if adm.reason == "too_large" else "exceeded"
         return RouterError(
             429,
-            f"spend budget exceeded ({', '.join(spend.exceeded)}); retry later",
+            f"spend budget {why} ({', '.join(adm.refused_by)}); retry later",
             type="rate_limit_error",
             code="budget_exceeded",
-            headers={"retry-after": str(max(1, spend.retry_after_s))},
+            headers={"retry-after": retry},
         )
 
     @staticmethod
-    def _note_exceeded(d: Decision, spend: SpendVerdict) -> None:
+    def _refused_by_request(refused: SpendRefused, policy: PolicyRuntime, routed: bool) -> bool:
+        """Whether the refusal holds for the whole request: a Budget of the policy, or of
+        the specialist routing chose, refused (a fixed tier's own Budget does not)."""
+        if routed:
+            return True
+        own = {b.id for b in policy.budgets}
+        return any(r.rsplit("/", 1)[0] in own or r in own for r in refused.admission.refused_by)
+
+    @staticmethod
+    def _note(d: Decision, spend: SpendVerdict) -> None:
+        """The ladder steps in force, on the Decision (headers, log line)."""
         d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *spend.exceeded)))
+        d.budget_steps = tuple(dict.fromkeys((*d.budget_steps, *spend.steps)))
+        if spend.step is not None:
+            d.budget_step = max(
+                (s for s in (d.budget_step, spend.step) if s is not None), key=_SEVERITY.index
+            )
+        if spend.steps or spend.percent:
+            d.budget_percent = max(d.budget_percent or 0, spend.percent)
+
+    @staticmethod
+    def _note_refusal(d: Decision, refused: SpendRefused) -> None:
+        adm = refused.admission
+        d.budget_refusal = refused.detail()
+        d.ledger_available = d.ledger_available and adm.ledger_available
+        d.budget_step = "reject"
+        d.budget_steps = tuple(
+            dict.fromkeys((*d.budget_steps, *(f"{r}:reject" for r in adm.refused_by)))
+        )
+        d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *adm.refused_by)))
 
     @staticmethod
     def _escalate(

@@ -34,6 +34,8 @@ class ExternalAnswer:
     prompt_tokens: int | None
     completion_tokens: int | None
     finish_reason: str
+    reasoning_tokens: int | None = None
+    """``usage.completion_tokens_details.reasoning_tokens`` (part of completion_tokens)."""
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -147,10 +149,21 @@ class ExternalClients:
             text = choice["message"].get("content") or ""
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise UpstreamError("external tier: malformed response") from None
-        use = data.get("usage") or {}
+        use = data.get("usage")
+        use = use if isinstance(use, dict) else {}
+        details = use.get("completion_tokens_details")
+        details = details if isinstance(details, dict) else {}
         return ExternalAnswer(
             text,
-            use.get("prompt_tokens"),
-            use.get("completion_tokens"),
+            _count(use.get("prompt_tokens")),
+            _count(use.get("completion_tokens")),
             choice.get("finish_reason") or "stop",
+            _count(details.get("reasoning_tokens")),
         )
+
+
+def _count(value: Any) -> int | None:
+    """A token count from an endpoint's ``usage``; anything but a count is no count."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value

@@ -79,20 +79,66 @@ HUMAN_REVIEWS = Counter(
 )
 BUDGET_REJECTIONS = Counter(
     "slmfleet_router_budget_rejections_total",
-    "Requests rejected by a spend window.",
-    ["policy"],
+    "Requests rejected with 429 by a Budget, by reason: limit (a window is full for "
+    "now), too_large (the request's worst case alone passes a cap), ledger_unavailable "
+    "(failClosed while the shared ledger does not answer).",
+    ["policy", "reason"],
     registry=REGISTRY,
 )
 SPEND = Gauge(
     "slmfleet_router_spend_usd",
-    "Spend in each budget window (this replica).",
+    "Settled spend in each budget window, as this replica last saw the ledger (the "
+    "shared total with the Redis ledger).",
+    ["budget", "window"],
+    registry=REGISTRY,
+)
+SPEND_TOKENS = Gauge(
+    "slmfleet_router_spend_tokens",
+    "Settled tokens in each budget window, as this replica last saw the ledger.",
     ["budget", "window"],
     registry=REGISTRY,
 )
 BUDGET_EXCEEDED = Gauge(
     "slmfleet_router_budget_exceeded",
-    "1 while a spend window is over its limit.",
+    "1 while a spend window is at or over its limit.",
     ["budget", "window", "action"],
+    registry=REGISTRY,
+)
+BUDGET_PERCENT = Gauge(
+    "slmfleet_router_budget_percent",
+    "Settled spend of the Budget's fullest window, in percent of its limit.",
+    ["budget"],
+    registry=REGISTRY,
+)
+BUDGET_STEPS = Counter(
+    "slmfleet_router_budget_step_requests_total",
+    "Requests that met a degrade-ladder step (alert, halveReasoning, degrade, reject).",
+    ["policy", "step"],
+    registry=REGISTRY,
+)
+LEDGER_AVAILABLE = Gauge(
+    "slmfleet_router_ledger_available",
+    "1 while the shared spend ledger answers (always 1 for the in-process ledger); 0 "
+    "while Budgets fall back to their failMode.",
+    registry=REGISTRY,
+)
+LEDGER_PENDING = Gauge(
+    "slmfleet_router_ledger_pending_batches",
+    "Spend counted locally while the shared ledger was unreachable, not yet replayed.",
+    registry=REGISTRY,
+)
+LEDGER_SECONDS = Histogram(
+    "slmfleet_router_ledger_seconds",
+    "Time of each ledger operation (reserve, settle).",
+    ["op"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+SPEND_OVERRUN = Counter(
+    "slmfleet_router_spend_overrun_usd_total",
+    "Settled cost beyond what the call had reserved (0 while reservations are true "
+    "worst cases; see docs/budgets.md).",
+    ["budget"],
     registry=REGISTRY,
 )
 CIRCUIT_OPEN = Gauge(
@@ -143,7 +189,8 @@ REPLICAS = Gauge(
 )
 SPEND_RESERVED = Gauge(
     "slmfleet_router_spend_reserved_usd",
-    "Worst-case spend held by tier calls in flight, per budget (this replica).",
+    "Worst-case spend held by tier calls in flight in the budget's fullest window, as "
+    "this replica last saw the ledger (every replica's holds with the Redis ledger).",
     ["budget"],
     registry=REGISTRY,
 )

@@ -9,7 +9,6 @@ bare task inputs, which is why the single-turn case stays verbatim.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,11 +155,6 @@ def chat_prompt(messages: list[dict[str, str]]) -> str:
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     lines.append("assistant:")
     return "\n".join(lines)
-
-
-def estimate_tokens(text: str) -> int:
-    """Input tokens without a tokenizer: ~4 characters per token (OpenAI's rule of thumb)."""
-    return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
 # ---- responses ------------------------------------------------------------------

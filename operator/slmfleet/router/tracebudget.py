@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ..api.budget import PerRequestLimits
+from ..api.routerconfig import PerRequestConfig
 
 DEFAULT_ANSWER_TOKENS = 64
 
@@ -38,7 +38,7 @@ def _min(values: Iterable[int | None]) -> int | None:
     return min(present) if present else None
 
 
-def effective_caps(limits: Iterable[PerRequestLimits], request_max_tokens: int | None) -> Caps:
+def effective_caps(limits: Iterable[PerRequestConfig], request_max_tokens: int | None) -> Caps:
     """The tightest of every applicable budget; the request may lower, never raise."""
     limits = list(limits)
     max_out = _min([*(lim.max_output_tokens for lim in limits), request_max_tokens])

@@ -5,6 +5,12 @@ out. Decoupled like the vLLM backend: with ``stream`` true one response per toke
 otherwise one response with the whole text; then a flag-only final response. Which
 behaviour runs is the config.pbtxt parameter ``standin``; the rest of the parameters
 configure it.
+
+Token counts as the vLLM backend reports them (its docs/additional_outputs.md): when a
+request sets ``return_num_output_tokens``, every response carries ``num_output_tokens``
+(UINT32, the tokens of this response's text); with ``return_num_input_tokens``,
+``num_input_tokens`` (UINT32, the prompt's). The inputs and outputs are added to the
+configuration by ``auto_complete_config``, as the vLLM backend adds them to its own.
 """
 
 from __future__ import annotations
@@ -34,7 +40,29 @@ def _first(request: Any, name: str) -> Any:
     return values[0] if values.size else None
 
 
+#: Optional tensors the vLLM backend's auto-complete adds, and we add the same way.
+TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
+TOKEN_OUTPUTS = (("num_input_tokens", [1]), ("num_output_tokens", [-1]))
+
+
 class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config: Any) -> Any:
+        config = auto_complete_model_config.as_dict()
+        inputs = {i["name"] for i in config.get("input", [])}
+        outputs = {o["name"] for o in config.get("output", [])}
+        for name in TOKEN_INPUTS:
+            if name not in inputs:
+                auto_complete_model_config.add_input(
+                    {"name": name, "data_type": "TYPE_BOOL", "dims": [1], "optional": True}
+                )
+        for name, dims in TOKEN_OUTPUTS:
+            if name not in outputs:
+                auto_complete_model_config.add_output(
+                    {"name": name, "data_type": "TYPE_UINT32", "dims": dims}
+                )
+        return auto_complete_model_config
+
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -62,6 +90,12 @@ class TritonPythonModel:
         prompt = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
         stream = bool(_first(request, "stream") or False)
         sampling = standin.parse_sampling(_first(request, "sampling_parameters"))
+        counts = standin.TokenCounts(
+            input_tokens=standin.count_tokens(prompt)
+            if bool(_first(request, "return_num_input_tokens") or False)
+            else None,
+            output=bool(_first(request, "return_num_output_tokens") or False),
+        )
         answer = self.behaviour.respond(prompt, sampling)
         deltas = standin.word_deltas(answer.text, standin.max_tokens_of(sampling))
         if stream:
@@ -70,21 +104,26 @@ class TritonPythonModel:
                     break  # the router cut us off (e.g. reasoning budget hit)
                 if self.token_delay:
                     time.sleep(self.token_delay)
-                sender.send(self._response(delta, answer.confidence))
+                sender.send(self._response(delta, answer.confidence, counts))
         else:
             if self.token_delay:
                 time.sleep(self.token_delay * len(deltas))
-            sender.send(self._response("".join(deltas), answer.confidence))
+            sender.send(self._response("".join(deltas), answer.confidence, counts))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     @staticmethod
-    def _response(text: str, confidence: float) -> Any:
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
-                pb_utils.Tensor("confidence", np.array([confidence], dtype=np.float32)),
-            ]
-        )
+    def _response(text: str, confidence: float, counts: Any) -> Any:
+        tensors = [
+            pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
+            pb_utils.Tensor("confidence", np.array([confidence], dtype=np.float32)),
+        ]
+        if counts.input_tokens is not None:
+            value = np.array([counts.input_tokens], dtype=np.uint32)
+            tensors.append(pb_utils.Tensor("num_input_tokens", value))
+        if counts.output:
+            value = np.array([standin.count_tokens(text)], dtype=np.uint32)
+            tensors.append(pb_utils.Tensor("num_output_tokens", value))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
         pass

@@ -49,6 +49,16 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+@dataclass(frozen=True)
+class TokenCounts:
+    """Which token counts a request asked for (the vLLM backend's additional outputs)."""
+
+    input_tokens: int | None = None
+    """The prompt's tokens, when ``return_num_input_tokens`` was set."""
+    output: bool = False
+    """Whether ``return_num_output_tokens`` was set."""
+
+
 def parse_sampling(raw: str | bytes | None) -> dict[str, Any]:
     """sampling_parameters is JSON in a BYTES tensor; absent or empty means defaults."""
     if raw is None:

@@ -13,6 +13,7 @@ from ..errors import UpstreamError
 from ..protocol import ParsedRequest
 from ..routing import RouteDecision
 from ..snapshot import PolicyRuntime, Snapshot, TierRuntime, budgets_for
+from ..spend import NO_STEP, SpendVerdict
 from ..tracebudget import Caps, effective_caps
 
 Emit = Callable[[str], Awaitable[None]]
@@ -54,6 +55,8 @@ class TierCall:
     """The request's deadline (engine clock), from maxLatencyMs and the caller."""
     started: float
     """When the request started (engine clock): per-request budgets count from here."""
+    spend: SpendVerdict = NO_STEP
+    """The degrade-ladder steps in force for this tier's Budgets (halveReasoning here)."""
     span: Any = NOOP
     """This hop's span (telemetry.tracing): ``span.inject(headers)`` propagates the W3C
     trace context to an outgoing call."""

@@ -2,9 +2,13 @@
 
 One generation streams through the shared loop; when the model is still thinking at its
 reasoning cap the stream is cancelled, the thought closed with the end marker and sent
-back for a short answer (a second, answer-only generation). Tokens generated before a
-failure, a deadline or the client leaving are charged (with the prompt, when the model
-generated anything); nothing more is charged once the request is cancelled.
+back for a short answer (a second, answer-only generation).
+
+Spend: the call's worst case (``plan``) is reserved before it and held there by the
+``max_tokens`` sent; the backend's own token counts are asked for on every request and
+settled after it, whatever happened. Tokens generated before a failure, a deadline or
+the client leaving are charged (with the prompt, when the model generated anything);
+the rest of the reservation is released.
 """
 
 from __future__ import annotations
@@ -14,15 +18,23 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ...budget.amounts import Amount
+from ...budget.tokens import ByteBound, TokenCounter
 from .. import metrics as m
 from ..accounting import Accounting, record_usage
 from ..breaker import Breaker, BreakerConfig, allow, record
 from ..capacity import overflow, wait_seconds
 from ..errors import UpstreamError
-from ..protocol import estimate_tokens
-from ..spend import cost_usd
 from ..tracebudget import continuation_prompt, new_state
 from .base import Answer, Outcome, TierCall
+from .plan import (
+    actual,
+    bounded_sampling,
+    continuation_bound,
+    input_tokens,
+    output_tokens,
+    specialist_plan,
+)
 from .stream import Progress, consume
 
 
@@ -35,8 +47,11 @@ class SpecialistTier:
         breaker_config: BreakerConfig,
         clock: Callable[[], float] = time.monotonic,
         shared_max_tokens: int = 64,
+        counter: TokenCounter | None = None,
     ) -> None:
         self.pool = pool
+        self.counter: TokenCounter = counter or ByteBound()
+        """Counts tokens where the backend reports none (see ``plan.counted``)."""
         self.shared_max_tokens = shared_max_tokens
         self.accounting = accounting
         self.breakers = breakers
@@ -77,10 +92,6 @@ class SpecialistTier:
         d, req, policy = c.d, c.req, c.policy.model_name
         d.target = sid
         endpoint = spec.endpoint
-        ok, b = allow(self.breakers.get(endpoint, Breaker()), self.clock(), self.breaker_config)
-        self.breakers[endpoint] = b
-        if not ok:
-            raise UpstreamError(f"circuit open for {endpoint}", reason="circuit_open")
         markers = spec.reasoning
         first = Progress(
             new_state(
@@ -88,16 +99,28 @@ class SpecialistTier:
             )
         )
         answer: Progress | None = None
-        rcap = caps.reasoning_cap if markers else None
-        ocap = caps.max_output_tokens
-        sampling = dict(req.sampling)
-        if ocap is not None:
-            sampling["max_tokens"] = ocap
         prices = (spec.cost.input_per_million_usd, spec.cost.output_per_million_usd)
-        prompt_tokens = estimate_tokens(req.prompt)
-        hold = self.accounting.reserve(
-            budgets, cost_usd(prompt_tokens, ocap or spec.context_length, *prices)
+        plan = specialist_plan(
+            req.prompt,
+            caps,
+            reasons=markers is not None,
+            halve_reasoning=c.spend.halve_reasoning,
+            context_length=spec.context_length,
+            prices=prices,
         )
+        rcap, ocap = plan.reasoning_cap, plan.output_cap
+        d.reasoning_halved = d.reasoning_halved or plan.reasoning_halved
+        sampling = bounded_sampling(req.sampling, ocap)
+        hold = await self.accounting.reserve(
+            budgets, plan.worst, ttl_s=timeout, request_id=d.request_id
+        )
+        d.ledger_available = d.ledger_available and not hold.local  # served on a local count
+        ok, b = allow(self.breakers.get(endpoint, Breaker()), self.clock(), self.breaker_config)
+        self.breakers[endpoint] = b
+        if not ok:
+            await self.accounting.settle(hold, Amount())
+            raise UpstreamError(f"circuit open for {endpoint}", reason="circuit_open")
+        prompt2 = ""
         fault = ok = succeeded = False
         t0 = self.clock()
         inflight = m.bound(m.INFLIGHT, spec.id)
@@ -111,7 +134,7 @@ class SpecialistTier:
                 and rcap is None
                 and (
                     self.shared_max_tokens < 0  # every non-streamed request: never cancelled
-                    or (ocap is not None and ocap <= self.shared_max_tokens)
+                    or (caps.max_output_tokens is not None and ocap <= self.shared_max_tokens)
                 )
             )
             gen = self.pool.stream(
@@ -123,17 +146,15 @@ class SpecialistTier:
                 request_id=d.request_id,
                 shared=shared,
                 specialist=spec.id,
+                counts=True,
                 wait_s=wait_seconds(c.policy.capacity),
             )
             await consume(gen, first, reasoning_cap=rcap, output_cap=ocap, emit=c.emit)
             if first.action == "cut":
                 d.truncated = True
                 m.bound(m.TRUNCATIONS, policy, spec.id).inc()
-                budget = caps.answer_tokens
-                if ocap is not None:
-                    budget = max(1, min(budget, ocap - first.generated))
+                budget = max(1, min(caps.answer_tokens, ocap - first.generated))
                 prompt2 = continuation_prompt(req.prompt, first.state)
-                prompt_tokens += estimate_tokens(prompt2)
                 answer = Progress(
                     new_state(None, None, answering=True), confidence=first.confidence
                 )
@@ -144,10 +165,11 @@ class SpecialistTier:
                     endpoint,
                     spec.triton_model,
                     prompt2,
-                    {**req.sampling, "max_tokens": budget},
+                    bounded_sampling(req.sampling, budget),
                     timeout_s=remaining,
                     request_id=d.request_id,
                     specialist=spec.id,
+                    counts=True,
                 )
                 await consume(gen, answer, reasoning_cap=None, output_cap=budget, emit=c.emit)
             ok = succeeded = True
@@ -176,13 +198,12 @@ class SpecialistTier:
                 nb = replace(cur, probing=False)
             self.breakers[endpoint] = nb
             m.bound(m.CIRCUIT_OPEN, endpoint).set(1 if nb.state == "open" else 0)
-            rt = first.state.reasoning_tokens
-            ct = first.generated + (answer.state.answer_tokens if answer is not None else 0)
-            cost = 0.0
+            pt, ct, rt = self._tokens(req.prompt, prompt2, first, answer, plan)
+            spent = Amount()
             if succeeded or ct > 0:
-                cost = cost_usd(prompt_tokens, ct, *prices)
-                record_usage(d, policy, spec.id, prompt_tokens, ct, rt, cost)
-            self.accounting.settle(hold, cost)
+                spent = actual(pt, ct, prices)
+                record_usage(d, policy, spec.id, pt, ct, rt, spent.usd)
+            await self.accounting.settle(hold, spent)
         final = answer if answer is not None else first
         action = answer.action if answer is not None else first.action
         finish = "length" if action == "length" or (ocap is not None and ct >= ocap) else "stop"
@@ -191,3 +212,22 @@ class SpecialistTier:
         return Answer(
             Outcome(final.state.answer, first.state.reasoning.strip(), finish, emitted), conf
         )
+
+    def _tokens(
+        self, prompt: str, prompt2: str, first: Progress, answer: Progress | None, plan: Any
+    ) -> tuple[int, int, int]:
+        """(input, output, reasoning) tokens of the call: the backend's counts, else the
+        tokenizer's within the reservation's bounds (see ``plan.counted``)."""
+        cnt = self.counter
+        pt = input_tokens(first.input_tokens, prompt, cnt, cap=plan.input_bound)
+        ct = output_tokens(
+            first.output_tokens, first.state.raw, cnt, deltas=first.generated, cap=plan.output_cap
+        )
+        if answer is not None:
+            cap2 = max(0, plan.output_cap - first.generated)
+            pt += input_tokens(answer.input_tokens, prompt2, cnt, cap=continuation_bound(plan))
+            ct += output_tokens(
+                answer.output_tokens, answer.state.raw, cnt, deltas=answer.generated, cap=cap2
+            )
+        rt = min(first.state.reasoning_tokens, ct)
+        return pt, ct, rt

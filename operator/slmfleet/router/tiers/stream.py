@@ -24,6 +24,10 @@ class Progress:
     action: str = "continue"
     confidence: float | None = None
     emitted: bool = False
+    output_tokens: int | None = None
+    """Tokens generated, as the backend counted them (None: it did not count)."""
+    input_tokens: int | None = None
+    """The prompt's tokens, as the backend counted them."""
 
     @property
     def generated(self) -> int:
@@ -51,6 +55,11 @@ async def consume(
         async for piece in pieces:
             if piece.confidence is not None:
                 p.confidence = piece.confidence
+            # Counted as received: a piece the budget then drops was generated all the same.
+            if piece.output_tokens is not None:
+                p.output_tokens = (p.output_tokens or 0) + piece.output_tokens
+            if piece.input_tokens is not None:
+                p.input_tokens = piece.input_tokens
             p.state, s = step(
                 p.state, piece.text, reasoning_cap=reasoning_cap, output_cap=output_cap
             )

@@ -2,7 +2,8 @@
 
 The router speaks the vLLM backend's tensor contract (``text_input`` BYTES, ``stream``
 BOOL, ``sampling_parameters`` BYTES holding JSON; ``text_output`` BYTES and an optional
-``confidence`` FP32 back), which the Python-backend stand-ins share. Requests are built
+``confidence`` FP32 back; on request the token counts of ``counts``), which the
+Python-backend stand-ins share. Requests are built
 straight from tritonclient's protobufs (no numpy on the hot path) and responses are read
 from their raw output buffers. Nothing here does I/O, so every shape is table-tested.
 """
@@ -19,6 +20,7 @@ import orjson
 from tritonclient.grpc import service_pb2
 
 from ..errors import UpstreamError
+from .counts import read_token_counts, request_token_counts
 
 #: Shortest Triton-side timeout sent with a request: Triton reads 0 as "no timeout".
 MIN_TIMEOUT_US = 1000
@@ -30,6 +32,10 @@ class Piece:
 
     text: str
     confidence: float | None
+    output_tokens: int | None = None
+    """Tokens of this piece as the backend counted them (``num_output_tokens``)."""
+    input_tokens: int | None = None
+    """The prompt's tokens as the backend counted them (``num_input_tokens``)."""
 
 
 def bytes_tensor(value: bytes) -> bytes:
@@ -44,12 +50,14 @@ def build_request(
     request_id: str,
     *,
     timeout_s: float | None = None,
+    counts: bool = False,
 ) -> Any:
     """One streaming ``ModelInferRequest`` in the vLLM-backend tensor contract.
 
     ``timeout_s`` (the time the request has left) becomes Triton's ``timeout`` request
     parameter (microseconds, the schedule-policy extension), so the server may drop a
-    request whose caller has given up before it even starts.
+    request whose caller has given up before it even starts. ``counts`` asks for the
+    backend's token counts on every response (``counts.request_token_counts``).
     """
     req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
     for name, dtype in (
@@ -72,6 +80,8 @@ def build_request(
     req.parameters["triton_enable_empty_final_response"].bool_param = True
     if timeout_s is not None:
         req.parameters["timeout"].int64_param = max(MIN_TIMEOUT_US, int(timeout_s * 1e6))
+    if counts:
+        request_token_counts(req)
     return req
 
 
@@ -116,7 +126,16 @@ def parse_response(resp: Any) -> tuple[Piece | None, bool]:
                 conf = out.contents.fp32_contents[0]
     if not resp.outputs:
         return None, final
-    return Piece("".join(text_parts), None if conf is None else round(conf, 6)), final
+    try:
+        n = read_token_counts(resp)
+    except ValueError:
+        n = None  # counts we cannot read are no counts: the tokenizer counts instead
+    return Piece(
+        "".join(text_parts),
+        None if conf is None else round(conf, 6),
+        n.output_tokens if n else None,
+        n.input_tokens if n else None,
+    ), final
 
 
 def rpc_error(

@@ -8,6 +8,10 @@ on one of the replica's shared streams (see ``mux``), the cheap path for the res
 Either way the request carries its deadline twice: as the gRPC deadline (dedicated
 streams) and as Triton's ``timeout`` request parameter.
 
+``counts=True`` asks the backend for its token counts (``counts``); a model that has no
+such inputs refuses the request before generating anything, and the pool then sends it
+again without, and never asks that model again (its tokens are counted by the router).
+
 Retries happen only where nothing was generated yet, on another replica when there is
 one. Which replicas exist is decided by ``configure``: the specialist's static
 ``replicas``, else the Pods a discovery source (EndpointSlices) reports for the Service
@@ -29,6 +33,7 @@ from .. import metrics as m
 from ..breaker import BreakerConfig
 from ..errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
 from .codec import Piece, build_request, from_rpc_error, read_message
+from .counts import unsupported
 from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger("slmfleet.router")
@@ -56,6 +61,8 @@ class TritonPool:
         self.breaker_config = breaker_config
         self._sets: dict[str, ReplicaSet] = {}
         self._tracked: set[str] = set()
+        self._no_counts: set[tuple[str, str]] = set()
+        """(endpoint, model) pairs whose backend refused the token-count inputs."""
         self._zero_models: dict[str, set[str]] = {}
         """Endpoint -> models scaled to zero on a server that serves others too (a local
         Triton under explicit model control): held per model, not by emptying the set."""
@@ -188,10 +195,12 @@ class TritonPool:
         request_id: str = "",
         shared: bool = False,
         specialist: str = "-",
+        counts: bool = False,
         wait_s: float | None = None,
     ) -> AsyncIterator[Piece]:
         """Stream the model's text deltas from the least-loaded replica of ``endpoint``;
         while it has none, wait for one at most ``wait_s`` (and the deadline)."""
+        counts = counts and (endpoint, model) not in self._no_counts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         wait_until = deadline if wait_s is None else min(deadline, loop.time() + wait_s)
@@ -207,7 +216,9 @@ class TritonPool:
             )
             started = ok = fault = False
             try:
-                gen = self._on(replica, model, prompt, sampling, deadline, request_id, shared)
+                gen = self._on(
+                    replica, model, prompt, sampling, deadline, request_id, shared, counts
+                )
                 try:
                     async for piece in gen:
                         started = True
@@ -217,6 +228,14 @@ class TritonPool:
                 ok = True
                 return
             except UpstreamError as exc:
+                if counts and not started and unsupported(str(exc)):
+                    log.info(
+                        "%s/%s reports no token counts: the router counts them", endpoint, model
+                    )
+                    self._no_counts.add((endpoint, model))
+                    counts = False
+                    ok = True  # the replica answered: nothing wrong with it
+                    continue
                 fault = exc.retryable or "UNAVAILABLE" in str(exc)
                 if (
                     exc.retryable
@@ -241,12 +260,13 @@ class TritonPool:
         deadline: float,
         request_id: str,
         shared: bool,
+        counts: bool = False,
     ) -> AsyncIterator[Piece]:
         loop = asyncio.get_running_loop()
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise UpstreamError(f"triton {replica.address}: deadline exceeded", timeout=True)
-        req = build_request(model, prompt, sampling, request_id, timeout_s=remaining)
+        req = build_request(model, prompt, sampling, request_id, timeout_s=remaining, counts=counts)
         s = replica.shared_for(request_id) if shared and request_id else None
         if s is not None:
             gen = s.exchange(req, request_id, model, deadline)

@@ -1,0 +1,482 @@
+"""The shared ledger: spend windows in Redis (or Valkey), every operation one atomic
+server-side Lua script, so concurrent router replicas can never jointly pass a cap.
+
+Fail modes. When Redis is unreachable, times out or answers garbage (anything that is
+not the scripts' reply shape), nothing crashes and nothing is lost:
+
+- a Budget with ``failClosed`` refuses (reason ``ledger_unavailable``, Retry-After);
+- with ``failOpen`` the replica admits against what it knows: the spend last seen in
+  Redis plus what it counted itself since (``InProcessLedger`` with that baseline).
+  Replicas cannot see each other then, so N replicas may jointly pass a cap by up to
+  N times its headroom at the outage;
+- every settle made while Redis is down is kept and replayed once Redis answers. The
+  settle of a reservation Redis holds is replayed under that reservation's own id
+  (up to ``MAX_ORPHANS`` of them): the settle script counts an id once, so a settle
+  that Redis applied but whose reply was lost (it stopped mid-call) is not counted
+  twice, and the hold is released at once. Settles of reservations made locally
+  during the outage are aggregated per window and bucket (bounded memory), each batch
+  under its own id so a retried replay counts once.
+
+After a failure, operations go straight to the fallback for ``retry_interval_s``, then
+one probe tries Redis again: an outage costs each request nothing, not a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .amounts import Amount
+from .ledger import (
+    RETRY_SOON_S,
+    Admission,
+    BudgetLimits,
+    InProcessLedger,
+    LedgerRead,
+    Reservation,
+    Settlement,
+    WindowCall,
+    WindowKey,
+    WindowState,
+    fits,
+    new_id,
+    overrun,
+    refusal,
+    window_calls,
+)
+from .specs import WindowSpec
+from .windows import Window
+
+log = logging.getLogger("slmfleet.budget")
+
+#: How long a settled reservation id is remembered (a settle retried later counts once).
+SETTLED_MEMORY_S = 86400
+#: Most reservations settled during an outage that are remembered for release.
+MAX_ORPHANS = 10_000
+
+
+class LedgerUnavailable(Exception):
+    """Redis did not answer, or answered something that is not the scripts' reply."""
+
+
+def _script(name: str) -> str:
+    lua = resources.files(__package__).joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(name).read_text()
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    """redis:// or rediss:// (TLS); the password is better given apart."""
+    password: str | None = None
+    ca_file: str | None = None
+    """CA bundle for rediss:// (the server's certificate is verified against it)."""
+    key_prefix: str = "{slmfleet}"
+    """Every key starts with it; the braces make one hash slot, so the scripts also run
+    on Redis Cluster (on one shard)."""
+    timeout_s: float = 0.25
+    """Per operation: connect, send and answer."""
+    retry_interval_s: float = 1.0
+    max_connections: int = 64
+
+
+def _parse_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | bytes | str):
+        raise LedgerUnavailable(f"garbage in ledger reply: {v!r}")
+    try:
+        return int(v)
+    except ValueError as exc:
+        raise LedgerUnavailable(f"garbage in ledger reply: {v!r}") from exc
+
+
+class _Reader:
+    """Strict reader of the scripts' flat integer replies."""
+
+    def __init__(self, reply: Any) -> None:
+        if not isinstance(reply, list):
+            raise LedgerUnavailable(f"garbage ledger reply: {reply!r:.200}")
+        self.items = reply
+        self.pos = 0
+
+    def int(self) -> int:
+        if self.pos >= len(self.items):
+            raise LedgerUnavailable("short ledger reply")
+        v = _parse_int(self.items[self.pos])
+        self.pos += 1
+        return v
+
+    def state(self, with_buckets: bool, refused: bool = False) -> WindowState:
+        su, st, ru, rt = self.int(), self.int(), self.int(), self.int()
+        if min(su, st, ru, rt) < 0:
+            raise LedgerUnavailable("negative totals in ledger reply")
+        refused_ms = self.int() if refused else 0
+        buckets = None
+        if with_buckets:
+            nb = self.int()
+            buckets = {}
+            for _ in range(nb):
+                b, u, t = self.int(), self.int(), self.int()
+                buckets[b] = Amount.from_nano(u, t)
+        return WindowState(
+            Amount.from_nano(su, st),
+            Amount.from_nano(ru, rt),
+            buckets,
+            refused_ms / 1000 if refused_ms > 0 else None,
+        )
+
+    def done(self) -> None:
+        if self.pos != len(self.items):
+            raise LedgerUnavailable("long ledger reply")
+
+
+@dataclass
+class _Pending:
+    """Spend counted while Redis was down, for one window and bucket."""
+
+    replay_id: str
+    budget_id: str
+    spec: WindowSpec
+    bucket: int
+    amount: Amount
+    sealed: bool = False
+    """Tried once: its id may have counted already, so it never grows again."""
+
+
+@dataclass(frozen=True)
+class _Orphan:
+    """A settle of a reservation Redis holds, made while Redis did not answer."""
+
+    reservation_id: str
+    actual: Amount
+    calls: list[WindowCall]
+    """The windows as they were at the settle (its bucket)."""
+
+
+class RedisLedger:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        *,
+        client: aioredis.Redis | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.monotonic = monotonic
+        self.redis = client or self._connect(settings)
+        self._reserve = self.redis.register_script(_script("reserve.lua"))
+        self._settle = self.redis.register_script(_script("settle.lua"))
+        self._read = self.redis.register_script(_script("read.lua"))
+        self._down_until = 0.0
+        self.last_error = ""
+        self._local = InProcessLedger(clock=clock, monotonic=monotonic)
+        self._known: dict[WindowKey, WindowState] = {}
+        self._pending: dict[tuple[str, str, int], _Pending] = {}
+        self._sealed: list[_Pending] = []
+        self._orphans: dict[str, _Orphan] = {}
+        """Settles of reservations Redis holds, made during an outage: replayed by id."""
+        self._flusher: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _connect(s: RedisSettings) -> aioredis.Redis:
+        kwargs: dict[str, Any] = {
+            "socket_timeout": s.timeout_s,
+            "socket_connect_timeout": s.timeout_s,
+            "max_connections": s.max_connections,
+            "retry_on_timeout": False,
+            "health_check_interval": 30,
+        }
+        if s.password is not None:
+            kwargs["password"] = s.password
+        if s.url.startswith("rediss://"):
+            kwargs["ssl_cert_reqs"] = "required"
+            if s.ca_file:
+                kwargs["ssl_ca_certs"] = s.ca_file
+        return aioredis.from_url(s.url, **kwargs)
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _keys(self, key: WindowKey) -> list[str]:
+        base = f"{self.settings.key_prefix}:w:{key[0]}:{key[1]}"
+        return [base, base + ":x", base + ":b"]
+
+    # -- availability ------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self.monotonic() >= self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning("ledger unavailable (%s): using the fail modes", exc)
+            # What we last saw of the shared spend becomes the local baseline.
+            self._local = InProcessLedger(clock=self.clock, monotonic=self.monotonic)
+            for key, st in self._known.items():
+                self._local.set_baseline(key, st.spent + st.reserved)
+        self.last_error = str(exc) or type(exc).__name__
+        self._down_until = self.monotonic() + self.settings.retry_interval_s
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(
+                script(keys=keys, args=args), timeout=self.settings.timeout_s * 2
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise LedgerUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def _recovered(self) -> None:
+        idle = self._flusher is None or self._flusher.done()
+        if (self._pending or self._sealed or self._orphans) and idle:
+            self._flusher = asyncio.get_running_loop().create_task(self.flush())
+
+    # -- reserve -----------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        budgets: Sequence[BudgetLimits],
+        amount: Amount,
+        *,
+        ttl_s: float,
+        request_id: str | None = None,
+    ) -> Admission:
+        now = self.clock()
+        calls = window_calls(budgets, now)
+        if not calls:
+            return Admission(True, Reservation(new_id(request_id), (), amount, local=True))
+        if self.available:
+            try:
+                adm = await self._reserve_shared(calls, budgets, amount, ttl_s, request_id, now)
+                self._recovered()
+                return adm
+            except LedgerUnavailable as exc:
+                self._failed(exc)
+        return self._reserve_fallback(budgets, amount, ttl_s, request_id, now)
+
+    async def _reserve_shared(
+        self,
+        calls: list[WindowCall],
+        budgets: Sequence[BudgetLimits],
+        amount: Amount,
+        ttl_s: float,
+        request_id: str | None,
+        now: float,
+    ) -> Admission:
+        rid = new_id(request_id)
+        keys: list[str] = []
+        args: list[Any] = [rid, max(1, int(ttl_s * 1000)), len(calls)]
+        for c in calls:
+            keys += self._keys(c.key)
+            args += [
+                c.period.live_from,
+                amount.nano_usd_ceil,
+                amount.tokens,
+                -1 if c.cap_nano is None else c.cap_nano,
+                -1 if c.cap_tokens is None else c.cap_tokens,
+                c.period.key_ttl_s,
+            ]
+        r = _Reader(await self._call(self._reserve, keys, args))
+        admitted = r.int()
+        if admitted not in (0, 1) or r.int() != len(calls):
+            raise LedgerUnavailable("garbage reserve reply")
+        states = {c.key: r.state(with_buckets=True) for c in calls}
+        r.done()
+        self._known.update({k: WindowState(s.spent, s.reserved) for k, s in states.items()})
+        if admitted:
+            return Admission(True, Reservation(rid, _unique(budgets), amount), states=states)
+        refused = [i for i, c in enumerate(calls) if _full(c, states[c.key], amount)]
+        if not refused:
+            raise LedgerUnavailable("reserve refused with no full window")
+        return refusal(calls, refused, states, amount, now)
+
+    def _reserve_fallback(
+        self,
+        budgets: Sequence[BudgetLimits],
+        amount: Amount,
+        ttl_s: float,
+        request_id: str | None,
+        now: float,
+    ) -> Admission:
+        closed = [b.id for b in budgets if b.fail_mode == "failClosed"]
+        if closed:
+            return Admission(
+                False,
+                reason="ledger_unavailable",
+                retry_after_s=max(RETRY_SOON_S, int(self.settings.retry_interval_s)),
+                refused_by=tuple(closed),
+                ledger_available=False,
+            )
+        adm = self._local.reserve_now(
+            budgets, amount, ttl_s=ttl_s, request_id=request_id, now=now, local=True
+        )
+        return Admission(
+            adm.admitted,
+            adm.reservation,
+            adm.reason,
+            adm.retry_after_s,
+            adm.refused_by,
+            adm.states,
+            ledger_available=False,
+        )
+
+    # -- settle ------------------------------------------------------------------------
+
+    async def settle(self, reservation: Reservation, actual: Amount) -> Settlement:
+        now = self.clock()
+        calls = window_calls(reservation.budgets, now)
+        if not calls:
+            return Settlement(True, True, overrun(reservation.amount, actual))
+        if self.available:
+            try:
+                s = await self._settle_shared(reservation.id, calls, actual, now)
+                self._recovered()
+                return Settlement(s[0], s[1], overrun(reservation.amount, actual))
+            except LedgerUnavailable as exc:
+                self._failed(exc)
+        # Down: count it locally (the fail-open guard sees it) and keep it for replay.
+        self._local.settle_now(reservation, actual, now=now)
+        if not reservation.local and len(self._orphans) < MAX_ORPHANS:
+            self._orphans[reservation.id] = _Orphan(reservation.id, actual, calls)
+        else:
+            for c in calls:
+                self._queue(c, actual)
+        return Settlement(True, False, overrun(reservation.amount, actual), queued=True)
+
+    async def release(self, reservation: Reservation) -> Settlement:
+        return await self.settle(reservation, Amount())
+
+    async def _settle_shared(
+        self, sid: str, calls: list[WindowCall], actual: Amount, now: float
+    ) -> tuple[bool, bool]:
+        keys: list[str] = []
+        args: list[Any] = [sid, len(calls), SETTLED_MEMORY_S]
+        for c in calls:
+            keys += self._keys(c.key)
+            args += [
+                c.period.bucket,
+                c.period.live_from,
+                actual.nano_usd,
+                actual.tokens,
+                c.period.key_ttl_s,
+            ]
+        keys.append(f"{self.settings.key_prefix}:s:{sid}")
+        r = _Reader(await self._call(self._settle, keys, args))
+        status, found, n = r.int(), r.int(), r.int()
+        if status not in (1, 2) or found not in (0, 1) or n != len(calls):
+            raise LedgerUnavailable("garbage settle reply")
+        for c in calls:
+            self._known[c.key] = r.state(with_buckets=False)
+        r.done()
+        return status == 1, bool(found)
+
+    def _queue(self, c: WindowCall, actual: Amount) -> None:
+        if actual.nano_usd == 0 and actual.tokens == 0:
+            return
+        key = (c.key[0], c.key[1], c.period.bucket)
+        p = self._pending.get(key)
+        if p is None:
+            self._pending[key] = _Pending(
+                uuid.uuid4().hex, c.key[0], c.spec, c.period.bucket, actual
+            )
+        else:
+            p.amount = p.amount + actual
+
+    @property
+    def pending(self) -> int:
+        """Batches and settles of spend counted while Redis was down, not yet replayed."""
+        return len(self._pending) + len(self._sealed) + len(self._orphans)
+
+    async def flush(self) -> int:
+        """Replay spend counted while Redis was down; returns the batches replayed."""
+        batches = self._sealed + list(self._pending.values())
+        self._sealed, self._pending = [], {}
+        done = 0
+        for i, p in enumerate(batches):
+            p.sealed = True
+            win = Window.of(p.spec)
+            # The spend goes to the bucket it was counted in (gone if that aged out).
+            period = replace(win.period(self.clock()), bucket=p.bucket)
+            call = WindowCall((p.budget_id, p.spec.window), p.spec, win, period, None, None)
+            try:
+                await self._settle_shared(p.replay_id, [call], p.amount, self.clock())
+                done += 1
+            except LedgerUnavailable as exc:
+                self._sealed.extend(batches[i:])
+                self._failed(exc)
+                return done
+        if done:
+            log.info("ledger reconciled: %d batches of spend counted while it was down", done)
+        return done + await self._replay_orphans()
+
+    async def _replay_orphans(self) -> int:
+        """Settle, by their own ids and in the buckets of their time, the reservations
+        Redis holds that were settled while it was down (counted once, released)."""
+        done = 0
+        for rid, o in list(self._orphans.items()):
+            try:
+                await self._settle_shared(rid, o.calls, o.actual, self.clock())
+            except LedgerUnavailable as exc:
+                self._failed(exc)
+                break
+            del self._orphans[rid]
+            done += 1
+        return done
+
+    # -- read --------------------------------------------------------------------------
+
+    async def read(self, budgets: Sequence[BudgetLimits]) -> LedgerRead:
+        now = self.clock()
+        calls = window_calls(budgets, now)
+        if not calls:
+            return LedgerRead({})
+        keys: list[str] = []
+        args: list[Any] = [len(calls)]
+        for c in calls:
+            keys += self._keys(c.key)
+            args.append(c.period.live_from)
+        try:
+            r = _Reader(await self._call(self._read, keys, args))
+            if r.int() != len(calls):
+                raise LedgerUnavailable("garbage read reply")
+            states = {c.key: r.state(with_buckets=True, refused=True) for c in calls}
+            r.done()
+        except LedgerUnavailable as exc:
+            self._failed(exc)
+            return LedgerRead({}, available=False, error=self.last_error)
+        self._down_until = 0.0
+        self._known.update({k: WindowState(s.spent, s.reserved) for k, s in states.items()})
+        self._recovered()
+        return LedgerRead(states)
+
+    def view(self, budgets: Sequence[BudgetLimits]) -> Mapping[WindowKey, WindowState]:
+        """The windows as this replica last saw them (every reply carries the totals)."""
+        if not self.available:
+            return self._local.read_now(budgets).states
+        keys = {(b.id, w.window) for b in budgets for w in b.windows}
+        return {k: s for k, s in self._known.items() if k in keys}
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            try:
+                await asyncio.wait_for(self._flusher, timeout=self.settings.timeout_s * 4)
+            except (TimeoutError, asyncio.CancelledError):
+                self._flusher.cancel()
+        await self.redis.aclose()
+
+
+def _unique(budgets: Sequence[BudgetLimits]) -> tuple[BudgetLimits, ...]:
+    return tuple({b.id: b for b in budgets}.values())
+
+
+def _full(c: WindowCall, st: WindowState, amount: Amount) -> bool:
+    spent, res = st.spent, st.reserved
+    return not fits(c, spent.nano_usd, spent.tokens, res.nano_usd, res.tokens, amount)
