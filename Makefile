@@ -70,6 +70,7 @@ bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/classifier_cost.py
 	$(PY) benchmarks/router_spread.py
+	$(PY) benchmarks/query_split.py
 	$(PY) benchmarks/operator_scale.py
 	$(PY) benchmarks/ledger_load.py
 	$(PY) benchmarks/budget_routers.py

@@ -103,6 +103,15 @@ def test_templates_accepted_by_the_api_server(cluster, kube, namespace):
     deployments = [d for d in docs if d["kind"] == "Deployment"]
     router = next(d for d in deployments if d["metadata"]["name"].endswith("-router"))
     assert "replicas" not in router["spec"], "the HPA owns replicas"
+    # ONNX classifiers' tokenizers: the claim mounted read-only where the router reads.
+    pod = router["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "artifacts"]
+    assert vol["persistentVolumeClaim"] == {"claimName": "slmfleet-classifiers", "readOnly": True}
+    (ctr,) = pod["containers"]
+    assert {"name": "SLMFLEET_ARTIFACT_ROOT", "value": "/var/lib/slmfleet/artifacts"} in ctr["env"]
+    (mount,) = [m for m in ctr["volumeMounts"] if m["name"] == "artifacts"]
+    assert mount == {"name": "artifacts", "mountPath": "/var/lib/slmfleet/artifacts",
+                     "readOnly": True}  # fmt: skip
     # ...and monitoring only where the API serves monitoring.coreos.com/v1.
     assert not {"ServiceMonitor", "PodMonitor"} & kinds(docs)
     api = [a for m in MONITORING for a in ("--api-versions", m)]

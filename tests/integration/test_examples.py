@@ -17,7 +17,7 @@ import yaml
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-FLEETS = ["retail-support", "gpu"]
+FLEETS = ["retail-support", "gpu", "dense"]
 
 
 def _names(path: Path, kind: str) -> set[str]:

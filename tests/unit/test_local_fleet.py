@@ -259,3 +259,23 @@ def test_local_replicas_are_listed_for_every_specialist():
     assert config.specialists and all(s.replicas == endpoints for s in config.specialists)
     assert {s.endpoint for s in config.specialists} == {"127.0.0.1:9001"}
     assert config.policies == single.policies
+
+
+def test_dense_example_keeps_the_tensorrtllm_contract_split_and_rollouts():
+    fleet = load_fleet(GPU.parent / "dense")
+    choices = {c.model: c for c in stand_ins(fleet)}
+    assert choices["shipping"].stand_in.contract == "tensorrtllm"
+    assert choices["billing"].stand_in.contract == "python"
+    labels = json.loads(choices["intent"].stand_in.parameters["examples"])
+    assert set(labels) == {"refund", "invoice", "payment_method", "tracking",
+                           "delivery_address", "damaged"}  # fmt: skip
+    config = local_router_config(fleet, "h:1")
+    backends = {s.id.split("/")[1]: s.backend for s in config.specialists}
+    assert backends == {"billing": "python", "billing-3b": "python", "intent": "python",
+                        "shipping": "tensorrtllm", "shipping-next": "tensorrtllm"}  # fmt: skip
+    support = next(p for p in config.policies if p.model_name == "support")
+    assert support.routing.split.enabled and support.routing.split.max_parts == 3
+    assert [(r.mode, r.specialist, r.candidate, r.percent) for r in support.rollouts] == [
+        ("canary", "dense/billing", "dense/billing-3b", 10.0),
+        ("shadow", "dense/shipping", "dense/shipping-next", 20.0),
+    ]

@@ -23,6 +23,7 @@ def model(**kw) -> ModelSpec:
         ({"p": {"decoupled": False}}, "p {\n  decoupled: false\n}"),
         ({"i": [{"a": 1}, {"a": 2}]}, "i {\n  a: 1\n}\ni {\n  a: 2\n}"),
         ({"skip": None, "s": 'quo"te'}, 's: "quo\\"te"'),
+        ({"reshape": {"shape": []}}, "reshape {\n  shape: [ ]\n}"),
     ],
 )
 def test_pbtxt_writer(message, text):
@@ -34,7 +35,19 @@ def test_pbtxt_writer(message, text):
     [
         ("vllm", ['backend: "vllm"', "decoupled: true", "KIND_MODEL", 'name: "text_input"']),
         ("python", ['backend: "python"', "decoupled: true", 'name: "confidence"']),
-        ("tensorrtllm", ['backend: "tensorrtllm"', 'name: "input_ids"', "gpt_model_path"]),
+        (
+            "tensorrtllm",  # the tensorrt_llm_bls model: text in, text out
+            [
+                'backend: "python"',
+                "max_batch_size: 64",
+                "decoupled: true",
+                'name: "max_tokens"',
+                'name: "stop_words"',
+                'name: "text_output"',
+                'key: "tensorrt_llm_model_name"',
+                "reshape {\n    shape: [ ]\n  }",
+            ],
+        ),
         ("onnxruntime", ['platform: "onnxruntime_onnx"', "KIND_CPU"]),
     ],
 )
@@ -77,3 +90,17 @@ def test_vllm_engine_arguments():
 def test_only_vllm_has_model_json():
     assert set(model_repository_files("m", model())) == {"config.pbtxt", "model.json"}
     assert set(model_repository_files("m", model(backend="python"))) == {"config.pbtxt"}
+
+
+def test_tensorrtllm_bls_parameters_and_instances():
+    text = config_pbtxt(
+        "m",
+        model(
+            backend="tensorrtllm",
+            maxBatchSize=8,
+            parameters={"bls_instance_count": "2", "accumulate_tokens": "true"},
+        ),
+    )
+    assert "max_batch_size: 8" in text and "count: 2" in text
+    assert 'key: "accumulate_tokens"\n  value {\n    string_value: "true"' in text
+    assert "bls_instance_count" not in text  # a template value, not a BLS parameter

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field
 from .base import Condition, KubeModel, LabelSelector, SecretKeyRef, cel, list_map
 from .names import DnsLabel, Identifier, ModelName, SpecialistName
 from .regex import Re2Pattern
+from .rollout import Rollout
 from .schemacheck import check_schema
 from .specialist import Example, Keyword
 
@@ -88,6 +89,18 @@ class CostAwareRouting(KubeModel):
     """How far below the best confidence a cheaper specialist may be."""
 
 
+class SplitRouting(KubeModel):
+    enabled: bool = False
+    """Split a request that spans several domains ("my parcel arrived damaged and I need
+    to change my password") into parts, each answered by the specialist it routes to,
+    concurrently, the answers merged in order. Opt-in."""
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Routing confidence a part needs (default: semantic.minConfidence): the request
+    splits only when two or more parts reach it for different specialists."""
+    max_parts: int = Field(default=4, ge=2, le=8)
+    """Most parts one request is split into (the rest stays with the last part)."""
+
+
 class RoutingSpec(KubeModel):
     rules: list[Rule] = Field(default_factory=list, max_length=256)
     """Explicit rules, first match wins."""
@@ -95,6 +108,8 @@ class RoutingSpec(KubeModel):
     """The learned classifier."""
     cost_aware: CostAwareRouting = Field(default_factory=CostAwareRouting)
     """Cost-aware choice among eligible specialists."""
+    split: SplitRouting = Field(default_factory=SplitRouting)
+    """Multi-domain query splitting (off by default)."""
 
 
 class Validator(KubeModel):
@@ -289,6 +304,10 @@ class RouterPolicySpec(KubeModel):
     """Ordered tiers; a request escalates down the list until a tier's answer is accepted."""
     fallback: FallbackSpec | None = None
     """Where out-of-domain and failed requests go."""
+    rollouts: list[Rollout] = Field(
+        default_factory=list, max_length=16, json_schema_extra=list_map("specialist")
+    )
+    """Canary and shadow rollouts of candidate specialists, one per incumbent."""
     decision_log: DecisionLogSpec | None = None
     """What the decision log keeps of prompts and answers (default: the router's
     setting, off unless its operator says otherwise)."""

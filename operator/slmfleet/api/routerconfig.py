@@ -76,7 +76,11 @@ class SpecialistConfig(KubeModel):
     triton_model: str = Field(min_length=1, max_length=253)
     """Model name inside Triton."""
     backend: Backend
-    """Triton backend (selects the request tensors)."""
+    """Triton backend: selects the codec (request and response tensors, see
+    ``router.triton.codecs``)."""
+    artifact: str | None = Field(default=None, max_length=2048)
+    """The model artifact's URI, for backends whose requests the router prepares from
+    it: an onnxruntime classifier's tokenizer.json (and config.json labels)."""
     ready: bool = False
     """Whether the specialist reported Ready; unready targets are skipped."""
     scaled_to_zero: bool = False
@@ -125,6 +129,15 @@ class CostAwareConfig(KubeModel):
     """How far below the best confidence a cheaper specialist may be."""
 
 
+class SplitConfig(KubeModel):
+    enabled: bool = False
+    """Split requests that span several domains into parts (see router.splitting)."""
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Routing confidence each part needs (None: semantic.min_confidence)."""
+    max_parts: int = Field(default=4, ge=2, le=8)
+    """Most parts per request."""
+
+
 class RoutingConfig(KubeModel):
     rules: list[RuleConfig] = Field(default_factory=list)
     """Explicit rules, first match wins."""
@@ -132,6 +145,8 @@ class RoutingConfig(KubeModel):
     """The learned classifier."""
     cost_aware: CostAwareConfig = Field(default_factory=CostAwareConfig)
     """Cost-aware choice among eligible specialists."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    """Multi-domain query splitting."""
 
 
 class ValidatorConfig(KubeModel):
@@ -230,6 +245,30 @@ class FallbackConfig(KubeModel):
     """Tier that takes requests whose tier failed or timed out."""
 
 
+class RollbackConfig(KubeModel):
+    enabled: bool = True
+    """Roll a canary back automatically."""
+    margin: float = Field(default=0.05, ge=0.0, le=1.0)
+    """How much higher the candidate's bad-outcome rate may be."""
+    min_samples: int = Field(default=50, ge=10, le=1_000_000)
+    """Requests each arm needs before the test."""
+    confidence: float = Field(default=0.95, ge=0.5, le=0.9999)
+    """Confidence of the one-sided test."""
+
+
+class RolloutConfig(KubeModel):
+    specialist: ObjectId
+    """Incumbent specialist id."""
+    candidate: ObjectId
+    """Candidate specialist id."""
+    mode: Literal["canary", "shadow"] = "canary"
+    """canary: the candidate answers a share; shadow: it gets a copy of a share."""
+    percent: float = Field(ge=0.0, le=100.0)
+    """Share of the incumbent's requests, in percent."""
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    """Automatic rollback of a canary."""
+
+
 class CapacityConfig(KubeModel):
     when_scaled_to_zero: Literal["wait", "cascade"] = "wait"
     """wait for a replica (at most max_wait_seconds) or cascade to the next tier."""
@@ -256,6 +295,8 @@ class PolicyConfig(KubeModel):
     """What happens to a request whose specialist is scaled to zero or at its cost cap."""
     budgets: list[ObjectId] = Field(default_factory=list)
     """Ids of the Budgets that apply."""
+    rollouts: list[RolloutConfig] = Field(default_factory=list)
+    """Canary and shadow rollouts (specialists as ids), one per incumbent."""
     decision_log: DecisionLogConfig | None = None
     """What the decision log keeps of prompts and answers (None: the router's default)."""
 

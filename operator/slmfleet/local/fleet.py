@@ -18,7 +18,10 @@ Mapping of SLMSpecialists to stand-ins:
   none) and answers with the specialist's name as its label.
 
 Locally every stand-in is a python-backend model, so the router config says ``python``
-for every specialist whatever the manifest's backend.
+for every specialist whatever the manifest's backend, except TensorRT-LLM ones: their
+stand-ins honour the ``tensorrt_llm_bls`` contract (the config the operator renders),
+so the router config keeps ``tensorrtllm`` and its codec is exercised. ONNX
+classifiers are domain stand-ins here (``python``): a real one needs its model file.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def local_router_config(
             namespace=s.namespace,
             name=s.name,
             spec=s.spec.model_copy(
-                update={"model": s.spec.model.model_copy(update={"backend": "python"})}
+                update={"model": s.spec.model.model_copy(update={"backend": _local_backend(s)})}
             ),
             generation=s.generation,
             labels=s.labels,
@@ -125,6 +128,11 @@ def local_router_config(
         s.model_copy(update={"replicas": list(replicas)}) for s in rendered.config.specialists
     ]
     return rendered.config.model_copy(update={"specialists": specialists})
+
+
+def _local_backend(item: Item) -> str:
+    """The backend the local stand-in speaks (see the module docstring)."""
+    return "tensorrtllm" if item.spec.model.backend == "tensorrtllm" else "python"
 
 
 # -- the running fleet -------------------------------------------------------------------------
@@ -366,7 +374,8 @@ class LocalFleet:
                 if self.on_request and line.startswith(b"{"):
                     with contextlib.suppress(ValueError):
                         record = json.loads(line)
-                        if "request_id" in record:
+                        # Decision lines only (review cases, shadow comparisons: events).
+                        if "request_id" in record and "event" not in record:
                             self.on_request(record)
 
     # -- run / stop -----------------------------------------------------------------------------

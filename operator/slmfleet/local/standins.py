@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from ..render.fleet import Item
@@ -44,11 +44,23 @@ def stand_in_for(
     backend = f"{model.backend}" + (
         f"/{model.quantization}" if model.quantization != "none" else ""
     )
+    # TensorRT-LLM specialists get a stand-in that speaks the tensorrt_llm_bls contract,
+    # so the router's TensorRT-LLM codec is the one exercised locally too.
+    contract = "tensorrtllm" if model.backend == "tensorrtllm" else "python"
     if model.reasoning is not None:
         stand_in = StandIn.reasoner(
             start_marker=model.reasoning.start_marker, end_marker=model.reasoning.end_marker
         )
+        stand_in = replace(stand_in, contract=contract)
         return StandInChoice(item.name, stand_in, f"reasoner stand-in for {backend} {model.uri}")
+    if model.backend == "onnxruntime" and spec.domain.labels:
+        # A classifier answers with one of its labels: a domain stand-in over the label
+        # names (the real model needs its .onnx file; see local/models/onnx_classifier).
+        labels = {lb: [lb.replace("_", " ")] for lb in spec.domain.labels}
+        stand_in = StandIn.domain(labels, dict.fromkeys(labels, "(label)"))
+        return StandInChoice(
+            item.name, stand_in, f"label stand-in for {backend} {model.uri} (its labels)"
+        )
     texts = list(spec.domain.examples)
     if spec.domain.examples_from:
         ref = spec.domain.examples_from
@@ -58,12 +70,12 @@ def stand_in_for(
     if not texts:  # no territory of its own: a general model (an escalation tier)
         return StandInChoice(
             item.name,
-            StandIn("generalist", {"display_name": item.name}),
+            StandIn("generalist", {"display_name": item.name}, contract),
             f"generalist stand-in for {backend} {model.uri} (no domain examples or keywords)",
         )
     label = _label(item.name)
     reply = spec.domain.description or f"an answer from {item.name}"
-    stand_in = StandIn.domain({label: texts}, {label: reply})
+    stand_in = replace(StandIn.domain({label: texts}, {label: reply}), contract=contract)
     return StandInChoice(item.name, stand_in, f"domain stand-in for {backend} {model.uri}")
 
 

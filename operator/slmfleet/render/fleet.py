@@ -21,6 +21,7 @@ from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import PolicyConfig, RouterConfig, SpecialistConfig
 from ..api.specialist import SLMSpecialistSpec
 from .conditions import condition, ready_set
+from .rollouts import rollout_condition
 from .specialist_status import WAKEABLE
 from .translate import (
     EndpointOf,
@@ -348,7 +349,11 @@ def render_fleet(
             if idle:
                 msg += f"; scaled to zero, started on demand: {', '.join(idle)}"
             conds = ready_set(True, "TargetsReady", msg, gen)
-        status["conditions"] = conds
+        ready = {sid: sid in spec_configs and spec_configs[sid].ready for sid in by_id}
+        status["conditions"] = [
+            *conds,
+            rollout_condition(spec, pol.namespace, targets, ready, gen),
+        ]
 
     for bud in sorted(budgets, key=lambda b: b.id):
         bspec: BudgetSpec = bud.spec

@@ -31,7 +31,10 @@ def dumps(message: dict[str, Any], indent: int = 0) -> str:
         if value is None:
             continue
         items = value if isinstance(value, list) else [value]
-        if isinstance(value, list) and value and not isinstance(value[0], dict):
+        if isinstance(value, list) and not value:
+            lines.append(f"{pad}{key}: [ ]")  # e.g. a reshape to a scalar
+            continue
+        if isinstance(value, list) and not isinstance(value[0], dict):
             lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
             continue
         for item in items:

@@ -27,6 +27,7 @@ from ..api.routerconfig import (
     PerRequestConfig,
     PolicyConfig,
     ReasoningConfig,
+    RolloutConfig,
     RoutingConfig,
     SpecialistConfig,
     SpendWindowConfig,
@@ -60,6 +61,8 @@ def specialist_config(
         endpoint=endpoint_of(namespace, name),
         triton_model=name,
         backend=spec.model.backend,
+        # The router tokenizes for ONNX classifiers, from the artifact's tokenizer.json.
+        artifact=spec.model.uri if spec.model.backend == "onnxruntime" else None,
         ready=ready,
         scaled_to_zero=scaled_to_zero and not ready,
         cost_capped=cost_capped,
@@ -102,6 +105,10 @@ def policy_config(
     routing = spec.routing.wire()
     for rule in routing.get("rules", []):
         rule["specialist"] = object_id(namespace, rule["specialist"])
+    rollouts = [r.wire() for r in spec.rollouts]
+    for r in rollouts:
+        r["specialist"] = object_id(namespace, r["specialist"])
+        r["candidate"] = object_id(namespace, r["candidate"])
     return PolicyConfig(
         model_name=model_name,
         id=object_id(namespace, name),
@@ -111,6 +118,7 @@ def policy_config(
         fallback=FallbackConfig.model_validate(spec.fallback.wire()) if spec.fallback else None,
         capacity=CapacityConfig.model_validate(spec.capacity.wire()),
         budgets=budgets,
+        rollouts=[RolloutConfig.model_validate(r) for r in rollouts],
         decision_log=(
             DecisionLogConfig.model_validate(spec.decision_log.wire())
             if spec.decision_log

@@ -1,9 +1,17 @@
 """Triton model repository configuration per backend (config.pbtxt, model.json).
 
-Every text-generating backend we route to speaks the same tensors as Triton's vLLM
-backend: ``text_input`` (BYTES), ``sampling_parameters`` (JSON in BYTES), ``stream``
-(BOOL) in, ``text_output`` (BYTES) out, decoupled so tokens stream. Python-backend
-models add an optional ``confidence`` (FP32) output the router reads for cascades.
+The tensors rendered here are the contracts the router's codecs speak
+(``router.triton.codecs``; a unit test holds the two together):
+
+* ``vllm`` and ``python``: Triton's vLLM backend contract, ``text_input`` (BYTES),
+  ``sampling_parameters`` (JSON in BYTES), ``stream`` (BOOL) in, ``text_output``
+  (BYTES) out, decoupled so tokens stream. Python-backend models add an optional
+  ``confidence`` (FP32) output the router reads for cascades.
+* ``tensorrtllm``: the model the router calls is TensorRT-LLM's ``tensorrt_llm_bls``
+  (see ``tensorrtllm_bls_config``), whose inputs and outputs are those of the
+  backend's documented config.pbtxt.
+* ``onnxruntime``: Triton reads inputs and outputs from the .onnx file (auto-complete);
+  the router learns them from the model's metadata.
 """
 
 from __future__ import annotations
@@ -33,6 +41,99 @@ CONFIDENCE_OUTPUT = {"name": "confidence", "data_type": Enum("TYPE_FP32"), "dims
 WEIGHTS_DIR = "/models/{name}/1/weights"
 
 
+def _tensor(name: str, dtype: str, dims: list[int], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "data_type": Enum(f"TYPE_{dtype}"), "dims": dims, **extra}
+
+
+def _opt(name: str, dtype: str, dims: list[int] | None = None, **extra: Any) -> dict[str, Any]:
+    return _tensor(name, dtype, dims or [1], optional=True, **extra)
+
+
+_SCALAR = {"reshape": {"shape": []}}
+#: tensorrt_llm_bls inputs for text generation, as TensorRT-LLM's
+#: triton_backend/all_models/inflight_batcher_llm/tensorrt_llm_bls/config.pbtxt declares
+#: them (multimodal, LoRA, prompt-table and speculative-decoding inputs left out).
+TRTLLM_BLS_INPUTS = [
+    _tensor("text_input", "STRING", [1]),
+    _opt("decoder_text_input", "STRING"),
+    _tensor("max_tokens", "INT32", [1]),
+    _opt("bad_words", "STRING", [-1]),
+    _opt("stop_words", "STRING", [-1]),
+    _opt("exclude_input_in_output", "BOOL"),
+    _opt("end_id", "INT32"),
+    _opt("pad_id", "INT32"),
+    _opt("top_k", "INT32"),
+    _opt("top_p", "FP32"),
+    _opt("temperature", "FP32"),
+    _opt("length_penalty", "FP32"),
+    _opt("repetition_penalty", "FP32"),
+    _opt("min_tokens", "INT32"),
+    _opt("presence_penalty", "FP32"),
+    _opt("frequency_penalty", "FP32"),
+    _opt("seed", "UINT64"),
+    _opt("return_log_probs", "BOOL", **_SCALAR),
+    _opt("return_context_logits", "BOOL", **_SCALAR),
+    _opt("return_generation_logits", "BOOL", **_SCALAR),
+    _opt("num_return_sequences", "INT32", **_SCALAR),
+    _opt("beam_width", "INT32"),
+    _opt("stream", "BOOL"),
+    _opt("return_perf_metrics", "BOOL", **_SCALAR),
+    _opt("return_num_input_tokens", "BOOL", **_SCALAR),
+    _opt("return_num_output_tokens", "BOOL", **_SCALAR),
+]
+#: Every output the BLS model may send (a Python model may not send undeclared ones).
+TRTLLM_BLS_OUTPUTS = [
+    _tensor("text_output", "STRING", [-1]),
+    _tensor("cum_log_probs", "FP32", [-1]),
+    _tensor("output_log_probs", "FP32", [-1, -1]),
+    _tensor("context_logits", "FP32", [-1, -1]),
+    _tensor("generation_logits", "FP32", [-1, -1, -1]),
+    _tensor("batch_index", "INT32", [1]),
+    _tensor("sequence_index", "INT32", [1]),
+    _tensor("kv_cache_alloc_new_blocks", "INT32", [1]),
+    _tensor("kv_cache_reused_blocks", "INT32", [1]),
+    _tensor("kv_cache_alloc_total_blocks", "INT32", [1]),
+    _tensor("arrival_time_ns", "INT64", [1]),
+    _tensor("first_scheduled_time_ns", "INT64", [1]),
+    _tensor("first_token_time_ns", "INT64", [1]),
+    _tensor("last_token_time_ns", "INT64", [1]),
+    _tensor("acceptance_rate", "FP32", [1]),
+    _tensor("total_accepted_draft_tokens", "INT32", [1]),
+    _tensor("total_draft_tokens", "INT32", [1]),
+    _tensor("num_input_tokens", "INT32", [1]),
+    _tensor("num_output_tokens", "INT32", [1]),
+]
+#: The BLS's defaults; ``model.parameters`` override them.
+TRTLLM_BLS_PARAMETERS = {
+    "tensorrt_llm_model_name": "tensorrt_llm",
+    "tensorrt_llm_draft_model_name": "",
+    "multimodal_encoders_name": "",
+    "accumulate_tokens": "false",
+}
+#: BLS instances (the documented ``bls_instance_count``; TensorRT-LLM suggests ~5).
+TRTLLM_BLS_INSTANCES = 4
+TRTLLM_MAX_BATCH_SIZE = 64
+
+
+def tensorrtllm_bls_config(model: ModelSpec) -> dict[str, Any]:
+    """The ``tensorrt_llm_bls`` model (Python backend, decoupled, batching): text in,
+    text out, in the backend's documented tensors. ``model.parameters`` may set
+    ``bls_instance_count`` and the BLS parameters (``tensorrt_llm_model_name``,
+    ``accumulate_tokens``, ...). The engine (``tensorrt_llm``) and the
+    pre/postprocessing models it calls are further models of the same repository."""
+    params = dict(model.parameters)
+    count = int(params.pop("bls_instance_count", TRTLLM_BLS_INSTANCES))
+    return {
+        "backend": "python",
+        "max_batch_size": model.max_batch_size or TRTLLM_MAX_BATCH_SIZE,
+        "model_transaction_policy": {"decoupled": True},
+        "input": TRTLLM_BLS_INPUTS,
+        "output": TRTLLM_BLS_OUTPUTS,
+        "parameters": _parameters(TRTLLM_BLS_PARAMETERS | params),
+        "instance_group": [{"count": max(1, count), "kind": Enum("KIND_CPU")}],
+    }
+
+
 def _parameters(params: dict[str, str]) -> list[dict[str, Any]]:
     return [{"key": k, "value": {"string_value": v}} for k, v in sorted(params.items())]
 
@@ -60,37 +161,7 @@ def config_pbtxt(name: str, model: ModelSpec, *, gpu: int = 0) -> str:
             "parameters": _parameters(model.parameters) or None,
         }
     elif model.backend == "tensorrtllm":
-        params = (
-            {
-                "gpt_model_type": "inflight_fused_batching",
-                "gpt_model_path": WEIGHTS_DIR.format(name=name),
-                "max_tokens_in_paged_kv_cache": str(model.context_length),
-                "batch_scheduler_policy": "guaranteed_no_evict",
-            }
-            | ({"kv_cache_free_gpu_mem_fraction": "0.9"} if gpu else {})
-            | model.parameters
-        )
-        config |= {
-            "max_batch_size": model.max_batch_size or 64,
-            "model_transaction_policy": {"decoupled": True},
-            "input": [
-                {"name": "input_ids", "data_type": Enum("TYPE_INT32"), "dims": [-1]},
-                {"name": "input_lengths", "data_type": Enum("TYPE_INT32"), "dims": [1]},
-                {"name": "request_output_len", "data_type": Enum("TYPE_INT32"), "dims": [1]},
-                {
-                    "name": "streaming",
-                    "data_type": Enum("TYPE_BOOL"),
-                    "dims": [1],
-                    "optional": True,
-                },
-            ],
-            "output": [
-                {"name": "output_ids", "data_type": Enum("TYPE_INT32"), "dims": [-1, -1]},
-                {"name": "sequence_length", "data_type": Enum("TYPE_INT32"), "dims": [-1]},
-            ],
-            "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
-            "parameters": _parameters(params),
-        }
+        config |= tensorrtllm_bls_config(model)
     elif model.backend == "onnxruntime":
         # Inputs and outputs are read from the .onnx file by Triton's auto-complete.
         config |= {

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         "off: use the endpoint's DNS name) (env SLMFLEET_ROUTER_DISCOVERY)",
     )
     p.add_argument(
+        "--artifact-root",
+        default=env("SLMFLEET_ARTIFACT_ROOT", "") or None,
+        help="folder where a specialist's pvc://CLAIM/PATH model artifact is readable as "
+        "NAMESPACE/CLAIM/PATH: ONNX classifiers' tokenizer.json and labels "
+        "(env SLMFLEET_ARTIFACT_ROOT)",
+    )
+    p.add_argument(
         "--ledger-url",
         default=env("SLMFLEET_LEDGER_URL"),
         help="redis:// or rediss:// URL of the spend ledger every router replica shares "
@@ -103,6 +110,7 @@ def make_app(args: argparse.Namespace) -> RouterApp:
         max_messages=args.max_messages,
         api_keys=load_api_keys(args.api_keys_file, os.environ.get("SLMFLEET_API_KEYS")),
         shared_stream_max_tokens=args.shared_stream_max_tokens,
+        artifact_root=args.artifact_root,
     )
     environ = dict(os.environ)
     environ["SLMFLEET_LEDGER_URL"] = args.ledger_url or ""

@@ -25,6 +25,8 @@ from ..budget.tokens import TokenCounter
 from ..telemetry.runtime import Telemetry
 from . import metrics as m
 from .accounting import Accounting
+from .artifacts import ArtifactReader
+from .backends import Codecs
 from .decision import Decision
 from .decisionlog import log_decision
 from .engine import Engine
@@ -91,6 +93,7 @@ class RouterApp:
             counter=counter,
             review=self.telemetry.review,
             shared_stream_max_tokens=self.settings.shared_stream_max_tokens,
+            codecs=Codecs(ArtifactReader(self.settings.artifact_root)),
         )
         self.snapshot: Snapshot | None = None
         self._fit_cache: dict[str, Any] = {}

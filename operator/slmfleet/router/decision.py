@@ -87,6 +87,10 @@ class Decision:
     status: int = 200
     error: str | None = None
     metric_policy: str = "_unknown"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    """More ``x-slmfleet-<name>`` headers, by name: a split's parts, a rollout's arm."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More fields of the summary (log line, response body), e.g. ``split``, ``rollout``."""
     route_scores: Mapping[str, float] | None = None
     """The classifier's score per specialist (None when it did not run)."""
     attempts: list[Attempt] = field(default_factory=list)
@@ -129,6 +133,8 @@ class Decision:
             h.append((b"x-slmfleet-reasoning-halved", b"true"))
         if not self.ledger_available:
             h.append((b"x-slmfleet-ledger", b"unavailable"))
+        for name, value in self.extra_headers.items():
+            h.append((b"x-slmfleet-" + name.encode(), value.encode()))
         return h
 
     @property
@@ -163,4 +169,5 @@ class Decision:
             "reasoning_halved": self.reasoning_halved,
             "budget_refusal": self.budget_refusal,
             "ledger_available": self.ledger_available,
+            **self.extra,
         }

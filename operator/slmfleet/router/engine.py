@@ -23,6 +23,7 @@ from ..budget.tokens import TokenCounter
 from . import metrics as m
 from .acceptance import evaluate
 from .accounting import Accounting, LedgerAccounting, SpendRefused
+from .backends import Codecs
 from .breaker import Breaker, BreakerConfig
 from .capacity import NO_REPLICA_RETRY_AFTER_S
 from .cascade import next_index, skip_reason, start_index
@@ -32,9 +33,11 @@ from .errors import RouterError, UpstreamError, unknown_model
 from .external import ExternalClients
 from .hops import Hop, returned, skipped
 from .protocol import ParsedRequest, routing_excerpt
+from .rollouts import Rollouts
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .spend import SpendVerdict
+from .split_run import SplitRunner
 from .tiers import Emit, ExternalTier, HumanTier, Outcome, SpecialistTier, Tier, TierCall
 from .tracebudget import effective_caps
 
@@ -60,6 +63,7 @@ class Engine:
         shared_stream_max_tokens: int = 64,
         clock: Callable[[], float] = time.monotonic,
         counter: TokenCounter | None = None,
+        codecs: Codecs | None = None,
     ) -> None:
         self.pool = pool
         self.accounting: Accounting = accounting or LedgerAccounting()
@@ -68,14 +72,24 @@ class Engine:
         self.clock = clock
         bc = breaker_config or BreakerConfig()
         self.specialist_tier = SpecialistTier(
-            pool, self.accounting, self.breakers, bc, clock, shared_stream_max_tokens, counter
+            pool,
+            self.accounting,
+            self.breakers,
+            bc,
+            clock,
+            shared_stream_max_tokens,
+            codecs=codecs,
+            counter=counter,
         )
         self.external_tier: Tier = ExternalTier(external, self.accounting, clock, counter)
         # The review queue (telemetry.review.ReviewService) the human tier files to.
         self.human_tier: Tier = HumanTier(review, clock)
+        self.split = SplitRunner(self)
+        self.rollouts = Rollouts(self, clock)
 
     def close(self) -> None:
         self.classifier.close()
+        self.rollouts.close()
 
     async def aclose(self) -> None:
         """Close the classifier, finish the settles in flight, close the ledger."""
@@ -106,7 +120,16 @@ class Engine:
         if latency is not None:
             budget_deadline = started + latency / 1000
             deadline = budget_deadline if deadline is None else min(deadline, budget_deadline)
-        return await self._cascade(snap, policy, route, req, d, emit, deadline, started, degrade)
+        if policy.routing.split.enabled and not policy.direct:  # multi-domain requests
+            parts = await self.split.plan(snap, policy, req, route, degrade)
+            if parts is not None:
+                return await self.split.answer(
+                    snap, policy, parts, req, d, emit, deadline, started, degrade
+                )
+        # The cascade, with a canary or shadow rollout of the routed specialist applied.
+        return await self.rollouts.cascade(
+            snap, policy, route, req, d, emit, deadline, started, degrade
+        )
 
     async def _admit_and_route(
         self, snap: Snapshot, policy: PolicyRuntime, req: ParsedRequest, d: Decision

@@ -19,6 +19,10 @@ class Settings:
     cannot cancel them one by one; longer or uncapped generations get a stream of their
     own, so a client that leaves stops the generation in Triton too. 0: never share;
     -1: share every non-streamed request (cheapest, none cancellable in Triton)."""
+    artifact_root: str | None = None
+    """Where ``pvc://<claim>/<path>`` model artifacts of namespace ``<ns>`` are readable
+    (``<root>/<ns>/<claim>/<path>``): an ONNX classifier's tokenizer and labels (see
+    ``artifacts``). Unset: ONNX classifiers cannot be called."""
 
 
 def load_api_keys(path: str | None = None, inline: str | None = None) -> frozenset[str] | None:
@@ -39,4 +43,5 @@ def settings_from_env() -> Settings:
             os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
         ),
         shared_stream_max_tokens=int(os.environ.get("SLMFLEET_SHARED_STREAM_MAX_TOKENS", 64)),
+        artifact_root=os.environ.get("SLMFLEET_ARTIFACT_ROOT") or None,
     )

@@ -19,6 +19,7 @@ from ..api.routerconfig import (
     DecisionLogConfig,
     DomainConfig,
     PolicyConfig,
+    RolloutConfig,
     RouterConfig,
     SpecialistConfig,
 )
@@ -71,6 +72,8 @@ class PolicyRuntime:
     budgets: tuple[BudgetConfig, ...]
     direct: bool = False
     """A specialist addressed by id: one tier, no routing."""
+    rollouts: tuple[RolloutConfig, ...] = ()
+    """Canary and shadow rollouts, one per incumbent (see rollouts)."""
     decision_log: DecisionLogConfig | None = None
     """What the decision log keeps of this policy's texts (None: the router's default)."""
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
@@ -162,6 +165,7 @@ def build_snapshot(
                 tier_cfgs=tuple(p.cascade),
                 fallback=p.fallback,
                 budgets=_policy_budgets(cfg, p),
+                rollouts=tuple(p.rollouts),
                 decision_log=p.decision_log,
                 capacity=p.capacity,
             )

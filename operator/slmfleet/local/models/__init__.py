@@ -33,6 +33,11 @@ class StandIn:
 
     kind: StandInKind
     parameters: Mapping[str, str] = field(default_factory=dict)
+    contract: Literal["python", "tensorrtllm"] = "python"
+    """Whose tensors the stand-in honours: the vLLM contract its ``python`` config
+    declares (plus ``confidence``), or the ``tensorrt_llm_bls`` contract the operator
+    renders for a ``tensorrtllm`` specialist (the BLS model is a Python-backend model
+    too, so the same config serves it)."""
 
     @classmethod
     def domain(
@@ -53,10 +58,11 @@ class StandIn:
 
     def model_spec(self) -> ModelSpec:
         """The ModelSpec an SLMSpecialist serving this stand-in would carry."""
+        extra = {"bls_instance_count": "1"} if self.contract == "tensorrtllm" else {}
         return ModelSpec(
             uri=f"pvc://slmfleet-standins/{self.kind}",
-            backend="python",
-            parameters={**self.parameters, "standin": self.kind},
+            backend=self.contract,
+            parameters={**extra, **self.parameters, "standin": self.kind},
             reasoning=ReasoningSpec() if self.kind == "reasoner" else None,
         )
 

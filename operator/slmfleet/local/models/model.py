@@ -6,11 +6,19 @@ otherwise one response with the whole text; then a flag-only final response. Whi
 behaviour runs is the config.pbtxt parameter ``standin``; the rest of the parameters
 configure it.
 
+The tensors are those the model's config.pbtxt declares, in one of two contracts:
+the vLLM backend's (``text_input``, ``stream``, ``sampling_parameters``; out
+``text_output`` and ``confidence``) or TensorRT-LLM's ``tensorrt_llm_bls`` (a
+``max_tokens`` input: ``text_input``, ``max_tokens``, ``stream``,
+``exclude_input_in_output``, ``stop_words``, ``bad_words``; out ``text_output`` only,
+with the batch dimension the batching config implies).
+
 Token counts as the vLLM backend reports them (its docs/additional_outputs.md): when a
 request sets ``return_num_output_tokens``, every response carries ``num_output_tokens``
 (UINT32, the tokens of this response's text); with ``return_num_input_tokens``,
 ``num_input_tokens`` (UINT32, the prompt's). The inputs and outputs are added to the
-configuration by ``auto_complete_config``, as the vLLM backend adds them to its own.
+configuration by ``auto_complete_config`` of a vLLM-contract model, as the vLLM backend
+adds them to its own; the TensorRT-LLM contract has none (the router counts).
 """
 
 from __future__ import annotations
@@ -40,6 +48,15 @@ def _first(request: Any, name: str) -> Any:
     return values[0] if values.size else None
 
 
+def _strings(request: Any, name: str) -> list[str]:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return []
+    return [
+        v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy().reshape(-1)
+    ]
+
+
 #: Optional tensors the vLLM backend's auto-complete adds, and we add the same way.
 TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
 TOKEN_OUTPUTS = (("num_input_tokens", [1]), ("num_output_tokens", [-1]))
@@ -51,6 +68,8 @@ class TritonPythonModel:
         config = auto_complete_model_config.as_dict()
         inputs = {i["name"] for i in config.get("input", [])}
         outputs = {o["name"] for o in config.get("output", [])}
+        if "max_tokens" in inputs:  # TensorRT-LLM's contract reports no token counts
+            return auto_complete_model_config
         for name in TOKEN_INPUTS:
             if name not in inputs:
                 auto_complete_model_config.add_input(
@@ -68,6 +87,10 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.behaviour = standin.build(params)
         self.token_delay = float(params.get("token_delay_ms", "0")) / 1000.0
+        inputs = {t["name"] for t in config.get("input", [])}
+        self.contract = "tensorrtllm" if "max_tokens" in inputs else "vllm"
+        self.outputs = {t["name"] for t in config.get("output", [])}
+        self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -83,13 +106,26 @@ class TritonPythonModel:
                 )
         return None
 
-    def _answer(self, request: Any, sender: Any) -> None:
+    def _read(self, request: Any) -> tuple[str, bool, dict[str, Any], bool]:
+        """(prompt, stream, sampling, echo the prompt?) in the model's contract."""
         raw = _first(request, "text_input")
         if raw is None:
             raise standin.StandInError("text_input is required")
         prompt = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
         stream = bool(_first(request, "stream") or False)
-        sampling = standin.parse_sampling(_first(request, "sampling_parameters"))
+        if self.contract == "vllm":
+            sampling = standin.parse_sampling(_first(request, "sampling_parameters"))
+            return prompt, stream, sampling, False
+        sampling = {
+            "max_tokens": int(_first(request, "max_tokens")),
+            "stop": _strings(request, "stop_words"),
+            "bad_words": _strings(request, "bad_words"),
+        }
+        exclude = bool(_first(request, "exclude_input_in_output") or False)
+        return prompt, stream, sampling, not stream and not exclude
+
+    def _answer(self, request: Any, sender: Any) -> None:
+        prompt, stream, sampling, echo = self._read(request)
         counts = standin.TokenCounts(
             input_tokens=standin.count_tokens(prompt)
             if bool(_first(request, "return_num_input_tokens") or False)
@@ -97,7 +133,12 @@ class TritonPythonModel:
             output=bool(_first(request, "return_num_output_tokens") or False),
         )
         answer = self.behaviour.respond(prompt, sampling)
-        deltas = standin.word_deltas(answer.text, standin.max_tokens_of(sampling))
+        text = standin.apply_word_lists(
+            answer.text, sampling.get("stop") or [], sampling.get("bad_words") or []
+        )
+        deltas = standin.word_deltas(text, standin.max_tokens_of(sampling))
+        if echo:
+            deltas = [prompt, *deltas]
         if stream:
             for delta in deltas:
                 if getattr(sender, "is_cancelled", lambda: False)():
@@ -111,12 +152,16 @@ class TritonPythonModel:
             sender.send(self._response("".join(deltas), answer.confidence, counts))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    @staticmethod
-    def _response(text: str, confidence: float, counts: Any) -> Any:
+    def _response(self, text: str, confidence: float, counts: Any) -> Any:
+        shape = (1, 1) if self.batched else (1,)
         tensors = [
-            pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
-            pb_utils.Tensor("confidence", np.array([confidence], dtype=np.float32)),
+            pb_utils.Tensor(
+                "text_output", np.array([text.encode("utf-8")], dtype=np.object_).reshape(shape)
+            )
         ]
+        if "confidence" in self.outputs:
+            conf = np.array([confidence], dtype=np.float32).reshape(shape)
+            tensors.append(pb_utils.Tensor("confidence", conf))
         if counts.input_tokens is not None:
             value = np.array([counts.input_tokens], dtype=np.uint32)
             tensors.append(pb_utils.Tensor("num_input_tokens", value))

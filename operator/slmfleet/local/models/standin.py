@@ -86,6 +86,19 @@ def max_tokens_of(sampling: dict[str, Any]) -> int | None:
         raise StandInError(f"max_tokens must be an integer, got {value!r}") from exc
 
 
+def apply_word_lists(text: str, stop: list[str], bad: list[str]) -> str:
+    """TensorRT-LLM's word lists, as the stand-ins honour them: the text ends before
+    the first stop word, and bad words (whole words, case-insensitive) are left out."""
+    cut = min((i for i in (text.find(w) for w in stop if w) if i >= 0), default=-1)
+    if cut >= 0:
+        text = text[:cut]
+    banned = {w.lower() for w in bad if w}
+    if banned:
+        kept = [t for t in _TOKEN.findall(text) if t.strip().lower() not in banned]
+        text = "".join(kept)
+    return text
+
+
 # -- domain: a tiny honest classifier ---------------------------------------------------
 
 _DIM = 4096

@@ -22,6 +22,7 @@ from ...budget.amounts import Amount
 from ...budget.tokens import ByteBound, TokenCounter
 from .. import metrics as m
 from ..accounting import Accounting, record_usage
+from ..backends import Codecs
 from ..breaker import Breaker, BreakerConfig, allow, record
 from ..capacity import overflow, wait_seconds
 from ..errors import UpstreamError
@@ -47,9 +48,12 @@ class SpecialistTier:
         breaker_config: BreakerConfig,
         clock: Callable[[], float] = time.monotonic,
         shared_max_tokens: int = 64,
+        codecs: Codecs | None = None,
         counter: TokenCounter | None = None,
     ) -> None:
         self.pool = pool
+        self.codecs = codecs or Codecs()
+        """The request/response codec per specialist, by its backend (see backends)."""
         self.counter: TokenCounter = counter or ByteBound()
         """Counts tokens where the backend reports none (see ``plan.counted``)."""
         self.shared_max_tokens = shared_max_tokens
@@ -91,6 +95,7 @@ class SpecialistTier:
             raise UpstreamError(f"specialist {sid} is not ready", reason="unready")
         d, req, policy = c.d, c.req, c.policy.model_name
         d.target = sid
+        codec = await self.codecs.for_specialist(spec)
         endpoint = spec.endpoint
         markers = spec.reasoning
         first = Progress(
@@ -146,6 +151,7 @@ class SpecialistTier:
                 request_id=d.request_id,
                 shared=shared,
                 specialist=spec.id,
+                codec=codec,
                 counts=True,
                 wait_s=wait_seconds(c.policy.capacity),
             )
@@ -169,6 +175,7 @@ class SpecialistTier:
                     timeout_s=remaining,
                     request_id=d.request_id,
                     specialist=spec.id,
+                    codec=codec,
                     counts=True,
                 )
                 await consume(gen, answer, reasoning_cap=None, output_cap=budget, emit=c.emit)

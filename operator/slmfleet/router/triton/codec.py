@@ -11,7 +11,7 @@ from their raw output buffers. Nothing here does I/O, so every shape is table-te
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,11 +93,15 @@ def is_final(msg: Any) -> bool:
     return p is not None and p.bool_param
 
 
-def read_message(msg: Any, endpoint: str, model: str) -> tuple[Piece | None, bool]:
-    """One ModelStreamInfer message: its piece and final flag, or the model's error."""
+def read_message(
+    msg: Any, endpoint: str, model: str, parse: Callable[[Any], Any] | None = None
+) -> tuple[Piece | None, bool]:
+    """One ModelStreamInfer message: its piece and final flag, or the model's error.
+    ``parse`` reads the response in a backend's contract (see ``codecs``); the vLLM
+    contract's by default."""
     if msg.error_message:
         raise UpstreamError(f"triton {endpoint}/{model}: {msg.error_message}")
-    return parse_response(msg.infer_response)
+    return (parse or parse_response)(msg.infer_response)
 
 
 def parse_response(resp: Any) -> tuple[Piece | None, bool]:

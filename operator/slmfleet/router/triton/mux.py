@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -176,10 +176,16 @@ class SharedStream:
             self.last_used = loop.time()
 
     async def exchange(
-        self, req: Any, request_id: str, model: str, deadline: float
+        self,
+        req: Any,
+        request_id: str,
+        model: str,
+        deadline: float,
+        parse: Callable[[Any], Any] | None = None,
     ) -> AsyncIterator[Piece]:
         """Send ``req`` and yield its pieces until its final response; ``deadline`` is on
-        the loop's clock. Closing the iterator early abandons the request here."""
+        the loop's clock; ``parse`` reads responses in the request's backend contract.
+        Closing the iterator early abandons the request here."""
         loop = asyncio.get_running_loop()
         box = Inbox()
         self.pending[request_id] = box
@@ -206,7 +212,8 @@ class SharedStream:
                         retryable=not started and item.reason != "closed by the router",
                     ) from err
                 finished = is_final(item)
-                piece, final = read_message(item, self.endpoint, model)
+                piece, final = read_message(item, self.endpoint, model, parse)
+                finished = finished or final
                 started = True
                 if piece is not None:
                     yield piece

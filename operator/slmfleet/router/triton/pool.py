@@ -27,16 +27,23 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
 import grpc
+from tritonclient.grpc import service_pb2
 
 from ...api.routerconfig import SpecialistConfig
 from .. import metrics as m
 from ..breaker import BreakerConfig
 from ..errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
-from .codec import Piece, build_request, from_rpc_error, read_message
+from .codec import Piece, from_rpc_error, read_message
+from .codecs import Codec, TextCodec
 from .counts import unsupported
 from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger("slmfleet.router")
+
+#: The codec of callers that name none: the vLLM contract (see ``codecs``).
+DEFAULT_CODEC: Codec = TextCodec()
+#: Longest wait for a model's metadata (asked once per model, see ``codecs``).
+METADATA_TIMEOUT_S = 5.0
 
 
 class Discovery(Protocol):
@@ -195,11 +202,13 @@ class TritonPool:
         request_id: str = "",
         shared: bool = False,
         specialist: str = "-",
+        codec: Codec | None = None,
         counts: bool = False,
         wait_s: float | None = None,
     ) -> AsyncIterator[Piece]:
-        """Stream the model's text deltas from the least-loaded replica of ``endpoint``;
-        while it has none, wait for one at most ``wait_s`` (and the deadline)."""
+        """Stream the model's text deltas from the least-loaded replica of ``endpoint``,
+        in ``codec``'s backend contract (default: vLLM's); while it has none, wait for one
+        at most ``wait_s`` (and the deadline)."""
         counts = counts and (endpoint, model) not in self._no_counts
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -217,7 +226,7 @@ class TritonPool:
             started = ok = fault = False
             try:
                 gen = self._on(
-                    replica, model, prompt, sampling, deadline, request_id, shared, counts
+                    replica, model, prompt, sampling, deadline, request_id, shared, codec, counts
                 )
                 try:
                     async for piece in gen:
@@ -260,18 +269,22 @@ class TritonPool:
         deadline: float,
         request_id: str,
         shared: bool,
+        codec: Codec | None = None,
         counts: bool = False,
     ) -> AsyncIterator[Piece]:
         loop = asyncio.get_running_loop()
+        codec = codec or DEFAULT_CODEC
+        if codec.needs_metadata(model):
+            await _learn(replica, codec, model, deadline)
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise UpstreamError(f"triton {replica.address}: deadline exceeded", timeout=True)
-        req = build_request(model, prompt, sampling, request_id, timeout_s=remaining, counts=counts)
+        req = codec.request(model, prompt, sampling, request_id, timeout_s=remaining, counts=counts)
         s = replica.shared_for(request_id) if shared and request_id else None
         if s is not None:
-            gen = s.exchange(req, request_id, model, deadline)
+            gen = s.exchange(req, request_id, model, deadline, codec.parse)
         else:
-            gen = _dedicated(replica, req, model, remaining)
+            gen = _dedicated(replica, req, model, remaining, codec.parse)
         try:
             async for piece in gen:
                 yield piece
@@ -279,8 +292,23 @@ class TritonPool:
             await gen.aclose()
 
 
+async def _learn(replica: Replica, codec: Codec, model: str, deadline: float) -> None:
+    """Ask the replica for ``model``'s metadata (inputs, outputs) for ``codec``."""
+    loop = asyncio.get_running_loop()
+    timeout = min(METADATA_TIMEOUT_S, deadline - loop.time())
+    if timeout <= 0:
+        raise UpstreamError(f"triton {replica.address}: deadline exceeded", timeout=True)
+    try:
+        meta = await replica.stub.ModelMetadata(
+            service_pb2.ModelMetadataRequest(name=model), timeout=timeout
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc, replica.address, started=False) from exc
+    codec.learn(model, meta)
+
+
 async def _dedicated(
-    replica: Replica, req: Any, model: str, timeout_s: float
+    replica: Replica, req: Any, model: str, timeout_s: float, parse: Any = None
 ) -> AsyncIterator[Piece]:
     """One request on a stream of its own; closing it cancels the call (and Triton's
     generation); its gRPC deadline is the request's."""
@@ -297,7 +325,7 @@ async def _dedicated(
                 if not started:
                     raise UpstreamError(f"triton {address}: stream closed before any response")
                 return
-            piece, final = read_message(msg, address, model)
+            piece, final = read_message(msg, address, model, parse)
             started = True
             if piece is not None:
                 yield piece

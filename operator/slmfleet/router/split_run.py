@@ -1,0 +1,193 @@
+"""Answering a split request: route the pieces, answer the parts concurrently, merge.
+
+The decisions are ``splitting``'s pure functions; this is the I/O around them. Each
+part is a request of its own through the policy's cascade (its own Decision, request
+id ``<id>.<n>``, tiers, acceptance and escalations), with the request's deadline and
+budgets. The answers are joined in order, separated by a blank line; a streamed request
+gets them once every part is done (the headers must describe all of them). When one
+part fails the others are cancelled and the request fails as that part did. The
+request's Decision records every part: ``x-slmfleet-route``, ``-tier`` and ``-target``
+list them in order, ``-split`` is the number of parts, escalations are prefixed
+``part<n>/``, and the ``split`` field of the body and log line holds one record per part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .decision import Decision
+from .protocol import ParsedRequest, chat_prompt
+from .routing import RouteDecision, choose_route, match_rule
+from .snapshot import PolicyRuntime, Snapshot, budgets_for
+from .splitting import Part, plan_split, segment
+from .tiers import Emit, Outcome
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+SEPARATOR = "\n\n"
+
+
+def part_request(req: ParsedRequest, text: str) -> ParsedRequest:
+    """``req`` with its last user message (or prompt) replaced by one part's text."""
+    if req.kind != "chat":
+        return replace(
+            req, prompt=text, routing_text=text, messages=({"role": "user", "content": text},)
+        )
+    msgs = [dict(m) for m in req.messages]
+    last = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=len(msgs) - 1)
+    msgs[last] = {"role": "user", "content": text}
+    return replace(req, prompt=chat_prompt(msgs), routing_text=text, messages=tuple(msgs))
+
+
+def min_part_confidence(policy: PolicyRuntime) -> float:
+    """``split.minConfidence``, by default the policy's ``semantic.minConfidence``."""
+    r = policy.routing
+    own = r.split.min_confidence
+    return r.semantic.min_confidence if own is None else own
+
+
+class SplitRunner:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def route(
+        self, snap: Snapshot, policy: PolicyRuntime, text: str, degrade: bool
+    ) -> RouteDecision:
+        """One piece routed as a request of its own: rules, then the classifier."""
+        candidates = {sid: snap.candidates[sid] for sid in policy.specialists}
+        scores = None
+        if policy.classifier is not None and match_rule(text, policy.rules, candidates) is None:
+            scores, _stage = await self.engine.classifier.scores(
+                policy.model_name, policy.classifier, text
+            )
+        r = policy.routing
+        return choose_route(
+            text,
+            rules=policy.rules,
+            scores=scores,
+            candidates=candidates,
+            min_confidence=r.semantic.min_confidence,
+            cost_aware=r.cost_aware.enabled,
+            tolerance=r.cost_aware.tolerance,
+            degrade=degrade,
+        )
+
+    async def plan(
+        self,
+        snap: Snapshot,
+        policy: PolicyRuntime,
+        req: ParsedRequest,
+        route: RouteDecision,
+        degrade: bool,
+    ) -> list[Part] | None:
+        cfg = policy.routing.split
+        text = req.routing_text
+        segments = segment(text, max_parts=cfg.max_parts)
+        if len(segments) < 2:
+            return None
+        routes = await asyncio.gather(
+            *(self.route(snap, policy, s.text, degrade) for s in segments)
+        )
+        return plan_split(text, segments, routes, min_part_confidence(policy))
+
+    async def answer(
+        self,
+        snap: Snapshot,
+        policy: PolicyRuntime,
+        parts: list[Part],
+        req: ParsedRequest,
+        d: Decision,
+        emit: Emit | None,
+        deadline: float | None,
+        started: float,
+        degrade: bool,
+    ) -> Outcome:
+        eng = self.engine
+        children = []
+        for i in range(len(parts)):
+            c = Decision(f"{d.request_id}.{i + 1}")
+            c.policy, c.metric_policy = d.policy, d.metric_policy
+            children.append(c)
+        runs = []
+        for p, c in zip(parts, children, strict=True):
+            verdict = eng.accounting.verdict(budgets_for(snap, policy, p.route.specialist))
+            eng._note(d, verdict)  # a refusal comes from the part's own reservation
+            c.route, c.route_source, c.confidence = (
+                p.route.specialist or "-",
+                p.route.source,
+                p.route.confidence,
+            )
+            sub = part_request(req, p.segment.text)
+            part_degrade = degrade or verdict.degrade
+            runs.append(
+                eng.rollouts.cascade(
+                    snap, policy, p.route, sub, c, None, deadline, started, part_degrade
+                )
+            )
+        tasks = [asyncio.ensure_future(r) for r in runs]
+        try:
+            outs: list[Outcome] = await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            fold(d, parts, children)
+            raise
+        fold(d, parts, children)
+        texts = [o.text for o in outs]
+        if emit is not None:
+            for i, t in enumerate(texts):
+                await emit((SEPARATOR if i else "") + t)
+        reasoning = SEPARATOR.join(o.reasoning for o in outs if o.reasoning)
+        finish = "length" if any(o.finish_reason == "length" for o in outs) else "stop"
+        return Outcome(SEPARATOR.join(texts), reasoning, finish, emit is not None and any(texts))
+
+
+def fold(d: Decision, parts: list[Part], children: list[Decision]) -> None:
+    """Record every part in the request's Decision (see the module docstring)."""
+    d.route = ",".join(c.route for c in children)
+    d.route_source = "split"
+    d.confidence = min(p.route.confidence for p in parts)
+    d.tier = ",".join(c.tier for c in children)
+    d.target = ",".join(c.target for c in children)
+    d.prompt_tokens = sum(c.prompt_tokens for c in children)
+    d.completion_tokens = sum(c.completion_tokens for c in children)
+    d.reasoning_tokens = sum(c.reasoning_tokens for c in children)
+    d.cost_usd = sum(c.cost_usd for c in children)
+    d.truncated = any(c.truncated for c in children)
+    d.accepted = all(c.accepted for c in children)
+    d.escalations = [f"part{i + 1}/{e}" for i, c in enumerate(children) for e in c.escalations]
+    d.human_queue = next((c.human_queue for c in children if c.human_queue), d.human_queue)
+    d.degraded = d.degraded or any(c.degraded for c in children)
+    for c in children:
+        d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *c.budget_exceeded)))
+    d.upstream_s = max((c.upstream_s for c in children), default=0.0)  # concurrent parts
+    confs = [c.answer_confidence for c in children if c.answer_confidence is not None]
+    d.answer_confidence = min(confs) if confs else None
+    if any(c.status == -1 for c in children):
+        d.status = -1
+    d.extra_headers["split"] = str(len(parts))
+    d.extra["split"] = [
+        _part_record(i, p, c) for i, (p, c) in enumerate(zip(parts, children, strict=True))
+    ]
+
+
+def _part_record(i: int, p: Part, c: Decision) -> dict[str, Any]:
+    return {
+        "part": i + 1,
+        "chars": [p.segment.start, p.segment.end],
+        "route": c.route,
+        "route_source": p.route.source,
+        "confidence": round(p.route.confidence, 4),
+        "tier": c.tier,
+        "target": c.target,
+        "accepted": c.accepted,
+        "answer_confidence": c.answer_confidence,
+        "escalations": list(c.escalations),
+        "tokens": c.total_tokens,
+        "cost_usd": round(c.cost_usd, 10),
+        "rollout": c.extra.get("rollout"),
+    }

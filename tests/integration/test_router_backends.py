@@ -1,0 +1,214 @@
+"""Every backend's codec through the real Triton, with the official openai client.
+
+One private Triton serves three stand-ins, each honouring its backend's tensors:
+``vllm-billing`` (the vLLM contract), ``trt-billing`` (TensorRT-LLM's
+``tensorrt_llm_bls`` contract, the config the operator renders for ``tensorrtllm``) and
+``intent``, an ONNX classifier built here (naive Bayes over the MiniLM tokenizer's
+ids) and run by onnxruntime inside a Python-backend model that declares exactly the
+onnxruntime backend's tensors (the wheel's tritonserver has no onnxruntime backend).
+The router tokenizes for the classifier with the artifact's tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import openai
+import pytest
+
+from slmfleet.local import TritonServer, write_model_repository
+from slmfleet.local.models import BILLING_EXAMPLES, SHIPPING_EXAMPLES, StandIn
+from slmfleet.local.models.onnx_classifier import write_onnx_classifier
+from slmfleet.router.app import Settings
+from slmfleet.router.embed import model_dir
+
+from .router_support import RouterThread, write_config
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = {**BILLING_EXAMPLES, **SHIPPING_EXAMPLES}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("nvidia-pytriton (which ships tritonserver) is not installed")
+    work = tmp_path_factory.mktemp("backends")
+    billing = {"examples": json.dumps(BILLING_EXAMPLES)}
+    repo = write_model_repository(
+        work / "models",
+        {
+            "vllm-billing": StandIn("domain", billing),
+            "trt-billing": StandIn("domain", billing, "tensorrtllm"),
+        },
+    )
+    artifact = work / "artifacts" / "shop" / "models" / "intent"  # <root>/<ns>/<claim>/<path>
+    labels = write_onnx_classifier(
+        artifact, repo, "intent", EXAMPLES, model_dir() / "tokenizer.json"
+    )
+    server = TritonServer(repo, log_path=work / "tritonserver.log", startup_timeout=180)
+    with server:
+        yield server, work, artifact, labels
+
+
+@pytest.fixture(scope="module")
+def router(served):
+    server, work, _artifact, _labels = served
+
+    def spec(name, model, backend, **kw):
+        return {"id": f"shop/{name}", "endpoint": server.grpc_url, "tritonModel": model,
+                "backend": backend, "ready": True, **kw}  # fmt: skip
+
+    cfg = {
+        "version": 1,
+        "specialists": [
+            spec("vllm", "vllm-billing", "vllm"),
+            spec("trt", "trt-billing", "tensorrtllm", contextLength=2048),
+            spec("intent", "intent", "onnxruntime", artifact="pvc://models/intent"),
+            spec("orphan", "intent", "onnxruntime", artifact="pvc://models/missing"),
+        ],
+        "policies": [
+            {
+                "modelName": "triage",
+                "id": "shop/triage",
+                "specialists": ["shop/intent"],
+                "routing": {"semantic": {"enabled": False}},
+                "cascade": [
+                    {
+                        "name": "classifier",
+                        "routed": True,
+                        "accept": {"labelThresholds": {"damaged": 0.9}},
+                    },
+                    {"name": "writer", "specialist": "shop/trt"},
+                ],
+            },
+            {
+                "modelName": "fragile",
+                "id": "shop/fragile",
+                "specialists": ["shop/orphan"],
+                "routing": {"semantic": {"enabled": False}},
+                "cascade": [
+                    {"name": "classifier", "routed": True},
+                    {"name": "writer", "specialist": "shop/vllm"},
+                ],
+            },
+        ],
+    }
+    path = work / "router.json"
+    write_config(path, cfg)
+    with RouterThread(path, settings=Settings(artifact_root=str(work / "artifacts"))) as r:
+        yield r
+
+
+@pytest.fixture
+def client(router):
+    return openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+
+
+def chat(client, model, content, **kw):
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": content}], **kw
+    )
+    return raw.parse(), raw.headers
+
+
+def test_vllm_contract(client):
+    resp, h = chat(client, "shop/vllm", "please refund the duplicate charge", max_tokens=3)
+    assert resp.choices[0].message.content == "refund: This is "
+    assert h["x-slmfleet-target"] == "shop/vllm"
+    assert resp.model_extra["slmfleet"]["answer_confidence"] > 0.5  # its confidence output
+
+
+def test_tensorrtllm_contract_unary_stream_and_word_lists(client):
+    resp, h = chat(client, "shop/trt", "please refund the duplicate charge")
+    assert resp.choices[0].message.content == "refund: This is a refund request."
+    assert h["x-slmfleet-target"] == "shop/trt"
+    # The BLS contract has no confidence output: none is reported.
+    assert resp.model_extra["slmfleet"]["answer_confidence"] is None
+    # max_tokens, stop and bad words reach the model as the BLS tensors.
+    resp, _ = chat(client, "shop/trt", "refund please", max_tokens=4)
+    assert resp.choices[0].message.content == "refund: This is a "
+    resp, _ = chat(client, "shop/trt", "refund please", stop=["refund request"])
+    assert resp.choices[0].message.content == "refund: This is a "
+    resp, _ = chat(
+        client, "shop/trt", "refund please", extra_body={"sampling_parameters": {
+            "bad_words": ["this"], "temperature": 0.7, "top_k": 5, "seed": 3}},
+    )  # fmt: skip
+    assert resp.choices[0].message.content == "refund: is a refund request."
+    stream = client.chat.completions.create(
+        model="shop/trt", messages=[{"role": "user", "content": "refund please"}], stream=True
+    )
+    deltas = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
+    assert len(deltas) == 6 and "".join(deltas) == "refund: This is a refund request."
+
+
+def test_tensorrtllm_bad_sampling_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(client, "shop/trt", "x", extra_body={"sampling_parameters": {"top_k": 1.5}})
+    assert err.value.body["param"] == "top_k"
+
+
+def _expected(artifact, text: str, labels: list[str]) -> tuple[str, float]:
+    """The classifier's answer computed here, independently: tokenizer + onnxruntime."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(artifact / "tokenizer.json"))
+    tok.no_padding()
+    enc = tok.encode(text)
+    feed = {
+        "input_ids": np.array([enc.ids], dtype=np.int64),
+        "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+        "token_type_ids": np.array([enc.type_ids], dtype=np.int64),
+    }
+    sess = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = sess.run(["logits"], feed)[0][0].astype(np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    best = int(np.argmax(p))
+    return labels[best], float(p[best])
+
+
+@pytest.mark.parametrize(
+    "text", ["my package arrived damaged", "change my delivery address", "I need my invoice"]
+)
+def test_onnx_classifier_answers_its_label_with_its_probability(client, served, text):
+    _server, _work, artifact, labels = served
+    label, prob = _expected(artifact, text, labels)
+    resp, h = chat(client, "shop/intent", text)
+    assert resp.choices[0].message.content == label
+    assert h["x-slmfleet-target"] == "shop/intent"
+    assert resp.model_extra["slmfleet"]["answer_confidence"] == pytest.approx(prob, abs=1e-5)
+    stream = client.chat.completions.create(
+        model="shop/intent", messages=[{"role": "user", "content": text}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == label
+
+
+def test_classifier_confidence_drives_label_thresholds(client, served):
+    _server, _work, artifact, labels = served
+    sure, vague = "the box was crushed and the item is broken", "my package arrived damaged"
+    assert _expected(artifact, sure, labels)[1] >= 0.9 > _expected(artifact, vague, labels)[1]
+    resp, h = chat(client, "triage", sure)
+    assert resp.choices[0].message.content == "damaged"
+    assert h["x-slmfleet-tier"] == "classifier" and h["x-slmfleet-escalations"] == ""
+    resp, h = chat(client, "triage", vague)  # damaged, below its 0.9 threshold
+    assert h["x-slmfleet-escalations"] == "classifier:label_threshold:damaged"
+    assert h["x-slmfleet-tier"] == "writer" and h["x-slmfleet-target"] == "shop/trt"
+
+
+def test_missing_tokenizer_escalates_with_a_public_reason(client):
+    resp, h = chat(client, "fragile", "refund please")
+    assert h["x-slmfleet-escalations"] == "classifier:codec"
+    assert h["x-slmfleet-tier"] == "writer" and resp.choices[0].message.content.startswith(
+        "refund:"
+    )
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(client, "shop/orphan", "refund please")
+    assert err.value.status_code == 502
+    assert "tokenizer or labels are unavailable" in err.value.message
+    assert "pvc://" not in err.value.message  # no internal detail
