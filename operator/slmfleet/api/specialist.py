@@ -8,7 +8,7 @@ from pydantic import Field
 
 from .autoscaling import AUTOSCALING_RULES, AutoscalingSpec
 from .base import Condition, ConfigMapKeyRef, KubeModel, SecretKeyRef, cel, list_map
-from .names import SPECIALIST_NAME, Identifier
+from .names import SPECIALIST_NAME, Identifier, SpecialistName
 
 Backend = Literal["vllm", "tensorrtllm", "python", "onnxruntime"]
 Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
@@ -18,6 +18,8 @@ URI_SCHEMES = ("hf", "s3", "gs", "pvc", "oci")
 URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s\x00-\x1f\x7f]+$"
 #: pvc://<claim>/<path>: the claim is a PersistentVolumeClaim of the specialist's namespace.
 PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/.*)?$"
+#: A memory quantity (Kubernetes' binary or decimal suffixes, or an exponent).
+MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+)?$"
 #: Image references: no whitespace or control characters.
 IMAGE_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
@@ -130,8 +132,12 @@ class ResourcesSpec(KubeModel):
     """Whole GPUs per replica (nvidia.com/gpu)."""
     cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
     """CPU request per replica (Kubernetes quantity)."""
-    memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+)?$")
-    """Memory request and limit per replica (Kubernetes quantity)."""
+    memory: str = Field(default="2Gi", pattern=MEMORY_QUANTITY)
+    """Memory request and limit per replica (Kubernetes quantity); for a member of a CPU
+    pool, the memory it needs in the pool's server."""
+    gpu_memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY, max_length=32)
+    """GPU memory the model needs when it shares a GPU pool's GPUs (weights, KV cache and
+    overhead; e.g. 6Gi). Required for a member of a pool with GPUs."""
 
 
 class ReplicasSpec(KubeModel):
@@ -151,6 +157,25 @@ class ReplicasSpec(KubeModel):
 
 
 class ServingSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.pool) || self.resources.gpu == 0",
+                    "a pool member shares its pool's GPUs: declare resources.gpuMemory, "
+                    "not resources.gpu",
+                    ".resources.gpu",
+                )
+            ]
+        }
+    }
+
+    pool: SpecialistName | None = None
+    """Name of an SLMPool of this namespace to be served by (see docs/pools.md): the
+    specialist gets no Deployment of its own but is a model of the pool's Triton
+    server, loaded and unloaded by the operator. Its image, replicas and autoscaling
+    are the pool's; its resources.memory (CPU pool) or resources.gpuMemory (GPU pool)
+    is what it occupies there."""
     image: str | None = Field(default=None, max_length=512, pattern=IMAGE_PATTERN)
     """tritonserver image; a default matching the backend is used when unset."""
     fetcher_image: str | None = Field(default=None, max_length=512, pattern=IMAGE_PATTERN)
