@@ -215,9 +215,21 @@ class SLOSpec(KubeModel):
     """Target concurrent requests per replica."""
 
 
+_IN_POOL = "(has({o}.serving) && has({o}.serving.pool))"
+#: Joining or leaving a pool is a re-creation: the specialist's own Deployment (or its
+#: place in a pool) is never converted in place, so the operator needs no delete right.
+POOL_IMMUTABLE = cel(
+    f"{_IN_POOL.format(o='self')} == {_IN_POOL.format(o='oldSelf')} && "
+    f"(!{_IN_POOL.format(o='self')} || self.serving.pool == oldSelf.serving.pool)",
+    "serving.pool is immutable: delete and re-create the specialist to move it into, "
+    "out of or between pools",
+    ".serving.pool",
+)
+
+
 class SLMSpecialistSpec(KubeModel):
     model_config = KubeModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [*AUTOSCALING_RULES]}
+        "json_schema_extra": {"x-kubernetes-validations": [*AUTOSCALING_RULES, POOL_IMMUTABLE]}
     }
 
     model: ModelSpec

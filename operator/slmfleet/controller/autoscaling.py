@@ -22,6 +22,7 @@ from ..autoscale.targets import discover
 from ..clients.kube import ApiError
 from ..render.autoscaling import build_autoscaler, unused_autoscalers
 from ..render.specialist import Owner
+from .pools import pooled
 from .runtime import Runtime
 from .supervisor import Beat
 
@@ -41,7 +42,8 @@ def make_autoscaler(rt: Runtime) -> Autoscaler:
 
     return Autoscaler(
         rt.kube,
-        specialists=lambda: list(rt.store.bodies().values()),
+        # Pool members have no replicas of their own: the pool loop keeps them resident.
+        specialists=lambda: [b for b in rt.store.bodies().values() if not pooled(b)],
         targets=targets,
         feeds=lambda: rt.escalation_feeds,
         config=AutoscalerConfig(interval_s=rt.config.autoscaler_interval_seconds),

@@ -21,6 +21,7 @@ from ..render.drift import needs_apply, stamp
 from ..render.specialist import Owner, build_children
 from ..render.specialist_status import specialist_status
 from .autoscaling import autoscaler_children, delete_unused, missing_kind
+from .pools import pooled
 from .runtime import Key, Runtime, key_of, newer, runtime
 from .supervisor import Beat
 from .workqueue import drain
@@ -43,6 +44,8 @@ async def apply_children(
     rest together.
     """
     rt = runtime()
+    if spec.serving.pool:  # served by its pool (controller/pools.py), not on its own
+        return None
 
     async def converge(desired: dict[str, Any]) -> dict[str, Any]:
         stamped = stamp(desired)
@@ -89,7 +92,7 @@ async def refresh_status(key: Key) -> None:
         return
     async with state.status_lock:
         body = state.body
-        if body is None:
+        if body is None or pooled(body):  # a pool member's status is the pool loop's
             return
         current = body.get("status") or {}
         generation = (
