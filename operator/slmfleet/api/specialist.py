@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .autoscaling import AUTOSCALING_RULES, AutoscalingSpec
 from .base import Condition, ConfigMapKeyRef, KubeModel, SecretKeyRef, cel, list_map
@@ -56,6 +56,20 @@ class ReasoningSpec(KubeModel):
     """Text that closes the reasoning section."""
 
 
+class AdapterSpec(KubeModel):
+    """A LoRA adapter served by its base specialist's vLLM engine (multi-LoRA)."""
+
+    base: SpecialistName
+    """Name of the SLMSpecialist of this namespace whose model the adapter was trained on
+    (backend vllm). Its server loads the adapter; requests reach it there with the
+    adapter's ``lora_name``. A base by URI only: declare that model as a specialist of
+    its own (it may have no domain) and name it here."""
+    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    """Where the adapter's weights live (same schemes as model.uri)."""
+    rank: int = Field(default=16, ge=1, le=512)
+    """The adapter's LoRA rank (the base's max_lora_rank is the largest of its adapters')."""
+
+
 class ModelSpec(KubeModel):
     """The artifact and how Triton serves it."""
 
@@ -70,7 +84,20 @@ class ModelSpec(KubeModel):
                     ".quantization",
                 ),
                 cel(
-                    f"!self.uri.startsWith('pvc://') || self.uri.matches(r'{PVC_URI_PATTERN}')",
+                    "has(self.uri) != has(self.adapter)",
+                    "set model.uri (a whole model) or model.adapter (a LoRA adapter on a "
+                    "base specialist), exactly one of them",
+                    ".uri",
+                ),
+                cel(
+                    "!has(self.adapter) || self.backend == 'vllm'",
+                    "a LoRA adapter is served by its base's vLLM engine (multi-LoRA): "
+                    "backend must be vllm",
+                    ".backend",
+                ),
+                cel(
+                    "!has(self.uri) || !self.uri.startsWith('pvc://') || "
+                    f"self.uri.matches(r'{PVC_URI_PATTERN}')",
                     "a pvc:// URI starts with the name of a PersistentVolumeClaim "
                     "(pvc://<claim>/<path>)",
                     ".uri",
@@ -79,9 +106,12 @@ class ModelSpec(KubeModel):
         }
     }
 
-    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=2048)
     """Where the model lives: hf://org/name[@revision], s3://bucket/path, gs://bucket/path,
-    pvc://claim/path or oci://registry/repo:tag."""
+    pvc://claim/path or oci://registry/repo:tag. Unset for an adapter."""
+    adapter: AdapterSpec | None = None
+    """A LoRA adapter on a base specialist instead of a whole model (see docs/pools.md):
+    served by the base's server, no Deployment of its own."""
     backend: Backend
     """Triton backend that serves the model."""
     quantization: Quantization = "none"
@@ -98,6 +128,15 @@ class ModelSpec(KubeModel):
     """Secret key holding the token used to fetch the artifact (e.g. a Hugging Face token)."""
     reasoning: ReasoningSpec | None = None
     """Set for models that think before answering; enables the trace-budget controller."""
+
+    @model_validator(mode="after")
+    def _one_artifact(self) -> ModelSpec:
+        """The CEL rules above, for the paths that validate without the API server."""
+        if (self.uri is None) == (self.adapter is None):
+            raise ValueError("set model.uri (a whole model) or model.adapter, exactly one")
+        if self.adapter is not None and self.backend != "vllm":
+            raise ValueError("a LoRA adapter is served by its base's vLLM engine: backend vllm")
+        return self
 
 
 class DomainSpec(KubeModel):

@@ -31,6 +31,13 @@ def capacity_of(spec: SLMPoolSpec) -> tuple[int, str]:
 
 def claim_of(pool: str, spec: SLMPoolSpec, name: str, member: SLMSpecialistSpec) -> Claim:
     """What one member occupies in the pool, or why it cannot be placed at all."""
+    if member.model.adapter is not None:
+        return Claim(
+            name,
+            None,
+            "spec.model.adapter: an adapter is served by its base's engine; put the base "
+            "in a pool of its own or serve the adapter on a base outside pools",
+        )
     if member.model.credentials is not None:
         return Claim(
             name,

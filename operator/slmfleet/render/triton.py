@@ -17,9 +17,11 @@ The tensors rendered here are the contracts the router's codecs speak
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ..api.specialist import ModelSpec
+from .lora import Adapter, lora_engine_args, multi_lora_json
 from .pbtxt import Enum, dumps
 
 TEXT_INPUTS = [
@@ -175,8 +177,9 @@ def config_pbtxt(name: str, model: ModelSpec, *, gpu: int = 0) -> str:
     return dumps(config) + "\n"
 
 
-def vllm_model_json(name: str, model: ModelSpec) -> str:
-    """model.json for Triton's vLLM backend (engine arguments)."""
+def vllm_model_json(name: str, model: ModelSpec, lora: dict[str, Any] | None = None) -> str:
+    """model.json for Triton's vLLM backend (engine arguments); ``lora``: the multi-LoRA
+    engine arguments when adapters are served on this model (``render/lora.py``)."""
     engine: dict[str, Any] = {
         "model": WEIGHTS_DIR.format(name=name),
         "served_model_name": name,
@@ -187,6 +190,7 @@ def vllm_model_json(name: str, model: ModelSpec) -> str:
     }
     if model.quantization != "none":
         engine["quantization"] = model.quantization
+    engine |= lora or {}
     for key, value in model.parameters.items():
         engine[key] = _coerce(value)
     return json.dumps(engine, indent=2, sort_keys=True) + "\n"
@@ -200,9 +204,18 @@ def _coerce(value: str) -> Any:
         return value
 
 
-def model_repository_files(name: str, model: ModelSpec, *, gpu: int = 0) -> dict[str, str]:
-    """Files of one model in the repository, keyed by ConfigMap-safe names."""
+#: Files that live in the model's version directory (``1/``), not beside config.pbtxt.
+VERSION_FILES = ("model.json", "multi_lora.json")
+
+
+def model_repository_files(
+    name: str, model: ModelSpec, *, gpu: int = 0, adapters: Sequence[Adapter] = ()
+) -> dict[str, str]:
+    """Files of one model in the repository, keyed by ConfigMap-safe names (those in
+    ``VERSION_FILES`` go into ``1/``). ``adapters``: LoRA adapters on this vLLM model."""
     files = {"config.pbtxt": config_pbtxt(name, model, gpu=gpu)}
     if model.backend == "vllm":
-        files["model.json"] = vllm_model_json(name, model)
+        files["model.json"] = vllm_model_json(name, model, lora_engine_args(adapters))
+        if adapters:
+            files["multi_lora.json"] = multi_lora_json(name, adapters)
     return files
