@@ -69,7 +69,7 @@ def router_config(endpoint: str, names: list[str], states: dict[str, str]) -> Ro
                     "tritonModel": n,
                     "backend": "python",
                     "ready": states.get(n) == "Loaded",
-                    "scaledToZero": states.get(n) in ("Unloaded", "Loading", "Pending"),
+                    "scaledToZero": states.get(n) in ("Unloaded", "Loading", "Pending", "Draining"),
                 }
                 for n in names
             ],
@@ -117,7 +117,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory):
     write_configmap(config, members)
     triton = TritonServer(store / "models", log_path=tmp / "triton.log", startup_timeout=180)
     triton.start()
-    residency = PoolResidency("p", parse_bytes(POOL.resources.memory))
+    residency = PoolResidency("p", parse_bytes(POOL.resources.memory), drain_s=1.0)
     names = [m.name for m in members]
     path = tmp / "router.json"
 

@@ -75,7 +75,7 @@ class SLMPoolSpec(KubeModel):
     """Size limit of the emptyDir holding every member's artifact."""
 
 
-MemberState = Literal["Loaded", "Loading", "Unloaded", "Refused", "Failed", "Pending"]
+MemberState = Literal["Loaded", "Loading", "Draining", "Unloaded", "Refused", "Failed", "Pending"]
 
 
 class PoolMemberStatus(KubeModel):
@@ -84,9 +84,10 @@ class PoolMemberStatus(KubeModel):
     memory: str | None = None
     """The memory it declares (GPU memory in a GPU pool)."""
     state: MemberState = "Pending"
-    """Loaded (servable), Loading, Unloaded (evicted or not yet used: a request loads
-    it), Refused (does not fit: see message), Failed (Triton refused to load it),
-    Pending (not yet seen by a replica)."""
+    """Loaded (servable), Loading, Draining (chosen to be unloaded: requests wait while
+    the router learns it), Unloaded (evicted or not yet used: a request loads it),
+    Refused (does not fit: see message), Failed (Triton refused to load it), Pending
+    (not yet seen by a replica)."""
     message: str = Field(default="", max_length=1024)
     """Why, for Refused, Failed and Unloaded."""
     last_load_seconds: float | None = None

@@ -64,6 +64,13 @@ def pooled(body: dict[str, Any] | None) -> str | None:
     return (((body or {}).get("spec") or {}).get("serving") or {}).get("pool")
 
 
+def drain_seconds() -> float:
+    """``SLMFLEET_POOL_DRAIN_SECONDS`` (5): how long a member chosen for unloading is
+    not Ready before it goes; the router must have read that (status -> fleet render ->
+    router ConfigMap) or a request could meet a model that is gone."""
+    return float(os.environ.get("SLMFLEET_POOL_DRAIN_SECONDS", "5"))
+
+
 def _rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -159,7 +166,9 @@ class PoolController:
         state = self.pools.get(key)
         capacity, _ = capacity_of(spec)
         if state is None:
-            state = self.pools[key] = PoolState(PoolResidency(name, capacity, clock=time.time))
+            state = self.pools[key] = PoolState(
+                PoolResidency(name, capacity, clock=time.time, drain_s=drain_seconds())
+            )
         state.residency.capacity = capacity
         deployment = await self._apply(state, owner, spec, placed)
         gpu = spec.resources.gpu

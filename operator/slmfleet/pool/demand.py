@@ -1,9 +1,9 @@
 """Demand per pool member, from the router's metrics (the autoscaler's collector).
 
-A member is *wanted* while the router holds requests for it (``waiting``), runs requests
-on it (``in_flight``) or cascaded requests away from it because it was not loaded
-(``unavailable``); it is *used* when it completed requests in the window. Both refresh
-its place in the LRU order; only wanted members may push others out.
+A member is *wanted* while the router holds requests for it (``waiting``) or cascaded
+requests away from it because it was not loaded (``unavailable``): a wanted member that
+is not loaded gets loaded. It is *used* when requests ran on it in the window. Both
+refresh its place in the LRU order.
 """
 
 from __future__ import annotations

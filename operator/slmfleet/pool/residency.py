@@ -37,6 +37,8 @@ class Member:
     state: str = "Pending"
     message: str = ""
     last_load_seconds: float | None = None
+    draining_since: float | None = None
+    """When the plan first chose to unload it (it is unloaded ``drain_s`` later)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class PoolResidency:
     pool: str
     capacity: int
     clock: Callable[[], float] = time.monotonic
+    drain_s: float = 0.0
+    """How long a member chosen for unloading is published as not Ready before it is
+    unloaded: the time the router needs to read that (local: its config poll; in a
+    cluster: status -> fleet render -> router ConfigMap)."""
     members: dict[str, Member] = field(default_factory=dict)
     last_plan: Plan = field(default_factory=Plan)
 
@@ -107,34 +113,66 @@ class PoolResidency:
                 continue
             if ready and m.loaded_digest is None:
                 m.loaded_digest = m.digest  # loaded before we started (operator restart)
-            residents.append(Resident(m.name, m.bytes, ready, m.last_used, m.name in wanted))
+            # Demand loads a member; a loaded one is protected by recency alone (its
+            # requests in flight finish: Triton unloads only after them).
+            residents.append(
+                Resident(m.name, m.bytes, ready, m.last_used, m.name in wanted and not ready)
+            )
             if not ready and m.state == "Loaded":
                 m.state, m.message = "Unloaded", "not loaded on every replica"
         decided = plan(residents, self.capacity)
         self.last_plan = decided
+        now = self.clock()
+        # Drain first: the router stops sending to a member (it is published as not
+        # Ready) for drain_s before it is unloaded, so no request meets a missing model.
+        unload_now = []
         for name in decided.unload:
+            m = self.members[name]
+            if m.draining_since is None and self.drain_s > 0:
+                m.draining_since = now
+            if m.draining_since is None or now - m.draining_since >= self.drain_s:
+                unload_now.append(name)
+        for m in self.members.values():
+            if m.draining_since is not None and m.name not in decided.unload:
+                m.draining_since = None  # wanted again, or the room is no longer needed
+        for name in unload_now:
             changes.append(await self._act(servers, name, "unload"))
+            self.members[name].draining_since = None
+        # Loads that fit now: members still draining hold their memory.
+        used = sum(r.bytes for r in residents if r.loaded and r.name not in unload_now)
+        load_now = []
+        for name in decided.load:
+            if used + self.members[name].bytes <= self.capacity:
+                load_now.append(name)
+                used += self.members[name].bytes
         reload = [
             r.name for r in residents
             if r.loaded and r.name not in decided.unload
             and self.members[r.name].loaded_digest != self.members[r.name].digest
         ]  # fmt: skip
-        for name in [*decided.load, *reload]:
+        for name in [*load_now, *reload]:
             changes.append(await self._act(servers, name, "reload" if name in reload else "load"))
-        loaded_now = {r.name for r in residents if r.loaded} - set(decided.unload)
         for r in residents:
             m = self.members[r.name]
+            if r.name in load_now or r.name in reload or r.name in unload_now:
+                continue  # _act said how it went
             if m.state == "Failed" and r.name not in decided.load:
-                continue
-            if r.name in loaded_now and m.state != "Failed":
-                m.state, m.message = "Loaded", ""
+                continue  # retried when the plan loads it again
+            if r.loaded:
+                if m.draining_since is not None:
+                    m.state = "Draining"
+                    m.message = "unloading to make room (least recently used); requests wait"
+                else:
+                    m.state, m.message = "Loaded", ""
             elif r.name in decided.waiting:
                 m.state, m.message = "Unloaded", "waiting for room: " + decided.waiting[r.name]
-            elif r.name not in loaded_now and r.name not in decided.load:
+            elif r.name in decided.load:
+                m.state, m.message = "Loading", "loads once the members leaving have drained"
+            else:
                 m.state = "Unloaded"
                 m.message = (
                     "unloaded to make room (least recently used); its next request loads it"
-                    if r.name in decided.unload or m.message.startswith("unloaded")
+                    if m.message.startswith("unload")
                     else "not loaded: the pool is full; its first request loads it"
                 )
         return changes

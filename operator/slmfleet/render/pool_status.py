@@ -122,6 +122,7 @@ def pool_status(
 _MEMBER_READY = {
     "Loaded": (True, False, False, "Loaded"),
     "Unloaded": (False, False, True, MEMBER_UNLOADED),
+    "Draining": (False, False, False, MEMBER_UNLOADED),
     "Loading": (False, False, False, MEMBER_LOADING),
     "Pending": (False, False, False, MEMBER_LOADING),
     "Refused": (False, True, False, "PoolMemberRefused"),
