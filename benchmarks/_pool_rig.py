@@ -116,7 +116,7 @@ class Rig:
         placed = fit("p", capacity, claims, overcommit=self.pool.residency.overcommit).placed
         assert self.loop is not None
         self.loop.residency.set_members(
-            (m.name, parse_bytes(m.spec.serving.resources.memory), member_digest(m, 0))
+            (m.name, parse_bytes(m.spec.serving.resources.memory), member_digest(m, self.pool))
             for m in members
             if m.name in placed
         )

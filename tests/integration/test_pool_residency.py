@@ -160,7 +160,7 @@ def place(ctx, members: list[PoolMember]) -> None:
             overcommit=True)  # fmt: skip
     assert f.status == "True", f.message
     ctx["loop"].residency.set_members(
-        (m.name, parse_bytes(m.spec.serving.resources.memory), member_digest(m, 0))
+        (m.name, parse_bytes(m.spec.serving.resources.memory), member_digest(m, POOL))
         for m in members
         if m.name in f.placed
     )

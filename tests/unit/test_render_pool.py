@@ -100,11 +100,11 @@ def test_the_operator_may_reach_the_repository_api() -> None:
 
 def test_a_digest_changes_with_the_files_or_the_artifact() -> None:
     a = member("a")
-    assert member_digest(a, 0) == member_digest(member("a"), 0)
-    assert member_digest(a, 0) != member_digest(member("a", parameters={"x": "1"}), 0)
+    assert member_digest(a, POOL) == member_digest(member("a"), POOL)
+    assert member_digest(a, POOL) != member_digest(member("a", parameters={"x": "1"}), POOL)
     other = PoolMember("a", a.spec.model_copy(deep=True))
     other.spec.model.uri = "hf://org/other"
-    assert member_digest(a, 0) != member_digest(other, 0)
+    assert member_digest(a, POOL) != member_digest(other, POOL)
     assert repository_data(POOL, [])["members.json"].strip().startswith("{")
 
 
@@ -175,3 +175,18 @@ def test_gpu_pool_counts_gpu_memory() -> None:
     fitted = pool_fit("g", gpu, [("m", with_mem), ("n", member("n").spec)])
     assert fitted.placed == ("m",) and "gpuMemory" in fitted.refused["n"]
     assert fitted.message.startswith("placed 20Gi (m) of 24Gi")
+
+
+def test_vllm_members_of_a_gpu_pool_take_their_share_of_the_gpu() -> None:
+    gpu = SLMPoolSpec.model_validate({"resources": {"gpu": 1, "gpuMemory": "80Gi"}})
+
+    def vllm(name: str, gib: int, **params: str) -> PoolMember:
+        return PoolMember(name, SLMSpecialistSpec.model_validate({
+            "model": {"uri": f"hf://o/{name}", "backend": "vllm", "parameters": params},
+            "serving": {"pool": "g", "resources": {"gpuMemory": f"{gib}Gi"}}}))  # fmt: skip
+
+    data = repository_data(gpu, [vllm("a", 20), vllm("b", 8, gpu_memory_utilization="0.5")])
+    assert json.loads(data["a.model.json"])["gpu_memory_utilization"] == 0.25
+    assert json.loads(data["b.model.json"])["gpu_memory_utilization"] == 0.5  # theirs wins
+    cpu = repository_data(POOL, [member("c", "vllm")])
+    assert json.loads(cpu["c.model.json"])["gpu_memory_utilization"] == 0.9  # the default

@@ -171,10 +171,9 @@ class PoolController:
             )
         state.residency.capacity = capacity
         deployment = await self._apply(state, owner, spec, placed)
-        gpu = spec.resources.gpu
         sizes = {m: claim_of(name, spec, m, s).bytes for m, s, _ in specs}
         state.residency.set_members(
-            (m.name, sizes[m.name] or 0, member_digest(m, gpu)) for m in placed
+            (m.name, sizes[m.name] or 0, member_digest(m, spec)) for m in placed
         )
         servers = await self._servers(ns, name)
         names = {f"{ns}/{m.name}": m.name for m in placed}

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..api.pool import SLMPoolSpec
 from ..api.specialist import SLMSpecialistSpec
+from ..pool.fit import parse_bytes
 from ..pool.sync import layout
 from . import labels as L
 from .hashing import content_hash
@@ -67,16 +68,29 @@ def pool_endpoint(pool: str, namespace: str) -> str:
     return f"{pool_child_name(pool)}.{namespace}.svc:{L.GRPC_PORT}"
 
 
-def member_files(member: PoolMember, gpu: int) -> dict[str, str]:
+def gpu_share(member: PoolMember, spec: SLMPoolSpec) -> float | None:
+    """A vLLM member's ``gpu_memory_utilization`` in a GPU pool: its declared GPU memory
+    over one GPU's (vLLM would otherwise take 90% of the GPU for the first engine)."""
+    res = spec.resources
+    declared = member.spec.serving.resources.gpu_memory
+    if not res.gpu or not res.gpu_memory or declared is None:
+        return None
+    per_gpu = parse_bytes(res.gpu_memory) / res.gpu
+    return round(min(1.0, parse_bytes(declared) / per_gpu), 3)
+
+
+def member_files(member: PoolMember, spec: SLMPoolSpec) -> dict[str, str]:
     """The member's repository files (as for a specialist of its own), keyed by path
     inside the member's directory."""
-    files = model_repository_files(member.name, member.spec.model, gpu=gpu)
+    files = model_repository_files(
+        member.name, member.spec.model, gpu=spec.resources.gpu, gpu_share=gpu_share(member, spec)
+    )
     return {("1/" if f == "model.json" else "") + f: text for f, text in files.items()}
 
 
-def member_digest(member: PoolMember, gpu: int) -> str:
+def member_digest(member: PoolMember, spec: SLMPoolSpec) -> str:
     """Changes when anything the server reads changes (files or artifact): a reload."""
-    return content_hash({"uri": member.spec.model.uri, "files": member_files(member, gpu)})
+    return content_hash({"uri": member.spec.model.uri, "files": member_files(member, spec)})
 
 
 def repository_data(spec: SLMPoolSpec, members: Sequence[PoolMember]) -> dict[str, str]:
@@ -84,15 +98,14 @@ def repository_data(spec: SLMPoolSpec, members: Sequence[PoolMember]) -> dict[st
     ``members.json`` telling the sidecar where each goes."""
     data: dict[str, str] = {}
     manifest: dict[str, dict[str, Any]] = {}
-    gpu = spec.resources.gpu
     for m in members:
-        files = member_files(m, gpu)
+        files = member_files(m, spec)
         keys = {path: f"{m.name}.{path.rsplit('/', 1)[-1]}" for path in files}
         data |= {keys[path]: text for path, text in files.items()}
         manifest[m.name] = {
             "uri": m.spec.model.uri,
             "subdir": artifact_subdir(m.spec.model.backend),
-            "digest": member_digest(m, gpu),
+            "digest": member_digest(m, spec),
             "files": keys,
         }
     data["members.json"] = layout(manifest)
