@@ -321,5 +321,6 @@ def test_the_operator_stays_live(hostile_fleet):
         "specialist-retry",
         "budget-status",
         "autoscaler",
+        "pool-residency",
     }
     assert all(loop["running"] for loop in probe["loops"].values())

@@ -69,6 +69,7 @@ def test_a_failing_fleet_loop_is_restarted_and_a_stuck_loop_turns_liveness_red(
             "specialist-retry",
             "budget-status",
             "autoscaler",
+            "pool-residency",
             "stuck",
         }
         # The fleet loop failed once, was restarted, and does its work.

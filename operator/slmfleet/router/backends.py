@@ -16,7 +16,7 @@ from typing import Any
 from ..api.routerconfig import SpecialistConfig
 from .artifacts import ArtifactReader, ArtifactUnavailable
 from .errors import UpstreamError
-from .triton.codecs import Codec, TensorRTLLMCodec, TextCodec
+from .triton.codecs import AdapterCodec, Codec, TensorRTLLMCodec, TextCodec
 from .triton.onnx_codec import OnnxClassifierCodec
 
 #: backend -> codec family.
@@ -49,7 +49,7 @@ class Codecs:
     async def for_specialist(self, spec: SpecialistConfig) -> Codec:
         kind = codec_kind(spec.backend)
         if kind == "text":
-            return TEXT
+            return AdapterCodec(TEXT, spec.lora_name) if spec.lora_name else TEXT
         if kind == "tensorrtllm":
             return TensorRTLLMCodec(context_length=spec.context_length)
         key = self._key(spec)

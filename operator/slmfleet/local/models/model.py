@@ -24,6 +24,7 @@ adds them to its own; the TensorRT-LLM contract has none (the router counts).
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -62,6 +63,16 @@ TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
 TOKEN_OUTPUTS = (("num_input_tokens", [1]), ("num_output_tokens", [-1]))
 
 
+def _loras(args: dict[str, str]) -> dict[str, str] | None:
+    """The adapters of ``multi_lora.json`` in the version directory (name -> weights
+    directory), as the vLLM backend reads it with ``enable_lora``; None without it."""
+    path = os.path.join(args["model_repository"], args["model_version"], "multi_lora.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {str(k): str(v) for k, v in json.load(f).items()}
+
+
 class TritonPythonModel:
     @staticmethod
     def auto_complete_config(auto_complete_model_config: Any) -> Any:
@@ -91,6 +102,7 @@ class TritonPythonModel:
         self.contract = "tensorrtllm" if "max_tokens" in inputs else "vllm"
         self.outputs = {t["name"] for t in config.get("output", [])}
         self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.loras = _loras(args)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -132,7 +144,10 @@ class TritonPythonModel:
             else None,
             output=bool(_first(request, "return_num_output_tokens") or False),
         )
+        lora = sampling.pop("lora_name", None)
         answer = self.behaviour.respond(prompt, sampling)
+        if lora is not None:
+            answer = standin.Answer(self._adapted(str(lora), answer.text), answer.confidence)
         text = standin.apply_word_lists(
             answer.text, sampling.get("stop") or [], sampling.get("bad_words") or []
         )
@@ -151,6 +166,21 @@ class TritonPythonModel:
                 time.sleep(self.token_delay * len(deltas))
             sender.send(self._response("".join(deltas), answer.confidence, counts))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _adapted(self, lora: str, text: str) -> str:
+        """As Triton's vLLM backend checks ``lora_name`` (same messages), then answer as
+        that adapter: the ``reply.txt`` of its weights directory, else its name."""
+        if self.loras is None:
+            raise standin.StandInError("LoRA feature is not enabled.")
+        if lora not in self.loras:
+            raise standin.StandInError(
+                f"LoRA {lora} is not supported, we currently support {list(self.loras)}"
+            )
+        reply = os.path.join(self.loras[lora], "reply.txt")
+        if os.path.isfile(reply):
+            with open(reply) as f:
+                return f.read().strip()
+        return f"[{lora}] {text}"
 
     def _response(self, text: str, confidence: float, counts: Any) -> Any:
         shape = (1, 1) if self.batched else (1,)
