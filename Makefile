@@ -80,6 +80,8 @@ bench: $(STAMP) system-deps control-plane
 	$(PY) benchmarks/autoscale_stability.py
 	$(PY) benchmarks/autoscale_reaction.py
 	$(PY) benchmarks/autoscale_from_zero.py
+	$(PY) benchmarks/pool_load.py
+	$(PY) benchmarks/pool_packing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

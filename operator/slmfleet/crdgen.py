@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .api import GROUP, VERSION, Budget, RouterPolicy, SLMSpecialist
+from .api import GROUP, VERSION, Budget, RouterPolicy, SLMPool, SLMSpecialist
 
 _DROP = {"title", "examples"}
 
@@ -111,6 +111,7 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 CONDITION_READY = '.status.conditions[?(@.type=="Ready")].status'
+CONDITION_FITS = '.status.conditions[?(@.type=="Fits")].status'
 CONDITION_SCALING = '.status.conditions[?(@.type=="Scaling")].reason'
 
 #: The scale subresource of SLMSpecialist: `kubectl scale slm/x`, HPA and KEDA target it;
@@ -160,6 +161,20 @@ KINDS: list[dict[str, Any]] = [
             {"name": "State", "type": "string", "jsonPath": ".status.state"},
             {"name": "Step", "type": "string", "jsonPath": ".status.step"},
             {"name": "Percent", "type": "integer", "jsonPath": ".status.percent"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    },
+    {
+        "model": SLMPool,
+        "plural": "slmpools",
+        "singular": "slmpool",
+        "short": ["slmpool"],
+        "columns": [
+            {"name": "Ready", "type": "string", "jsonPath": CONDITION_READY},
+            {"name": "Fits", "type": "string", "jsonPath": CONDITION_FITS},
+            {"name": "Requested", "type": "string", "jsonPath": ".status.requested"},
+            {"name": "Capacity", "type": "string", "jsonPath": ".status.capacity"},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     },

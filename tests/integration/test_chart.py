@@ -98,6 +98,7 @@ def test_templates_accepted_by_the_api_server(cluster, kube, namespace):
         "slmspecialists.slmfleet.io",
         "routerpolicies.slmfleet.io",
         "budgets.slmfleet.io",
+        "slmpools.slmfleet.io",
     }
     assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
     deployments = [d for d in docs if d["kind"] == "Deployment"]

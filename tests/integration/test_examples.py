@@ -34,14 +34,18 @@ def test_fleet_example_is_accepted_by_the_api_server(kube, namespace, fleet):
     path = EXAMPLES / fleet
     out = kube("apply", "--server-side", "-n", namespace, "-f", str(path))
     assert "serverside-applied" in out
-    for kind, short in (("SLMSpecialist", "slm"), ("RouterPolicy", "rp"), ("Budget", "slmbudget")):
+    kinds = (("SLMSpecialist", "slm"), ("RouterPolicy", "rp"), ("Budget", "slmbudget"),
+             ("SLMPool", "slmpool"))  # fmt: skip
+    for kind, short in kinds:
         stored = {o["metadata"]["name"] for o in kube.items(short, namespace)}
         assert stored == _names(path, kind), kind
     # Applying again changes nothing (GitOps tools re-apply all the time).
     again = kube("apply", "--server-side", "-n", namespace, "-f", str(path))
     assert "serverside-applied" in again
-    spec = kube.get("slm", next(iter(_names(path, "SLMSpecialist"))), namespace)["spec"]
-    assert spec["model"]["uri"].startswith(("pvc://", "hf://"))
+    for name in sorted(_names(path, "SLMSpecialist")):
+        model = kube.get("slm", name, namespace)["spec"]["model"]
+        uri = model["uri"] if "uri" in model else model["adapter"]["uri"]
+        assert uri.startswith(("pvc://", "hf://")), name
 
 
 def test_argocd_health_configmap_is_a_valid_configmap(kube, namespace):

@@ -322,5 +322,6 @@ def test_the_operator_stays_live(hostile_fleet):
         "budget-status",
         "autoscaler",
         "learning",
+        "pool-residency",
     }
     assert all(loop["running"] for loop in probe["loops"].values())

@@ -45,7 +45,7 @@ def test_invalid_manifest_refused_naming_the_field(kube, namespace, path):
     out = kube("apply", "-n", namespace, "-f", str(path), check=False)
     assert "is invalid" in out or "Error from server (BadRequest)" in out, out
     assert expected in out, f"expected the error to name {expected!r}:\n{out}"
-    assert kube("get", "slm,rp,slmbudget", "-n", namespace, "-o", "name") == "", "stored"
+    assert kube("get", "slm,rp,slmbudget,slmpool", "-n", namespace, "-o", "name") == "", "stored"
 
 
 def test_specialist_lifecycle(kube, operator, namespace):

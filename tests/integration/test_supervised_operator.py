@@ -70,6 +70,7 @@ def test_a_failing_fleet_loop_is_restarted_and_a_stuck_loop_turns_liveness_red(
             "budget-status",
             "autoscaler",
             "learning",
+            "pool-residency",
             "stuck",
         }
         # The fleet loop failed once, was restarted, and does its work.

@@ -101,13 +101,14 @@ def test_validate_and_standins_commands(tmp_path):
     assert code == 2 and "no such file" in out
 
 
-def test_crds_command_prints_the_three_crds():
+def test_crds_command_prints_every_crd():
     code, out = run("crds")
     docs = [d for d in yaml.safe_load_all(out) if d]
     assert code == 0
     assert sorted(d["spec"]["names"]["kind"] for d in docs) == [
         "Budget",
         "RouterPolicy",
+        "SLMPool",
         "SLMSpecialist",
     ]
 

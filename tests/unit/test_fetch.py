@@ -155,15 +155,48 @@ def test_unmounted_claim_is_a_clear_error(tmp_path):
         F.fetch("pvc://models/x", tmp_path / "d", source_root=tmp_path / "missing")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere; the fallback is not hit")
+#: An unprivileged user for the read-only-parent test when the suite runs as root (CI):
+#: root writes anywhere, so the real os.access fallback is reached only as someone else.
+NOBODY = 65534
+
+
+def _fetch_as(uid: int | None, uri: str, dest: Path, root: Path) -> int:
+    """F.fetch in a forked child that first drops to ``uid`` (None: stay); its exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            F.fetch(uri, dest, source_root=root)
+            code = 0
+        except BaseException as exc:  # reported through the exit code and stderr
+            print(f"fetch as {uid}: {exc!r}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def test_read_only_parent_stages_inside_dest(tmp_path, claim):
     parent = tmp_path / "ro"
     dest = parent / "store"
     dest.mkdir(parents=True)
+    as_root = os.geteuid() == 0
+    if as_root:  # the unprivileged child must reach the claim and own the emptyDir
+        for d in (tmp_path, *tmp_path.parents[:2]):
+            d.chmod(d.stat().st_mode | 0o005)
+        for d in (claim, *claim.rglob("*")):
+            d.chmod(d.stat().st_mode | 0o005)
+        os.chown(dest, NOBODY, NOBODY)
     parent.chmod(0o555)
     try:
-        F.fetch("pvc://models/retail/orders", dest, source_root=claim)
+        code = _fetch_as(NOBODY if as_root else None, "pvc://models/retail/orders", dest, claim)
+        assert code == 0
         assert _files(dest) == {"model.py": "print('hi')\n", "tokenizer/vocab.txt": "a\nb\n"}
+        assert sorted(p.name for p in parent.iterdir()) == ["store"]  # nothing staged beside
     finally:
         parent.chmod(0o755)
 

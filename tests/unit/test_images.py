@@ -212,3 +212,23 @@ def test_slim_requirements_cover_the_imports(name):
     )
     missing = needed - closure({r.name for r in listed})
     assert not missing, f"{name} image lacks {sorted(missing)} (add to requirements.txt)"
+
+
+def test_the_pool_sidecar_runs_on_the_fetcher_image():
+    """A pool's ``repository`` sidecar is the fetcher image running slmfleet.pool.sync:
+    it may import nothing the fetcher's slim install lacks (the standard library and
+    slmfleet, whose optional clients load lazily as for the fetcher)."""
+    probe = (
+        "import sys, json, slmfleet.pool.sync; print(json.dumps(sorted(m for m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    bare = subprocess.run(
+        [sys.executable, "-c", "import sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    extra = set(json.loads(out.stdout)) - set(json.loads(bare.stdout))
+    roots = {m.split(".")[0] for m in extra}
+    foreign = {r for r in roots if r not in sys.stdlib_module_names and r != "slmfleet"}
+    assert not foreign, f"slmfleet.pool.sync imports {sorted(foreign)}"

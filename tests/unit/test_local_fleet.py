@@ -272,7 +272,12 @@ def test_dense_example_keeps_the_tensorrtllm_contract_split_and_rollouts():
     config = local_router_config(fleet, "h:1")
     backends = {s.id.split("/")[1]: s.backend for s in config.specialists}
     assert backends == {"billing": "python", "billing-3b": "python", "intent": "python",
-                        "shipping": "tensorrtllm", "shipping-next": "tensorrtllm"}  # fmt: skip
+                        "shipping": "tensorrtllm", "shipping-next": "tensorrtllm",
+                        "faq-returns": "python", "faq-stores": "python",
+                        "faq-warranty": "python", "billing-fr": "python"}  # fmt: skip
+    # Locally the pool's members and the adapter are stand-ins of their own.
+    fr = next(s for s in config.specialists if s.id == "dense/billing-fr")
+    assert (fr.triton_model, fr.lora_name) == ("billing-fr", None)
     support = next(p for p in config.policies if p.model_name == "support")
     assert support.routing.split.enabled and support.routing.split.max_parts == 3
     assert [(r.mode, r.specialist, r.candidate, r.percent) for r in support.rollouts] == [

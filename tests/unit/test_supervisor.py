@@ -144,6 +144,7 @@ def test_the_operator_registers_its_loops_in_one_list():
         "budget-status",
         "autoscaler",
         "learning",
+        "pool-residency",
     ]
     assert all(loop.stall_after for loop in LOOPS)
 

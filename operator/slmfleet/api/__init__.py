@@ -5,6 +5,7 @@ from .budget import Budget, BudgetSpec, BudgetStatus
 from .fragments import Fragment, assemble
 from .names import API_VERSION, GROUP, VERSION
 from .policy import RouterPolicy, RouterPolicySpec, RouterPolicyStatus
+from .pool import SLMPool, SLMPoolSpec, SLMPoolStatus
 from .routerconfig import RouterConfig
 from .specialist import SLMSpecialist, SLMSpecialistSpec, SLMSpecialistStatus
 
@@ -21,6 +22,9 @@ __all__ = [
     "RouterPolicy",
     "RouterPolicySpec",
     "RouterPolicyStatus",
+    "SLMPool",
+    "SLMPoolSpec",
+    "SLMPoolStatus",
     "SLMSpecialist",
     "SLMSpecialistSpec",
     "SLMSpecialistStatus",

@@ -21,6 +21,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 SPECIALISTS = (GROUP, VERSION, "slmspecialists")
 POLICIES = (GROUP, VERSION, "routerpolicies")
 BUDGETS = (GROUP, VERSION, "budgets")
+POOLS = (GROUP, VERSION, "slmpools")
 
 #: The field manager of every server-side apply the operator makes.
 FIELD_MANAGER = "slmfleet-operator"

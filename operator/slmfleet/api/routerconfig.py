@@ -76,6 +76,9 @@ class SpecialistConfig(KubeModel):
     them. Empty: the Pods behind ``endpoint``."""
     triton_model: str = Field(min_length=1, max_length=253)
     """Model name inside Triton."""
+    lora_name: str | None = Field(default=None, min_length=1, max_length=253)
+    """A LoRA adapter on ``triton_model`` (a vLLM base): sent as ``lora_name`` in the
+    request's ``sampling_parameters``, as Triton's vLLM backend reads it."""
     backend: Backend
     """Triton backend: selects the codec (request and response tensors, see
     ``router.triton.codecs``)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .autoscaling import AUTOSCALING_RULES, AutoscalingSpec
 from .base import Condition, ConfigMapKeyRef, KubeModel, SecretKeyRef, cel, list_map
-from .names import SPECIALIST_NAME, Identifier
+from .names import SPECIALIST_NAME, Identifier, SpecialistName
 
 Backend = Literal["vllm", "tensorrtllm", "python", "onnxruntime"]
 Quantization = Literal["none", "fp8", "int8", "awq", "gptq"]
@@ -18,6 +18,8 @@ URI_SCHEMES = ("hf", "s3", "gs", "pvc", "oci")
 URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s\x00-\x1f\x7f]+$"
 #: pvc://<claim>/<path>: the claim is a PersistentVolumeClaim of the specialist's namespace.
 PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/.*)?$"
+#: A memory quantity (Kubernetes' binary or decimal suffixes, or an exponent).
+MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+)?$"
 #: Image references: no whitespace or control characters.
 IMAGE_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
@@ -54,6 +56,20 @@ class ReasoningSpec(KubeModel):
     """Text that closes the reasoning section."""
 
 
+class AdapterSpec(KubeModel):
+    """A LoRA adapter served by its base specialist's vLLM engine (multi-LoRA)."""
+
+    base: SpecialistName
+    """Name of the SLMSpecialist of this namespace whose model the adapter was trained on
+    (backend vllm). Its server loads the adapter; requests reach it there with the
+    adapter's ``lora_name``. A base by URI only: declare that model as a specialist of
+    its own (it may have no domain) and name it here."""
+    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    """Where the adapter's weights live (same schemes as model.uri)."""
+    rank: int = Field(default=16, ge=1, le=512)
+    """The adapter's LoRA rank (the base's max_lora_rank is the largest of its adapters')."""
+
+
 class ModelSpec(KubeModel):
     """The artifact and how Triton serves it."""
 
@@ -68,7 +84,20 @@ class ModelSpec(KubeModel):
                     ".quantization",
                 ),
                 cel(
-                    f"!self.uri.startsWith('pvc://') || self.uri.matches(r'{PVC_URI_PATTERN}')",
+                    "has(self.uri) != has(self.adapter)",
+                    "set model.uri (a whole model) or model.adapter (a LoRA adapter on a "
+                    "base specialist), exactly one of them",
+                    ".uri",
+                ),
+                cel(
+                    "!has(self.adapter) || self.backend == 'vllm'",
+                    "a LoRA adapter is served by its base's vLLM engine (multi-LoRA): "
+                    "backend must be vllm",
+                    ".backend",
+                ),
+                cel(
+                    "!has(self.uri) || !self.uri.startsWith('pvc://') || "
+                    f"self.uri.matches(r'{PVC_URI_PATTERN}')",
                     "a pvc:// URI starts with the name of a PersistentVolumeClaim "
                     "(pvc://<claim>/<path>)",
                     ".uri",
@@ -77,9 +106,12 @@ class ModelSpec(KubeModel):
         }
     }
 
-    uri: str = Field(pattern=URI_PATTERN, max_length=2048)
+    uri: str | None = Field(default=None, pattern=URI_PATTERN, max_length=2048)
     """Where the model lives: hf://org/name[@revision], s3://bucket/path, gs://bucket/path,
-    pvc://claim/path or oci://registry/repo:tag."""
+    pvc://claim/path or oci://registry/repo:tag. Unset for an adapter."""
+    adapter: AdapterSpec | None = None
+    """A LoRA adapter on a base specialist instead of a whole model (see docs/pools.md):
+    served by the base's server, no Deployment of its own."""
     backend: Backend
     """Triton backend that serves the model."""
     quantization: Quantization = "none"
@@ -96,6 +128,15 @@ class ModelSpec(KubeModel):
     """Secret key holding the token used to fetch the artifact (e.g. a Hugging Face token)."""
     reasoning: ReasoningSpec | None = None
     """Set for models that think before answering; enables the trace-budget controller."""
+
+    @model_validator(mode="after")
+    def _one_artifact(self) -> ModelSpec:
+        """The CEL rules above, for the paths that validate without the API server."""
+        if (self.uri is None) == (self.adapter is None):
+            raise ValueError("set model.uri (a whole model) or model.adapter, exactly one")
+        if self.adapter is not None and self.backend != "vllm":
+            raise ValueError("a LoRA adapter is served by its base's vLLM engine: backend vllm")
+        return self
 
 
 class DomainSpec(KubeModel):
@@ -130,8 +171,12 @@ class ResourcesSpec(KubeModel):
     """Whole GPUs per replica (nvidia.com/gpu)."""
     cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
     """CPU request per replica (Kubernetes quantity)."""
-    memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+)?$")
-    """Memory request and limit per replica (Kubernetes quantity)."""
+    memory: str = Field(default="2Gi", pattern=MEMORY_QUANTITY)
+    """Memory request and limit per replica (Kubernetes quantity); for a member of a CPU
+    pool, the memory it needs in the pool's server."""
+    gpu_memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY, max_length=32)
+    """GPU memory the model needs when it shares a GPU pool's GPUs (weights, KV cache and
+    overhead; e.g. 6Gi). Required for a member of a pool with GPUs."""
 
 
 class ReplicasSpec(KubeModel):
@@ -151,6 +196,25 @@ class ReplicasSpec(KubeModel):
 
 
 class ServingSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.pool) || self.resources.gpu == 0",
+                    "a pool member shares its pool's GPUs: declare resources.gpuMemory, "
+                    "not resources.gpu",
+                    ".resources.gpu",
+                )
+            ]
+        }
+    }
+
+    pool: SpecialistName | None = None
+    """Name of an SLMPool of this namespace to be served by (see docs/pools.md): the
+    specialist gets no Deployment of its own but is a model of the pool's Triton
+    server, loaded and unloaded by the operator. Its image, replicas and autoscaling
+    are the pool's; its resources.memory (CPU pool) or resources.gpuMemory (GPU pool)
+    is what it occupies there."""
     image: str | None = Field(default=None, max_length=512, pattern=IMAGE_PATTERN)
     """tritonserver image; a default matching the backend is used when unset."""
     fetcher_image: str | None = Field(default=None, max_length=512, pattern=IMAGE_PATTERN)
@@ -190,9 +254,21 @@ class SLOSpec(KubeModel):
     """Target concurrent requests per replica."""
 
 
+_IN_POOL = "(has({o}.serving) && has({o}.serving.pool))"
+#: Joining or leaving a pool is a re-creation: the specialist's own Deployment (or its
+#: place in a pool) is never converted in place, so the operator needs no delete right.
+POOL_IMMUTABLE = cel(
+    f"{_IN_POOL.format(o='self')} == {_IN_POOL.format(o='oldSelf')} && "
+    f"(!{_IN_POOL.format(o='self')} || self.serving.pool == oldSelf.serving.pool)",
+    "serving.pool is immutable: delete and re-create the specialist to move it into, "
+    "out of or between pools",
+    ".serving.pool",
+)
+
+
 class SLMSpecialistSpec(KubeModel):
     model_config = KubeModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [*AUTOSCALING_RULES]}
+        "json_schema_extra": {"x-kubernetes-validations": [*AUTOSCALING_RULES, POOL_IMMUTABLE]}
     }
 
     model: ModelSpec

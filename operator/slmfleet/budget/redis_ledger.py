@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,6 +52,7 @@ from .ledger import (
     refusal,
     window_calls,
 )
+from .redis_wire import LedgerUnavailable, RedisSettings, ReplyReader, load_script
 from .specs import WindowSpec
 from .windows import Window
 
@@ -62,80 +62,6 @@ log = logging.getLogger("slmfleet.budget")
 SETTLED_MEMORY_S = 86400
 #: Most reservations settled during an outage that are remembered for release.
 MAX_ORPHANS = 10_000
-
-
-class LedgerUnavailable(Exception):
-    """Redis did not answer, or answered something that is not the scripts' reply."""
-
-
-def _script(name: str) -> str:
-    lua = resources.files(__package__).joinpath("lua")
-    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(name).read_text()
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    url: str = "redis://127.0.0.1:6379/0"
-    """redis:// or rediss:// (TLS); the password is better given apart."""
-    password: str | None = None
-    ca_file: str | None = None
-    """CA bundle for rediss:// (the server's certificate is verified against it)."""
-    key_prefix: str = "{slmfleet}"
-    """Every key starts with it; the braces make one hash slot, so the scripts also run
-    on Redis Cluster (on one shard)."""
-    timeout_s: float = 0.25
-    """Per operation: connect, send and answer."""
-    retry_interval_s: float = 1.0
-    max_connections: int = 64
-
-
-def _parse_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | bytes | str):
-        raise LedgerUnavailable(f"garbage in ledger reply: {v!r}")
-    try:
-        return int(v)
-    except ValueError as exc:
-        raise LedgerUnavailable(f"garbage in ledger reply: {v!r}") from exc
-
-
-class _Reader:
-    """Strict reader of the scripts' flat integer replies."""
-
-    def __init__(self, reply: Any) -> None:
-        if not isinstance(reply, list):
-            raise LedgerUnavailable(f"garbage ledger reply: {reply!r:.200}")
-        self.items = reply
-        self.pos = 0
-
-    def int(self) -> int:
-        if self.pos >= len(self.items):
-            raise LedgerUnavailable("short ledger reply")
-        v = _parse_int(self.items[self.pos])
-        self.pos += 1
-        return v
-
-    def state(self, with_buckets: bool, refused: bool = False) -> WindowState:
-        su, st, ru, rt = self.int(), self.int(), self.int(), self.int()
-        if min(su, st, ru, rt) < 0:
-            raise LedgerUnavailable("negative totals in ledger reply")
-        refused_ms = self.int() if refused else 0
-        buckets = None
-        if with_buckets:
-            nb = self.int()
-            buckets = {}
-            for _ in range(nb):
-                b, u, t = self.int(), self.int(), self.int()
-                buckets[b] = Amount.from_nano(u, t)
-        return WindowState(
-            Amount.from_nano(su, st),
-            Amount.from_nano(ru, rt),
-            buckets,
-            refused_ms / 1000 if refused_ms > 0 else None,
-        )
-
-    def done(self) -> None:
-        if self.pos != len(self.items):
-            raise LedgerUnavailable("long ledger reply")
 
 
 @dataclass
@@ -174,9 +100,9 @@ class RedisLedger:
         self.clock = clock
         self.monotonic = monotonic
         self.redis = client or self._connect(settings)
-        self._reserve = self.redis.register_script(_script("reserve.lua"))
-        self._settle = self.redis.register_script(_script("settle.lua"))
-        self._read = self.redis.register_script(_script("read.lua"))
+        self._reserve = self.redis.register_script(load_script("reserve.lua"))
+        self._settle = self.redis.register_script(load_script("settle.lua"))
+        self._read = self.redis.register_script(load_script("read.lua"))
         self._down_until = 0.0
         self.last_error = ""
         self._local = InProcessLedger(clock=clock, monotonic=monotonic)
@@ -284,7 +210,7 @@ class RedisLedger:
                 -1 if c.cap_tokens is None else c.cap_tokens,
                 c.period.key_ttl_s,
             ]
-        r = _Reader(await self._call(self._reserve, keys, args))
+        r = ReplyReader(await self._call(self._reserve, keys, args))
         admitted = r.int()
         if admitted not in (0, 1) or r.int() != len(calls):
             raise LedgerUnavailable("garbage reserve reply")
@@ -369,7 +295,7 @@ class RedisLedger:
                 c.period.key_ttl_s,
             ]
         keys.append(f"{self.settings.key_prefix}:s:{sid}")
-        r = _Reader(await self._call(self._settle, keys, args))
+        r = ReplyReader(await self._call(self._settle, keys, args))
         status, found, n = r.int(), r.int(), r.int()
         if status not in (1, 2) or found not in (0, 1) or n != len(calls):
             raise LedgerUnavailable("garbage settle reply")
@@ -444,7 +370,7 @@ class RedisLedger:
             keys += self._keys(c.key)
             args.append(c.period.live_from)
         try:
-            r = _Reader(await self._call(self._read, keys, args))
+            r = ReplyReader(await self._call(self._read, keys, args))
             if r.int() != len(calls):
                 raise LedgerUnavailable("garbage read reply")
             states = {c.key: r.state(with_buckets=True, refused=True) for c in calls}

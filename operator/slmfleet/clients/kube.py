@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "SLMSpecialist": (_CRDS, "slmspecialists"),
     "RouterPolicy": (_CRDS, "routerpolicies"),
     "Budget": (_CRDS, "budgets"),
+    "SLMPool": (_CRDS, "slmpools"),
     "Event": ("/api/v1", "events"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),

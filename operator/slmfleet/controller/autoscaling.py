@@ -22,6 +22,8 @@ from ..autoscale.targets import discover
 from ..clients.kube import ApiError
 from ..render.autoscaling import build_autoscaler, unused_autoscalers
 from ..render.specialist import Owner
+from .adapters import base_of
+from .pools import pooled
 from .runtime import Runtime
 from .supervisor import Beat
 
@@ -41,7 +43,10 @@ def make_autoscaler(rt: Runtime) -> Autoscaler:
 
     return Autoscaler(
         rt.kube,
-        specialists=lambda: list(rt.store.bodies().values()),
+        # Pool members and adapters have no replicas of their own (their pool, their base).
+        specialists=lambda: [
+            b for b in rt.store.bodies().values() if not pooled(b) and not base_of(b)
+        ],
         targets=targets,
         feeds=lambda: rt.escalation_feeds,
         config=AutoscalerConfig(interval_s=rt.config.autoscaler_interval_seconds),

@@ -20,7 +20,9 @@ from ..render.conditions import merge_conditions, status_changed
 from ..render.drift import needs_apply, stamp
 from ..render.specialist import Owner, build_children
 from ..render.specialist_status import specialist_status
+from .adapters import adapter_keys, adapter_status_of, adapters_for, base_of
 from .autoscaling import autoscaler_children, delete_unused, missing_kind
+from .pools import pooled
 from .runtime import Key, Runtime, key_of, newer, runtime
 from .supervisor import Beat
 from .workqueue import drain
@@ -43,6 +45,11 @@ async def apply_children(
     rest together.
     """
     rt = runtime()
+    if spec.serving.pool:  # served by its pool (controller/pools.py), not on its own
+        return None
+    if spec.model.adapter is not None:  # served by its base's server (adapters.py)
+        return None
+    adapters = adapters_for(rt, owner.namespace, owner.name) if spec.model.backend == "vllm" else []
 
     async def converge(desired: dict[str, Any]) -> dict[str, Any]:
         stamped = stamp(desired)
@@ -56,7 +63,11 @@ async def apply_children(
         return live or stamped
 
     configmap, *rest = build_children(
-        owner, spec, fetcher_image=rt.config.fetcher_image, peers=rt.config.triton_peers
+        owner,
+        spec,
+        fetcher_image=rt.config.fetcher_image,
+        peers=rt.config.triton_peers,
+        adapters=adapters,
     )
     # Modes hpa and keda: their object, and the other mode's deleted once the mode changes.
     autoscaler, unused = autoscaler_children(owner, spec, rt.config.prometheus_url)
@@ -89,7 +100,7 @@ async def refresh_status(key: Key) -> None:
         return
     async with state.status_lock:
         body = state.body
-        if body is None:
+        if body is None or pooled(body):  # a pool member's status is the pool loop's
             return
         current = body.get("status") or {}
         generation = (
@@ -100,15 +111,18 @@ async def refresh_status(key: Key) -> None:
             (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"),
             None,
         )
-        desired = specialist_status(
-            name=key[1],
-            namespace=key[0],
-            generation=generation,
-            deployment=state.deployment,
-            error=state.error,
-            problem=problem,
-            previous_reason=previous,
-        )
+        if base_of(body) and not state.error:
+            desired = adapter_status_of(rt, key, body, previous)
+        else:
+            desired = specialist_status(
+                name=key[1],
+                namespace=key[0],
+                generation=generation,
+                deployment=state.deployment,
+                error=state.error,
+                problem=problem,
+                previous_reason=previous,
+            )
         if not status_changed(current, desired):
             return
         ready = desired["conditions"][0]
@@ -257,18 +271,38 @@ async def on_specialist(event: kopf.RawEvent, **_: Any) -> None:
     body = event["object"]
     key = key_of(body)
     if event["type"] == "DELETED":
+        old = rt.store.specialists.get(key)
         rt.store.forget(key)
         rt.refreshes.discard(key)
         rt.retries.discard(key)
         rt.fleet_dirty.set()
+        if base := base_of(old.body if old else body):
+            await touch_base(rt, (key[0], base))
         return
     state = rt.store.specialist(key)
     if not newer(state.body, body):
         return
-    state.body = body
+    old_base, state.body = base_of(state.body), body
     rt.fleet_dirty.set()
-    if needs_reconcile(body, state.reconciled):
+    due = needs_reconcile(body, state.reconciled)
+    if due:
         await reconcile(key)
+    for base in {old_base, base_of(body)} - {None}:
+        if due or base != old_base:
+            await touch_base(rt, (key[0], base))
+    for adapter in adapter_keys(rt, key[0], key[1]):
+        schedule_refresh(rt, adapter)  # the base appeared, changed or its status did
+
+
+async def touch_base(rt: Runtime, base: Key) -> None:
+    """An adapter came, changed or went: the base's children are rendered again (its
+    multi_lora.json and fetchers), and the adapter's status follows."""
+    state = rt.store.specialists.get(base)
+    if state is not None and state.body is not None:
+        state.reconciled = None
+        await reconcile(base)
+    for adapter in adapter_keys(rt, *base):
+        schedule_refresh(rt, adapter)
 
 
 def owner_key(body: dict[str, Any]) -> Key | None:
@@ -287,6 +321,9 @@ async def track_child(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -
     key = owner_key(body)
     if key is not None and event["type"] == "DELETED":
         await recreate_children(key)
+    if key is not None:  # a base's model ConfigMap lists its adapters
+        for adapter in adapter_keys(runtime(), *key):
+            schedule_refresh(runtime(), adapter)
 
 
 CHILD_KINDS = {
@@ -330,3 +367,5 @@ async def track_deployment(event: kopf.RawEvent, resource: kopf.Resource, **_: A
             return
         state.deployment = body
     schedule_refresh(rt, key)
+    for adapter in adapter_keys(rt, *key):
+        schedule_refresh(rt, adapter)

@@ -100,8 +100,14 @@ def local_router_config(
         Item(
             namespace=s.namespace,
             name=s.name,
+            # Locally every specialist is a stand-in model of its own: pool members and
+            # LoRA adapters too (adapters on a real base: tests/integration/test_lora_standin).
             spec=s.spec.model_copy(
-                update={"model": s.spec.model.model_copy(update={"backend": _local_backend(s)})}
+                update={
+                    "model": s.spec.model.model_copy(
+                        update={"backend": _local_backend(s), "adapter": None}
+                    )
+                }
             ),
             generation=s.generation,
             labels=s.labels,

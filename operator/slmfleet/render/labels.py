@@ -9,6 +9,7 @@ from ..api.names import API_VERSION, FIELD_MANAGER, MANAGED_BY
 __all__ = ["FIELD_MANAGER", "MANAGED_BY"]
 
 SPECIALIST_LABEL = "slmfleet.io/specialist"
+POOL_LABEL = "slmfleet.io/pool"
 CONFIG_HASH_ANNOTATION = "slmfleet.io/config-hash"
 APPLIED_HASH_ANNOTATION = "slmfleet.io/applied-hash"
 

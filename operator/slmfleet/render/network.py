@@ -29,14 +29,19 @@ class TritonPeers:
     router_labels: Mapping[str, str] = field(default_factory=lambda: dict(ROUTER_LABELS))
     metrics_from: tuple[Mapping[str, Any], ...] = ()
     """NetworkPolicyPeers allowed to the metrics port (operator, Prometheus)."""
+    repository_from: tuple[Mapping[str, Any], ...] = ()
+    """NetworkPolicyPeers allowed to a pool's HTTP port (the operator: it loads and
+    unloads members through Triton's repository API)."""
 
     @classmethod
     def from_environment(cls, router_namespace: str) -> TritonPeers:
-        """``SLMFLEET_ROUTER_POD_LABELS`` (JSON map) and ``SLMFLEET_METRICS_PEERS``
-        (JSON list of NetworkPolicyPeer), both rendered by the chart."""
+        """``SLMFLEET_ROUTER_POD_LABELS`` (JSON map), ``SLMFLEET_METRICS_PEERS`` and
+        ``SLMFLEET_OPERATOR_PEERS`` (JSON lists of NetworkPolicyPeer), rendered by the
+        chart."""
         labels = json.loads(os.environ.get("SLMFLEET_ROUTER_POD_LABELS") or "null")
         peers = json.loads(os.environ.get("SLMFLEET_METRICS_PEERS") or "[]")
-        return cls(router_namespace, labels or dict(ROUTER_LABELS), tuple(peers))
+        operator = json.loads(os.environ.get("SLMFLEET_OPERATOR_PEERS") or "[]")
+        return cls(router_namespace, labels or dict(ROUTER_LABELS), tuple(peers), tuple(operator))
 
 
 def _in_namespace(namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:

@@ -9,14 +9,16 @@ artifact into an emptyDir mounted as the version directory ``1/``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..api.specialist import SLMSpecialistSpec
 from . import labels as L
 from .hashing import content_hash
+from .lora import Adapter
 from .network import TritonPeers, build_network_policy
-from .triton import model_repository_files
+from .triton import VERSION_FILES, model_repository_files
 
 TRITON_VERSION = "25.10"
 DEFAULT_IMAGES = {
@@ -55,8 +57,12 @@ def _metadata(owner: Owner, name: str) -> dict[str, Any]:
     }
 
 
-def build_model_configmap(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
-    files = model_repository_files(owner.name, spec.model, gpu=spec.serving.resources.gpu)
+def build_model_configmap(
+    owner: Owner, spec: SLMSpecialistSpec, adapters: Sequence[Adapter] = ()
+) -> dict[str, Any]:
+    files = model_repository_files(
+        owner.name, spec.model, gpu=spec.serving.resources.gpu, adapters=adapters
+    )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -65,7 +71,7 @@ def build_model_configmap(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, An
     }
 
 
-def _security_context() -> dict[str, Any]:
+def security_context() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -75,7 +81,7 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
@@ -87,9 +93,9 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 SOURCE_ROOT = "/source"
 
 
-def pvc_claim(uri: str) -> str | None:
+def pvc_claim(uri: str | None) -> str | None:
     """The claim of a ``pvc://claim/path`` URI, which the fetcher reads at /source."""
-    if not uri.startswith("pvc://"):
+    if not uri or not uri.startswith("pvc://"):
         return None
     return uri.removeprefix("pvc://").split("/", 1)[0]
 
@@ -112,7 +118,7 @@ def _fetcher(owner: Owner, spec: SLMSpecialistSpec, default_image: str) -> dict[
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"memory": "1Gi"},
         },
-        "securityContext": _security_context(),
+        "securityContext": security_context(),
         "volumeMounts": mounts,
     }
     if model.credentials:
@@ -140,7 +146,7 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
         *(
             {
                 "name": "model-config",
-                "mountPath": f"{model_dir}/{'1/' if f == 'model.json' else ''}{f}",
+                "mountPath": f"{model_dir}/{'1/' if f in VERSION_FILES else ''}{f}",
                 "subPath": f,
                 "readOnly": True,
             }
@@ -149,14 +155,26 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
+    return triton_container(
+        spec.serving.image or DEFAULT_IMAGES[spec.model.backend],
+        ["--model-repository=/models", "--model-control-mode=none", "--exit-on-error=true"],
+        {"requests": requests, "limits": limits},
+        mounts,
+    )
+
+
+def triton_container(
+    image: str, server_args: list[str], resources: dict[str, Any], mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``tritonserver`` container every specialist and pool runs: ``server_args``
+    (repository, model control, exit policy) before the ports, metrics and probes they
+    share, with the restricted security context."""
     return {
         "name": "triton",
-        "image": spec.serving.image or DEFAULT_IMAGES[spec.model.backend],
+        "image": image,
         "command": ["tritonserver"],
         "args": [
-            "--model-repository=/models",
-            "--model-control-mode=none",
-            "--exit-on-error=true",
+            *server_args,
             f"--http-port={L.HTTP_PORT}",
             f"--grpc-port={L.GRPC_PORT}",
             f"--metrics-port={L.METRICS_PORT}",
@@ -172,12 +190,12 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
             {"name": "grpc", "containerPort": L.GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"},
         ],
-        "resources": {"requests": requests, "limits": limits},
+        "resources": resources,
         # Large models load slowly: the startup probe holds liveness off for 20 minutes.
-        "startupProbe": _probe("/v2/health/live", 10, 120),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
-        "securityContext": _security_context(),
+        "startupProbe": probe("/v2/health/live", 10, 120),
+        "livenessProbe": probe("/v2/health/live", 10, 3),
+        "readinessProbe": probe("/v2/health/ready", 5, 3),
+        "securityContext": security_context(),
         "volumeMounts": mounts,
     }
 
@@ -191,10 +209,29 @@ def replica_count(spec: SLMSpecialistSpec) -> int:
     return max(bounds.min, min(bounds.max, spec.replicas))
 
 
+def _adapter_fetcher(base: dict[str, Any], adapter: Adapter) -> dict[str, Any]:
+    """One more fetcher: the adapter's weights into ``1/loras/<adapter>`` (see lora.py)."""
+    mounts = [m for m in base["volumeMounts"] if m["name"] != "model-source"]
+    args = ["--uri", adapter.spec.uri, "--dest", f"/store/loras/{adapter.name}"]
+    if pvc_claim(adapter.spec.uri):
+        root = f"/lora-source/{adapter.name}"
+        mounts.append({"name": _lora_volume(adapter), "mountPath": root, "readOnly": True})
+        args += ["--source-root", root]
+    return base | {"name": f"fetch-lora-{adapter.name}"[:63], "args": args, "volumeMounts": mounts}
+
+
+def _lora_volume(adapter: Adapter) -> str:
+    return f"lora-src-{adapter.name}"[:63]
+
+
 def build_deployment(
-    owner: Owner, spec: SLMSpecialistSpec, *, fetcher_image: str = DEFAULT_FETCHER_IMAGE
+    owner: Owner,
+    spec: SLMSpecialistSpec,
+    *,
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE,
+    adapters: Sequence[Adapter] = (),
 ) -> dict[str, Any]:
-    configmap = build_model_configmap(owner, spec)
+    configmap = build_model_configmap(owner, spec, adapters)
     files: dict[str, str] = configmap["data"]
     serving = spec.serving
     selector = L.selector_labels(owner.name)
@@ -212,7 +249,10 @@ def build_deployment(
             "fsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [_fetcher(owner, spec, fetcher_image)],
+        "initContainers": [
+            (fetcher := _fetcher(owner, spec, fetcher_image)),
+            *(_adapter_fetcher(fetcher, a) for a in adapters),
+        ],
         "containers": [_triton(owner, spec, files)],
         "volumes": [
             {"name": "model-config", "configMap": {"name": L.model_config_name(owner.name)}},
@@ -230,6 +270,14 @@ def build_deployment(
             for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
         ],
     }
+    for a in adapters:
+        if lora_claim := pvc_claim(a.spec.uri):
+            pod_spec["volumes"].append(
+                {
+                    "name": _lora_volume(a),
+                    "persistentVolumeClaim": {"claimName": lora_claim, "readOnly": True},
+                }
+            )
     claim = pvc_claim(spec.model.uri)
     if claim:
         pod_spec["volumes"].append(
@@ -322,16 +370,17 @@ def build_children(
     *,
     fetcher_image: str = DEFAULT_FETCHER_IMAGE,
     peers: TritonPeers | None = None,
+    adapters: Sequence[Adapter] = (),
 ) -> list[dict[str, Any]]:
     """Every child, in apply order: the ConfigMap before the Pods that mount it, and the
     NetworkPolicy (only the router reaches Triton) before the Pods it protects."""
     peers = peers or TritonPeers(router_namespace=owner.namespace)
     return [
-        build_model_configmap(owner, spec),
+        build_model_configmap(owner, spec, adapters),
         build_network_policy(
             owner.name, owner.namespace, _metadata(owner, L.child_name(owner.name)), peers
         ),
-        build_deployment(owner, spec, fetcher_image=fetcher_image),
+        build_deployment(owner, spec, fetcher_image=fetcher_image, adapters=adapters),
         build_service(owner, spec),
         build_pdb(owner, spec),
     ]

@@ -11,8 +11,12 @@ from .conditions import ready_set
 SCALED_TO_ZERO = "ScaledToZero"
 #: The first replica after zero is starting: requests wait for it (or cascade).
 SCALING_FROM_ZERO = "ScalingFromZero"
+#: A pool member unloaded by its pool's residency (LRU): its next request loads it.
+MEMBER_UNLOADED = "Unloaded"
+#: A pool member being laid out or loaded.
+MEMBER_LOADING = "Loading"
 #: Reasons under which the router holds requests for a replica instead of refusing them.
-WAKEABLE = (SCALED_TO_ZERO, SCALING_FROM_ZERO)
+WAKEABLE = (SCALED_TO_ZERO, SCALING_FROM_ZERO, MEMBER_UNLOADED, MEMBER_LOADING)
 
 
 def deployment_progress(

@@ -35,6 +35,7 @@ from ..api.routerconfig import (
 )
 from ..api.specialist import SLMSpecialistSpec
 from . import labels as L
+from .pool import pool_endpoint
 
 #: (namespace, name) -> host:port of a specialist's Triton gRPC endpoint.
 EndpointOf = Callable[[str, str], str]
@@ -56,10 +57,17 @@ def specialist_config(
     scaled_to_zero: bool = False,
     cost_capped: bool = False,
 ) -> SpecialistConfig:
+    # A pool member is a model of its pool's server (in a cluster; a local fleet keeps
+    # its own endpoints).
+    pool = spec.serving.pool if endpoint_of is cluster_endpoint else None
+    # A LoRA adapter is its base's model with its own lora_name (render/lora.py).
+    adapter = spec.model.adapter
+    served_by = adapter.base if adapter else name
     return SpecialistConfig(
         id=object_id(namespace, name),
-        endpoint=endpoint_of(namespace, name),
-        triton_model=name,
+        endpoint=pool_endpoint(pool, namespace) if pool else endpoint_of(namespace, served_by),
+        triton_model=served_by,
+        lora_name=name if adapter else None,
         backend=spec.model.backend,
         # The router tokenizes for ONNX classifiers, from the artifact's tokenizer.json.
         artifact=spec.model.uri if spec.model.backend == "onnxruntime" else None,

@@ -17,9 +17,11 @@ The tensors rendered here are the contracts the router's codecs speak
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ..api.specialist import ModelSpec
+from .lora import Adapter, lora_engine_args, multi_lora_json
 from .pbtxt import Enum, dumps
 
 TEXT_INPUTS = [
@@ -175,8 +177,10 @@ def config_pbtxt(name: str, model: ModelSpec, *, gpu: int = 0) -> str:
     return dumps(config) + "\n"
 
 
-def vllm_model_json(name: str, model: ModelSpec) -> str:
-    """model.json for Triton's vLLM backend (engine arguments)."""
+def vllm_model_json(name: str, model: ModelSpec, extra: dict[str, Any] | None = None) -> str:
+    """model.json for Triton's vLLM backend (engine arguments); ``extra``: arguments the
+    operator derives (multi-LoRA, ``render/lora.py``; a pool member's GPU share),
+    which ``model.parameters`` still override."""
     engine: dict[str, Any] = {
         "model": WEIGHTS_DIR.format(name=name),
         "served_model_name": name,
@@ -187,6 +191,7 @@ def vllm_model_json(name: str, model: ModelSpec) -> str:
     }
     if model.quantization != "none":
         engine["quantization"] = model.quantization
+    engine |= extra or {}
     for key, value in model.parameters.items():
         engine[key] = _coerce(value)
     return json.dumps(engine, indent=2, sort_keys=True) + "\n"
@@ -200,9 +205,28 @@ def _coerce(value: str) -> Any:
         return value
 
 
-def model_repository_files(name: str, model: ModelSpec, *, gpu: int = 0) -> dict[str, str]:
-    """Files of one model in the repository, keyed by ConfigMap-safe names."""
+#: Files that live in the model's version directory (``1/``), not beside config.pbtxt.
+VERSION_FILES = ("model.json", "multi_lora.json")
+
+
+def model_repository_files(
+    name: str,
+    model: ModelSpec,
+    *,
+    gpu: int = 0,
+    adapters: Sequence[Adapter] = (),
+    gpu_share: float | None = None,
+) -> dict[str, str]:
+    """Files of one model in the repository, keyed by ConfigMap-safe names (those in
+    ``VERSION_FILES`` go into ``1/``). ``adapters``: LoRA adapters on this vLLM model;
+    ``gpu_share``: the fraction of a GPU a pool member may take (vLLM's
+    ``gpu_memory_utilization``: several engines share the GPU)."""
     files = {"config.pbtxt": config_pbtxt(name, model, gpu=gpu)}
     if model.backend == "vllm":
-        files["model.json"] = vllm_model_json(name, model)
+        extra = lora_engine_args(adapters)
+        if gpu_share is not None:
+            extra["gpu_memory_utilization"] = gpu_share
+        files["model.json"] = vllm_model_json(name, model, extra)
+        if adapters:
+            files["multi_lora.json"] = multi_lora_json(name, adapters)
     return files

@@ -16,7 +16,7 @@ from typing import Any
 from ..api.routerconfig import SpecialistConfig
 from .artifacts import ArtifactReader, ArtifactUnavailable
 from .errors import UpstreamError
-from .triton.codecs import Codec, TensorRTLLMCodec, TextCodec
+from .triton.codecs import AdapterCodec, Codec, TensorRTLLMCodec, TextCodec
 from .triton.onnx_codec import OnnxClassifierCodec
 
 #: backend -> codec family.
@@ -52,7 +52,8 @@ class Codecs:
         cumulative log-prob (others have none: the flag is ignored)."""
         kind = codec_kind(spec.backend)
         if kind == "text":
-            return TEXT_LOGPROBS if logprobs and spec.backend == "vllm" else TEXT
+            codec = TEXT_LOGPROBS if logprobs and spec.backend == "vllm" else TEXT
+            return AdapterCodec(codec, spec.lora_name) if spec.lora_name else codec
         if kind == "tensorrtllm":
             return TensorRTLLMCodec(context_length=spec.context_length, logprobs=logprobs)
         key = self._key(spec)

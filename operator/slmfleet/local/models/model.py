@@ -28,7 +28,9 @@ configuration declares them (as the backend's documented config.pbtxt does).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from typing import Any
 
@@ -71,6 +73,16 @@ TOKEN_OUTPUTS = (
 )
 
 
+def _loras(args: dict[str, str]) -> dict[str, str] | None:
+    """The adapters of ``multi_lora.json`` in the version directory (name -> weights
+    directory), as the vLLM backend reads it with ``enable_lora``; None without it."""
+    path = os.path.join(args["model_repository"], args["model_version"], "multi_lora.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return {str(k): str(v) for k, v in json.load(f).items()}
+
+
 class TritonPythonModel:
     @staticmethod
     def auto_complete_config(auto_complete_model_config: Any) -> Any:
@@ -106,6 +118,7 @@ class TritonPythonModel:
             if self.contract == "tensorrtllm"
             else ("return_cumulative_logprob", "cumulative_logprob")
         )
+        self.loras = _loras(args)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -147,8 +160,11 @@ class TritonPythonModel:
             else None,
             output=bool(_first(request, "return_num_output_tokens") or False),
         )
+        lora = sampling.pop("lora_name", None)
         logprob = bool(_first(request, self.logprob_flag) or False)
         answer = self.behaviour.respond(prompt, sampling)
+        if lora is not None:
+            answer = dataclasses.replace(answer, text=self._adapted(str(lora), answer.text))
         text = standin.apply_word_lists(
             answer.text, sampling.get("stop") or [], sampling.get("bad_words") or []
         )
@@ -171,6 +187,21 @@ class TritonPythonModel:
             cum = (sums[-1] if sums else 0.0) if logprob else None
             sender.send(self._response("".join(deltas), answer.confidence, counts, cum))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _adapted(self, lora: str, text: str) -> str:
+        """As Triton's vLLM backend checks ``lora_name`` (same messages), then answer as
+        that adapter: the ``reply.txt`` of its weights directory, else its name."""
+        if self.loras is None:
+            raise standin.StandInError("LoRA feature is not enabled.")
+        if lora not in self.loras:
+            raise standin.StandInError(
+                f"LoRA {lora} is not supported, we currently support {list(self.loras)}"
+            )
+        reply = os.path.join(self.loras[lora], "reply.txt")
+        if os.path.isfile(reply):
+            with open(reply) as f:
+                return f.read().strip()
+        return f"[{lora}] {text}"
 
     def _response(
         self, text: str, confidence: float, counts: Any, cumulative_logprob: float | None = None

@@ -114,6 +114,41 @@ class TextCodec:
         return parse_response(resp)
 
 
+class AdapterCodec:
+    """The vLLM contract for a LoRA adapter on a base model: the base's model name, with
+    the adapter's ``lora_name`` in ``sampling_parameters`` (Triton's vLLM backend pops it
+    from there and serves the request with that adapter; ``render/lora.py``)."""
+
+    def __init__(self, inner: TextCodec, lora_name: str) -> None:
+        self.inner = inner
+        self.lora_name = lora_name
+        self.backend = inner.backend
+
+    def needs_metadata(self, model: str) -> bool:
+        return False
+
+    def learn(self, model: str, metadata: Any) -> None:
+        pass
+
+    def request(
+        self,
+        model: str,
+        prompt: str,
+        sampling: Mapping[str, Any],
+        request_id: str,
+        *,
+        timeout_s: float | None = None,
+        counts: bool = False,
+    ) -> Any:
+        with_lora = {**sampling, "lora_name": self.lora_name}
+        return self.inner.request(
+            model, prompt, with_lora, request_id, timeout_s=timeout_s, counts=counts
+        )
+
+    def parse(self, resp: Any) -> tuple[Piece | None, bool]:
+        return self.inner.parse(resp)
+
+
 #: OpenAI / vLLM sampling names -> (tensorrt_llm_bls input, Triton datatype).
 TRTLLM_SCALARS: dict[str, tuple[str, str]] = {
     "temperature": ("temperature", "FP32"),

@@ -223,6 +223,13 @@ class TritonPool:
             replica = await rs.acquire(
                 wait_until, exclude=tried if others else (), specialist=specialist
             )
+            if model in self._zero_models.get(endpoint, ()):
+                # The server came back (every model on it had been at zero) but this model
+                # did not: hold on for it rather than ask for a model that is not loaded.
+                rs.release(replica, ok=True, fault=False)
+                await self._model_back(endpoint, model, wait_until, specialist)
+                attempt -= 1
+                continue
             started = ok = fault = False
             try:
                 gen = self._on(
