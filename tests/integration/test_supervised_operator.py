@@ -69,6 +69,7 @@ def test_a_failing_fleet_loop_is_restarted_and_a_stuck_loop_turns_liveness_red(
             "specialist-retry",
             "budget-status",
             "autoscaler",
+            "learning",
             "pool-residency",
             "stuck",
         }

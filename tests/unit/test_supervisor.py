@@ -143,6 +143,7 @@ def test_the_operator_registers_its_loops_in_one_list():
         "specialist-retry",
         "budget-status",
         "autoscaler",
+        "learning",
         "pool-residency",
     ]
     assert all(loop.stall_after for loop in LOOPS)

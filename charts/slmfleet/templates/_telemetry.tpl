@@ -173,3 +173,24 @@
     name: {{ printf "%s-review-queues" (include "slmfleet.fullname" .) }}
 {{- end }}
 {{- end }}
+
+{{/* The operator's learning loop (learning.enabled): the decision store it reads. */}}
+{{- define "slmfleet.learning.env" -}}
+{{- if .Values.learning.enabled }}
+{{- if ne .Values.telemetry.decisionLog.store "postgres" }}
+{{- fail "learning.enabled reads the decision store: set telemetry.decisionLog.store=postgres (a SQLite store lives in the router Pod)" }}
+{{- end }}
+- name: SLMFLEET_LEARNING_STORE_URL
+  value: {{ include "slmfleet.postgres.url" . | quote }}
+{{- if include "slmfleet.postgres.passwordSecret" . }}
+- name: SLMFLEET_LEARNING_STORE_PASSWORD_FILE
+  value: /var/run/secrets/slmfleet-learning/password
+{{- end }}
+- name: SLMFLEET_LEARNING_TICK_SECONDS
+  value: {{ .Values.learning.tickSeconds | quote }}
+- name: SLMFLEET_LEARNING_TIMEOUT_SECONDS
+  value: {{ .Values.learning.timeoutSeconds | quote }}
+- name: SLMFLEET_LEARNING_CPU_SECONDS
+  value: {{ .Values.learning.cpuSeconds | quote }}
+{{- end }}
+{{- end }}

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from .base import Condition, KubeModel, LabelSelector, SecretKeyRef, cel, list_map
+from .learning import Calibration, LearningSpec, LearningStatus, ThresholdProposal
 from .names import DnsLabel, Identifier, ModelName, SpecialistName
 from .regex import Re2Pattern
 from .rollout import Rollout
@@ -283,6 +284,13 @@ class RouterPolicySpec(KubeModel):
                     "fallback.onError must name a cascade tier",
                     ".fallback.onError",
                 ),
+                cel(
+                    "!has(self.calibration) || !has(self.calibration.tiers) || "
+                    "self.calibration.tiers.all(k, has(self.cascade) && "
+                    "self.cascade.exists(t, t.name == k))",
+                    "calibration.tiers must name cascade tiers",
+                    ".calibration.tiers",
+                ),
             ]
         }
     }
@@ -313,6 +321,11 @@ class RouterPolicySpec(KubeModel):
     setting, off unless its operator says otherwise)."""
     capacity: CapacitySpec = Field(default_factory=CapacitySpec)
     """What happens to a request whose specialist is scaled to zero or at its cost cap."""
+    calibration: Calibration | None = None
+    """Calibrators the router applies to routing and answer confidences; thresholds are
+    on the calibrated scale (proposed by slmfleet learn, see docs/learning.md)."""
+    learning: LearningSpec | None = None
+    """The operator's learning loop: proposes thresholds in status, never applies them."""
 
 
 class ResolvedTarget(KubeModel):
@@ -326,19 +339,6 @@ class ResolvedTarget(KubeModel):
     """True while no replica runs by design (min 0, idle): a request starts one."""
 
 
-class ThresholdProposal(KubeModel):
-    tier: str
-    """Cascade tier."""
-    label: str | None = None
-    """Label, for a per-label threshold."""
-    current: float | None = None
-    """Threshold in the spec."""
-    proposed: float
-    """Threshold the observed outcomes suggest."""
-    samples: int = 0
-    """Outcomes the proposal is based on."""
-
-
 class RouterPolicyStatus(KubeModel):
     observed_generation: int | None = None
     """The metadata.generation the operator last reconciled."""
@@ -348,8 +348,10 @@ class RouterPolicyStatus(KubeModel):
     """The model name served for this policy."""
     resolved_targets: list[ResolvedTarget] = Field(default_factory=list)
     """Specialists the policy routes across."""
-    threshold_proposals: list[ThresholdProposal] = Field(default_factory=list)
+    threshold_proposals: list[ThresholdProposal] = Field(default_factory=list, max_length=256)
     """Thresholds learned from outcomes, proposed for review."""
+    learning: LearningStatus | None = None
+    """The last learning run: learned-example counts and replay metrics."""
 
 
 class RouterPolicy(KubeModel):

@@ -26,6 +26,7 @@ from .budget import (
     LadderAction,
     WindowAction,
 )
+from .learning import Calibration
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
 from .policy import BASE_URL_PATTERN, HOLDING_MESSAGE, LabelThresholds
 from .regex import Re2Pattern
@@ -302,6 +303,8 @@ class PolicyConfig(KubeModel):
     """Canary and shadow rollouts (specialists as ids), one per incumbent."""
     decision_log: DecisionLogConfig | None = None
     """What the decision log keeps of prompts and answers (None: the router's default)."""
+    calibration: Calibration | None = None
+    """Calibrators of routing and answer confidences (None: raw confidences)."""
 
 
 class PerRequestConfig(KubeModel):

@@ -8,6 +8,9 @@ slmfleet validate PATH             check the manifests, show what runs locally
 slmfleet standins DIR PATH         write the stand-in model code a pvc:// claim holds
 slmfleet crds                      print the CustomResourceDefinitions
 slmfleet review serve|export       the review console and API; labelled data as JSON lines
+slmfleet calibrate OUTCOMES        reliability, ECE and calibrators from labelled outcomes
+slmfleet learn PATH OUTCOMES ...   thresholds from stated risk, re-learned routing, a
+                                   reviewable proposal (see docs/learning.md)
 """
 
 from __future__ import annotations
@@ -403,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..telemetry.server import add_parser as add_review
 
     add_review(sub)
+    from .learn import add_parsers as add_learning
+
+    add_learning(sub)
     return p
 
 
@@ -426,7 +432,15 @@ def _dispatch(args: argparse.Namespace, say: Console) -> int:
         from ..telemetry.server import run as review
 
         return review(args)
-    handler = {"validate": cmd_validate, "standins": cmd_standins, "crds": cmd_crds}
+    from .learn import cmd_calibrate, cmd_learn
+
+    handler = {
+        "validate": cmd_validate,
+        "standins": cmd_standins,
+        "crds": cmd_crds,
+        "calibrate": cmd_calibrate,
+        "learn": cmd_learn,
+    }
     return handler[args.command](args, say)
 
 

@@ -14,7 +14,7 @@ makes progress, or the loop counts as stalled after ``stall_after`` seconds.
 
 from __future__ import annotations
 
-from . import autoscaling, budgets, fleet, pools, specialist
+from . import autoscaling, budgets, fleet, learning, pools, specialist
 from .supervisor import Loop
 
 LOOPS: list[Loop] = [
@@ -23,5 +23,6 @@ LOOPS: list[Loop] = [
     Loop("specialist-retry", specialist.retry_loop, stall_after=300),
     Loop("budget-status", budgets.budget_status_loop, stall_after=120),
     Loop("autoscaler", autoscaling.autoscaler_loop, stall_after=300),
+    Loop("learning", learning.learning_loop, stall_after=300),
     Loop("pool-residency", pools.pool_loop, stall_after=900),
 ]

@@ -28,10 +28,10 @@ from .specialist import (
     GPU_RESOURCE,
     UID,
     Owner,
-    _probe,
-    _security_context,
     artifact_subdir,
     pvc_claim,
+    security_context,
+    triton_container,
 )
 from .triton import model_repository_files
 
@@ -169,41 +169,21 @@ def build_pool_deployment(
         *({"name": f"source-{c}", "mountPath": f"{SOURCE_ROOT}/{c}", "readOnly": True}
           for c in claims),
     ]  # fmt: skip
-    triton = {
-        "name": "triton",
-        "image": pool_image(spec, members),
-        "command": ["tritonserver"],
-        "args": [
+    triton = triton_container(
+        pool_image(spec, members),
+        [
             f"--model-repository={STORE}/models",
             "--model-control-mode=explicit",
             "--exit-on-error=false",
             "--strict-readiness=false",
-            f"--http-port={L.HTTP_PORT}",
-            f"--grpc-port={L.GRPC_PORT}",
-            f"--metrics-port={L.METRICS_PORT}",
-            "--allow-metrics=true",
         ],
-        "env": [
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "HF_HOME", "value": "/tmp/hf"},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},
-        ],
-        "ports": [
-            {"name": "http", "containerPort": L.HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": L.GRPC_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"},
-        ],
-        "resources": {"requests": requests, "limits": limits},
-        "startupProbe": _probe("/v2/health/live", 10, 120),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
-        "securityContext": _security_context(),
-        "volumeMounts": [
+        {"requests": requests, "limits": limits},
+        [
             {"name": "store", "mountPath": STORE, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
-    }
+    )
     sidecar = {
         "name": "repository",
         "image": spec.fetcher_image or fetcher_image,
@@ -211,7 +191,7 @@ def build_pool_deployment(
         "args": ["--config", CONFIG_DIR, "--store", STORE, "--source-root", SOURCE_ROOT],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": _security_context(),
+        "securityContext": security_context(),
         "volumeMounts": sidecar_mounts,
     }
     tolerations = [t.wire() for t in spec.tolerations]

@@ -71,7 +71,7 @@ def build_model_configmap(
     }
 
 
-def _security_context() -> dict[str, Any]:
+def security_context() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -81,7 +81,7 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
@@ -118,7 +118,7 @@ def _fetcher(owner: Owner, spec: SLMSpecialistSpec, default_image: str) -> dict[
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"memory": "1Gi"},
         },
-        "securityContext": _security_context(),
+        "securityContext": security_context(),
         "volumeMounts": mounts,
     }
     if model.credentials:
@@ -155,14 +155,26 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
+    return triton_container(
+        spec.serving.image or DEFAULT_IMAGES[spec.model.backend],
+        ["--model-repository=/models", "--model-control-mode=none", "--exit-on-error=true"],
+        {"requests": requests, "limits": limits},
+        mounts,
+    )
+
+
+def triton_container(
+    image: str, server_args: list[str], resources: dict[str, Any], mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``tritonserver`` container every specialist and pool runs: ``server_args``
+    (repository, model control, exit policy) before the ports, metrics and probes they
+    share, with the restricted security context."""
     return {
         "name": "triton",
-        "image": spec.serving.image or DEFAULT_IMAGES[spec.model.backend],
+        "image": image,
         "command": ["tritonserver"],
         "args": [
-            "--model-repository=/models",
-            "--model-control-mode=none",
-            "--exit-on-error=true",
+            *server_args,
             f"--http-port={L.HTTP_PORT}",
             f"--grpc-port={L.GRPC_PORT}",
             f"--metrics-port={L.METRICS_PORT}",
@@ -178,12 +190,12 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
             {"name": "grpc", "containerPort": L.GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"},
         ],
-        "resources": {"requests": requests, "limits": limits},
+        "resources": resources,
         # Large models load slowly: the startup probe holds liveness off for 20 minutes.
-        "startupProbe": _probe("/v2/health/live", 10, 120),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
-        "securityContext": _security_context(),
+        "startupProbe": probe("/v2/health/live", 10, 120),
+        "livenessProbe": probe("/v2/health/live", 10, 3),
+        "readinessProbe": probe("/v2/health/ready", 5, 3),
+        "securityContext": security_context(),
         "volumeMounts": mounts,
     }
 

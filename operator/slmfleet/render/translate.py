@@ -132,6 +132,7 @@ def policy_config(
             if spec.decision_log
             else None
         ),
+        calibration=spec.calibration,
     )
 
 

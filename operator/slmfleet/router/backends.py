@@ -27,6 +27,7 @@ CODEC_KINDS = {
     "onnxruntime": "onnx-classifier",
 }
 TEXT = TextCodec("vllm")
+TEXT_LOGPROBS = TextCodec("vllm", logprobs=True)
 
 
 def codec_kind(backend: str) -> str:
@@ -46,12 +47,15 @@ class Codecs:
     def _key(spec: SpecialistConfig) -> tuple[Any, ...]:
         return (spec.id, spec.backend, spec.artifact, tuple(spec.domain.labels))
 
-    async def for_specialist(self, spec: SpecialistConfig) -> Codec:
+    async def for_specialist(self, spec: SpecialistConfig, *, logprobs: bool = False) -> Codec:
+        """The specialist's codec; ``logprobs`` asks a vLLM or TensorRT-LLM model for its
+        cumulative log-prob (others have none: the flag is ignored)."""
         kind = codec_kind(spec.backend)
         if kind == "text":
-            return AdapterCodec(TEXT, spec.lora_name) if spec.lora_name else TEXT
+            codec = TEXT_LOGPROBS if logprobs and spec.backend == "vllm" else TEXT
+            return AdapterCodec(codec, spec.lora_name) if spec.lora_name else codec
         if kind == "tensorrtllm":
-            return TensorRTLLMCodec(context_length=spec.context_length)
+            return TensorRTLLMCodec(context_length=spec.context_length, logprobs=logprobs)
         key = self._key(spec)
         codec = self._by_key.get(key)
         if codec is not None:

@@ -58,6 +58,10 @@ class Decision:
     """What produced the answer: a specialist id, external:<model> or human:<queue>."""
     confidence: float = 0.0
     answer_confidence: float | None = None
+    raw_confidence: float | None = None
+    """The classifier's top score before the policy's calibrator (None: not classified)."""
+    raw_answer_confidence: float | None = None
+    """The answer confidence before the tier's calibrator."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0

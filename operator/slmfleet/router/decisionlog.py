@@ -39,6 +39,8 @@ def log_decision(
         content=tel.content_for(policy.decision_log if policy is not None else None),
         prompt=req.prompt if req is not None else None,
         answer=out.text if out is not None and out.status == 200 else None,
+        # only when the classifier ran: the text the learning loop learns examples from
+        routing_text=req.routing_text if req is not None and d.raw_confidence is not None else None,
         kind=req.kind if req is not None else "chat",
         stream=req.stream if req is not None else False,
     )

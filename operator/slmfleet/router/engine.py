@@ -25,6 +25,8 @@ from .acceptance import evaluate
 from .accounting import Accounting, LedgerAccounting, SpendRefused
 from .backends import Codecs
 from .breaker import Breaker, BreakerConfig
+from .calibration import answer_confidence as calibrated_answer
+from .calibration import calibrated_scores
 from .capacity import NO_REPLICA_RETRY_AFTER_S
 from .cascade import next_index, skip_reason, start_index
 from .classifying import ClassifierService
@@ -147,6 +149,8 @@ class Engine:
                 scores, d.classifier_stage = await self.classifier.scores(
                     policy.model_name, policy.classifier, text
                 )
+                d.raw_confidence = max(scores.values(), default=0.0)
+                scores = calibrated_scores(policy.calibration, scores)
             r = policy.routing
 
             def route_for(degrade: bool) -> RouteDecision:
@@ -198,7 +202,7 @@ class Engine:
             d.escalations.append(f"routing:{route.source}")
             m.bound(m.ESCALATIONS, policy.model_name, "routing", route.source).inc()
         cost_of = {sid: c.cost_per_mtok for sid, c in snap.candidates.items()}
-        last: tuple[Outcome, str, str, bool, float | None] | None = None
+        last: tuple[Outcome, str, str, bool, float | None, float | None] | None = None
         last_error: UpstreamError | None = None
         rejected: SpendRefused | None = None
         out_of_time = False
@@ -286,7 +290,10 @@ class Engine:
             except BaseException as exc:  # cancelled, client gone: the hop ends with it
                 hop.failed(type(exc).__name__, exc)
                 raise
-            out, answer_conf = answer.outcome, answer.confidence
+            out, d.raw_answer_confidence = answer.outcome, answer.confidence
+            answer_conf = calibrated_answer(
+                policy.calibration, cfg.name, out.text, answer.confidence
+            )
             d.answer_confidence = answer_conf
             # A 202 (a review case to poll) has no answer to judge yet.
             reasons = (
@@ -311,7 +318,7 @@ class Engine:
                 return out
             for r in reasons:
                 self._escalate(d, policy, cfg.name, r, called=True)
-            last = (out, d.tier, d.target, d.truncated, answer_conf)
+            last = (out, d.tier, d.target, d.truncated, answer_conf, d.raw_answer_confidence)
             if out.emitted:
                 d.accepted = False
                 returned(d, cfg.name)
@@ -319,7 +326,7 @@ class Engine:
             idx = nxt
         if last is not None:
             # The headers describe the answer returned, not the tier that failed after it.
-            out, d.tier, d.target, d.truncated, d.answer_confidence = last
+            out, d.tier, d.target, d.truncated, d.answer_confidence, d.raw_answer_confidence = last
             d.accepted = False
             returned(d, d.tier)
             return out

@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ..api.routerconfig import RolloutConfig
 from . import metrics as m
 from .acceptance import evaluate
+from .calibration import answer_confidence as calibrated_answer
 from .decision import Decision
 from .errors import RouterError, UpstreamError
 from .protocol import ParsedRequest
@@ -325,7 +326,8 @@ class Rollouts:
         t0 = self.clock()
         try:
             got = await eng.specialist_tier.call(call)
-            answer, conf = got.outcome.text, got.confidence
+            answer = got.outcome.text
+            conf = calibrated_answer(policy.calibration, routed.cfg.name, answer, got.confidence)
         except UpstreamError as exc:
             error = exc.reason
         except RouterError as exc:

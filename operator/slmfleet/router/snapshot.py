@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..api.learning import Calibration
 from ..api.routerconfig import (
     BudgetConfig,
     CapacityConfig,
@@ -78,6 +79,8 @@ class PolicyRuntime:
     """What the decision log keeps of this policy's texts (None: the router's default)."""
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     """Wait for a specialist scaled to zero or cascade (see capacity.py)."""
+    calibration: Calibration | None = None
+    """Calibrators of routing and answer confidences (see learn.calibrator)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,7 @@ def build_snapshot(
                 rollouts=tuple(p.rollouts),
                 decision_log=p.decision_log,
                 capacity=p.capacity,
+                calibration=p.calibration,
             )
         except Exception as exc:
             log.error("policy %s left out of the configuration: %s", p.id, exc)

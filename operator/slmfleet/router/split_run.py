@@ -17,6 +17,7 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .calibration import calibrated_scores
 from .decision import Decision
 from .protocol import ParsedRequest, chat_prompt
 from .routing import RouteDecision, choose_route, match_rule
@@ -63,6 +64,7 @@ class SplitRunner:
             scores, _stage = await self.engine.classifier.scores(
                 policy.model_name, policy.classifier, text
             )
+            scores = calibrated_scores(policy.calibration, scores)
         r = policy.routing
         return choose_route(
             text,

@@ -8,15 +8,21 @@ the writer's thread (``to_row``), off the request path.
 Schema version 1 (the ``record`` JSON column; the same keys in every backend)::
 
     v, request_id, time, policy, kind, stream, status, error,
-    route: {specialist, source, confidence, scores, stage},
-    tier, target, accepted, answer_confidence,
+    route: {specialist, source, confidence, raw_confidence, scores, stage},
+    tier, target, accepted, answer_confidence, raw_answer_confidence,
     attempts: [{tier, outcome, reasons, target, latency_ms, answer_confidence,
                 validators, prompt_tokens, completion_tokens, reasoning_tokens,
                 cost_usd, truncated}],
     tokens: {input, output, reasoning},
     latency_ms: {total, router, upstream},
     cost_usd, truncated, budget: {degraded, exceeded}, review: {queue, case_id},
-    prompt / answer: absent (content off) | {sha256, chars} | {text, chars, cut}
+    prompt / answer / routing_text: absent (content off) | {sha256, chars} |
+                                    {text, chars, cut}
+
+``confidence`` and ``answer_confidence`` are what the router compared (calibrated when
+the policy has calibrators); ``raw_confidence`` / ``raw_answer_confidence``, present
+when they differ, are the values before calibration (what the next calibrator is
+fitted on; see learn/store_outcomes.py).
 
 ``attempts[].outcome`` is ``accepted`` (its answer was returned and passed),
 ``rejected`` (it answered; the answer failed acceptance), ``failed`` (error, timeout,
@@ -103,6 +109,8 @@ class DecisionRecord:
     target: str | None = None
     accepted: bool = True
     answer_confidence: float | None = None
+    raw_routing_confidence: float | None = None
+    raw_answer_confidence: float | None = None
     attempts: list[TierAttempt] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -117,11 +125,13 @@ class DecisionRecord:
     case_id: str | None = None
     prompt: str | None = None
     answer: str | None = None
+    routing_text: str | None = None
+    """The text the classifier routed on (what the learning loop learns examples from)."""
     content: ContentPolicy | None = None
 
     def size_hint(self) -> int:
         """Characters of text this record holds on to (the writer's byte budget)."""
-        return 512 + len(self.prompt or "") + len(self.answer or "")
+        return 512 + len(self.prompt or "") + len(self.answer or "") + len(self.routing_text or "")
 
 
 def attempts_from_escalations(
@@ -180,6 +190,7 @@ def record_from_decision(
     content: ContentPolicy | None = None,
     prompt: str | None = None,
     answer: str | None = None,
+    routing_text: str | None = None,
     kind: str = "chat",
     stream: bool = False,
     route_scores: Mapping[str, float] | None = None,
@@ -232,6 +243,8 @@ def record_from_decision(
         target=_dash(getattr(d, "target", None)),
         accepted=accepted,
         answer_confidence=getattr(d, "answer_confidence", None),
+        raw_routing_confidence=getattr(d, "raw_confidence", None),
+        raw_answer_confidence=getattr(d, "raw_answer_confidence", None),
         attempts=attempts,
         prompt_tokens=int(getattr(d, "prompt_tokens", 0) or 0),
         completion_tokens=int(getattr(d, "completion_tokens", 0) or 0),
@@ -246,6 +259,7 @@ def record_from_decision(
         case_id=case_id,
         prompt=prompt if keep else None,
         answer=answer if keep else None,
+        routing_text=routing_text if keep else None,
         content=content if keep else None,
     )
 
@@ -307,6 +321,12 @@ def record_json(r: DecisionRecord, hash_key: bytes = b"") -> dict[str, Any]:
         "truncated": r.truncated,
         "budget": {"degraded": r.degraded, "exceeded": list(r.budget_exceeded)},
     }
+    raw = r.raw_routing_confidence
+    if raw is not None and round(raw, 6) != out["route"]["confidence"]:
+        out["route"]["raw_confidence"] = round(raw, 6)
+    raw = r.raw_answer_confidence
+    if raw is not None and raw != r.answer_confidence:
+        out["raw_answer_confidence"] = round(raw, 6)
     if r.route_scores:
         out["route"]["scores"] = {k: round(float(v), 6) for k, v in r.route_scores.items()}
     if r.classifier_stage:
@@ -316,7 +336,8 @@ def record_json(r: DecisionRecord, hash_key: bytes = b"") -> dict[str, Any]:
     if r.review_queue or r.case_id:
         out["review"] = {"queue": r.review_queue, "case_id": r.case_id}
     if r.content is not None:
-        for name, text in (("prompt", r.prompt), ("answer", r.answer)):
+        texts = (("prompt", r.prompt), ("answer", r.answer), ("routing_text", r.routing_text))
+        for name, text in texts:
             value = content_field(text, r.content, hash_key)
             if value is not None:
                 out[name] = value

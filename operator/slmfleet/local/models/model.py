@@ -10,19 +10,25 @@ The tensors are those the model's config.pbtxt declares, in one of two contracts
 the vLLM backend's (``text_input``, ``stream``, ``sampling_parameters``; out
 ``text_output`` and ``confidence``) or TensorRT-LLM's ``tensorrt_llm_bls`` (a
 ``max_tokens`` input: ``text_input``, ``max_tokens``, ``stream``,
-``exclude_input_in_output``, ``stop_words``, ``bad_words``; out ``text_output`` only,
-with the batch dimension the batching config implies).
+``exclude_input_in_output``, ``stop_words``, ``bad_words``, ``return_log_probs``; out
+``text_output`` and ``cum_log_probs``, with the batch dimension the batching config
+implies).
 
-Token counts as the vLLM backend reports them (its docs/additional_outputs.md): when a
-request sets ``return_num_output_tokens``, every response carries ``num_output_tokens``
-(UINT32, the tokens of this response's text); with ``return_num_input_tokens``,
-``num_input_tokens`` (UINT32, the prompt's). The inputs and outputs are added to the
-configuration by ``auto_complete_config`` of a vLLM-contract model, as the vLLM backend
-adds them to its own; the TensorRT-LLM contract has none (the router counts).
+Token counts and log-probabilities as the vLLM backend reports them (its
+docs/additional_outputs.md): when a request sets ``return_num_output_tokens``, every
+response carries ``num_output_tokens`` (UINT32, the tokens of this response's text); with
+``return_num_input_tokens``, ``num_input_tokens`` (UINT32, the prompt's); with
+``return_cumulative_logprob``, ``cumulative_logprob`` (FP32, the summed log-probability
+of every token generated so far, see ``standin.token_logprobs``). The inputs and outputs
+are added to the configuration by ``auto_complete_config`` of a vLLM-contract model, as
+the vLLM backend adds them to its own; the TensorRT-LLM contract has no token counts
+(the router counts) and answers ``return_log_probs`` with ``cum_log_probs`` when its
+configuration declares them (as the backend's documented config.pbtxt does).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -59,8 +65,12 @@ def _strings(request: Any, name: str) -> list[str]:
 
 
 #: Optional tensors the vLLM backend's auto-complete adds, and we add the same way.
-TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
-TOKEN_OUTPUTS = (("num_input_tokens", [1]), ("num_output_tokens", [-1]))
+TOKEN_INPUTS = ("return_num_input_tokens", "return_num_output_tokens", "return_cumulative_logprob")
+TOKEN_OUTPUTS = (
+    ("num_input_tokens", [1], "TYPE_UINT32"),
+    ("num_output_tokens", [-1], "TYPE_UINT32"),
+    ("cumulative_logprob", [-1], "TYPE_FP32"),
+)
 
 
 def _loras(args: dict[str, str]) -> dict[str, str] | None:
@@ -86,10 +96,10 @@ class TritonPythonModel:
                 auto_complete_model_config.add_input(
                     {"name": name, "data_type": "TYPE_BOOL", "dims": [1], "optional": True}
                 )
-        for name, dims in TOKEN_OUTPUTS:
+        for name, dims, dtype in TOKEN_OUTPUTS:
             if name not in outputs:
                 auto_complete_model_config.add_output(
-                    {"name": name, "data_type": "TYPE_UINT32", "dims": dims}
+                    {"name": name, "data_type": dtype, "dims": dims}
                 )
         return auto_complete_model_config
 
@@ -102,6 +112,12 @@ class TritonPythonModel:
         self.contract = "tensorrtllm" if "max_tokens" in inputs else "vllm"
         self.outputs = {t["name"] for t in config.get("output", [])}
         self.batched = int(config.get("max_batch_size", 0)) > 0
+        # (request flag, output) of the cumulative log-prob in this contract
+        self.logprob_flag, self.logprob_output = (
+            ("return_log_probs", "cum_log_probs")
+            if self.contract == "tensorrtllm"
+            else ("return_cumulative_logprob", "cumulative_logprob")
+        )
         self.loras = _loras(args)
 
     def execute(self, requests: list[Any]) -> None:
@@ -145,26 +161,31 @@ class TritonPythonModel:
             output=bool(_first(request, "return_num_output_tokens") or False),
         )
         lora = sampling.pop("lora_name", None)
+        logprob = bool(_first(request, self.logprob_flag) or False)
         answer = self.behaviour.respond(prompt, sampling)
         if lora is not None:
-            answer = standin.Answer(self._adapted(str(lora), answer.text), answer.confidence)
+            answer = dataclasses.replace(answer, text=self._adapted(str(lora), answer.text))
         text = standin.apply_word_lists(
             answer.text, sampling.get("stop") or [], sampling.get("bad_words") or []
         )
         deltas = standin.word_deltas(text, standin.max_tokens_of(sampling))
-        if echo:
-            deltas = [prompt, *deltas]
+        sums = standin.cumulative(standin.token_logprobs(answer, deltas))
+        if echo:  # the echoed prompt was not generated: it adds no log-probability
+            deltas, sums = [prompt, *deltas], [0.0, *sums]
         if stream:
-            for delta in deltas:
+            for delta, cum in zip(deltas, sums, strict=True):
                 if getattr(sender, "is_cancelled", lambda: False)():
                     break  # the router cut us off (e.g. reasoning budget hit)
                 if self.token_delay:
                     time.sleep(self.token_delay)
-                sender.send(self._response(delta, answer.confidence, counts))
+                sender.send(
+                    self._response(delta, answer.confidence, counts, cum if logprob else None)
+                )
         else:
             if self.token_delay:
                 time.sleep(self.token_delay * len(deltas))
-            sender.send(self._response("".join(deltas), answer.confidence, counts))
+            cum = (sums[-1] if sums else 0.0) if logprob else None
+            sender.send(self._response("".join(deltas), answer.confidence, counts, cum))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _adapted(self, lora: str, text: str) -> str:
@@ -182,7 +203,9 @@ class TritonPythonModel:
                 return f.read().strip()
         return f"[{lora}] {text}"
 
-    def _response(self, text: str, confidence: float, counts: Any) -> Any:
+    def _response(
+        self, text: str, confidence: float, counts: Any, cumulative_logprob: float | None = None
+    ) -> Any:
         shape = (1, 1) if self.batched else (1,)
         tensors = [
             pb_utils.Tensor(
@@ -198,6 +221,9 @@ class TritonPythonModel:
         if counts.output:
             value = np.array([standin.count_tokens(text)], dtype=np.uint32)
             tensors.append(pb_utils.Tensor("num_output_tokens", value))
+        if cumulative_logprob is not None and self.logprob_output in self.outputs:
+            value = np.array([cumulative_logprob], dtype=np.float32).reshape(shape)
+            tensors.append(pb_utils.Tensor(self.logprob_output, value))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:

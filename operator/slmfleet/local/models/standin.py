@@ -33,6 +33,31 @@ class StandInError(Exception):
 class Answer:
     text: str
     confidence: float
+    label_first: bool = False
+    """The first token is a label the model chose (a classifier); the rest follows from it."""
+
+
+def token_logprobs(answer: Answer, deltas: list[str]) -> list[float]:
+    """Log-probability of each token delta under the stand-in, as a vLLM model reports
+    them summed in ``cumulative_logprob``.
+
+    Honest for what the stand-ins are: a classifier picks its label with probability
+    ``confidence`` and then writes a fixed sentence for it (probability 1 per token); the
+    other stand-ins are ``confidence`` sure of every token they write, so the length-
+    normalised score (geometric mean of token probabilities) is their confidence."""
+    lp = math.log(max(answer.confidence, 1e-12))
+    if answer.label_first:
+        return [lp] + [0.0] * (len(deltas) - 1) if deltas else []
+    return [lp] * len(deltas)
+
+
+def cumulative(logprobs: list[float]) -> list[float]:
+    """Prefix sums: the ``cumulative_logprob`` after each token."""
+    out, total = [], 0.0
+    for v in logprobs:
+        total += v
+        out.append(total)
+    return out
 
 
 def word_deltas(text: str, max_tokens: int | None = None) -> list[str]:
@@ -199,7 +224,7 @@ class DomainModel:
     def respond(self, prompt: str, sampling: dict[str, Any]) -> Answer:
         label, confidence = self.scorer.classify(prompt)
         sentence = self.replies.get(label, f"This is a {label.replace('_', ' ')} request.")
-        return Answer(f"{label}: {sentence}", confidence)
+        return Answer(f"{label}: {sentence}", confidence, label_first=True)
 
 
 # -- reasoner: budgetable chain of thought ----------------------------------------------

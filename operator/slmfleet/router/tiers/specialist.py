@@ -9,6 +9,11 @@ Spend: the call's worst case (``plan``) is reserved before it and held there by 
 settled after it, whatever happened. Tokens generated before a failure, a deadline or
 the client leaving are charged (with the prompt, when the model generated anything);
 the rest of the reservation is released.
+
+Answer confidence: the model's ``confidence`` output, or, for a vLLM or TensorRT-LLM
+specialist whose tier has answer-confidence thresholds, the confidence derived from
+the cumulative log-probs the codec asked for (``router/logprobs.py``; the rule is in
+docs/learning.md). The engine then calibrates it (``router/calibration.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..backends import Codecs
 from ..breaker import Breaker, BreakerConfig, allow, record
 from ..capacity import overflow, wait_seconds
 from ..errors import UpstreamError
+from ..logprobs import answer_confidence, wants_logprobs
 from ..tracebudget import continuation_prompt, new_state
 from .base import Answer, Outcome, TierCall
 from .plan import (
@@ -95,7 +101,9 @@ class SpecialistTier:
             raise UpstreamError(f"specialist {sid} is not ready", reason="unready")
         d, req, policy = c.d, c.req, c.policy.model_name
         d.target = sid
-        codec = await self.codecs.for_specialist(spec)
+        # Answer confidence from log-probs, for a vLLM / TensorRT-LLM model a threshold reads
+        logprobs = wants_logprobs(c.tier.accept, spec.backend)
+        codec = await self.codecs.for_specialist(spec, logprobs=logprobs)
         endpoint = spec.endpoint
         markers = spec.reasoning
         first = Progress(
@@ -216,6 +224,9 @@ class SpecialistTier:
         finish = "length" if action == "length" or (ocap is not None and ct >= ocap) else "stop"
         emitted = first.emitted or (answer is not None and answer.emitted)
         conf = final.confidence
+        if logprobs and final.steps:
+            derived = answer_confidence(final.steps, labels=spec.domain.labels)
+            conf = conf if derived is None else round(derived, 6)
         return Answer(
             Outcome(final.state.answer, first.state.reasoning.strip(), finish, emitted), conf
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from ..logprobs import Step
 from ..tracebudget import TraceState, new_state, step
 from ..triton.codec import Piece
 from .base import Emit
@@ -28,6 +29,9 @@ class Progress:
     """Tokens generated, as the backend counted them (None: it did not count)."""
     input_tokens: int | None = None
     """The prompt's tokens, as the backend counted them."""
+    steps: list[Step] | None = None
+    """Each response's text and cumulative log-prob, when the stream carries them (see
+    router/logprobs.py)."""
 
     @property
     def generated(self) -> int:
@@ -60,6 +64,10 @@ async def consume(
                 p.output_tokens = (p.output_tokens or 0) + piece.output_tokens
             if piece.input_tokens is not None:
                 p.input_tokens = piece.input_tokens
+            if piece.cumulative_logprob is not None:
+                if p.steps is None:
+                    p.steps = []
+                p.steps.append(Step(piece.text, piece.cumulative_logprob, piece.output_tokens))
             p.state, s = step(
                 p.state, piece.text, reasoning_cap=reasoning_cap, output_cap=output_cap
             )

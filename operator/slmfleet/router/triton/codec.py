@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2
 
 from ..errors import UpstreamError
 from .counts import read_token_counts, request_token_counts
+from .logprobs import read_cumulative_logprob
 
 #: Shortest Triton-side timeout sent with a request: Triton reads 0 as "no timeout".
 MIN_TIMEOUT_US = 1000
@@ -36,6 +37,8 @@ class Piece:
     """Tokens of this piece as the backend counted them (``num_output_tokens``)."""
     input_tokens: int | None = None
     """The prompt's tokens as the backend counted them (``num_input_tokens``)."""
+    cumulative_logprob: float | None = None
+    """Summed log-prob of the tokens generated so far, when asked for (``logprobs``)."""
 
 
 def bytes_tensor(value: bytes) -> bytes:
@@ -134,11 +137,16 @@ def parse_response(resp: Any) -> tuple[Piece | None, bool]:
         n = read_token_counts(resp)
     except ValueError:
         n = None  # counts we cannot read are no counts: the tokenizer counts instead
+    try:
+        lp = read_cumulative_logprob(resp)
+    except ValueError:
+        lp = None  # a malformed log-prob is none: the model's own confidence stands
     return Piece(
         "".join(text_parts),
         None if conf is None else round(conf, 6),
         n.output_tokens if n else None,
         n.input_tokens if n else None,
+        lp,
     ), final
 
 

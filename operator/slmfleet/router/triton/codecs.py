@@ -19,7 +19,11 @@ contract and reads that backend's responses back as ``Piece`` s (text, confidenc
     A text classifier: see ``onnx_codec`` (tokenized tensors in, label probabilities out).
 
 The router always asks for a stream (decoupled models send deltas); the classifier
-answers once. Nothing here does I/O.
+answers once. A codec made with ``logprobs=True`` (``backends.Codecs`` makes one for a
+vLLM or TensorRT-LLM specialist whose tier has answer-confidence thresholds) also asks
+for the cumulative log-probability (``logprobs``: vLLM's ``return_cumulative_logprob``,
+TensorRT-LLM's ``return_log_probs``); every codec reads it into ``Piece`` when a
+response carries it. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tritonclient.grpc import service_pb2
 
 from ..errors import bad_request
 from .codec import MIN_TIMEOUT_US, Piece, build_request, parse_response
+from .logprobs import request_logprobs
 from .tensors import add_input
 
 __all__ = ["Codec", "TensorRTLLMCodec", "TextCodec", "finish_request"]
@@ -81,8 +86,10 @@ def finish_request(req: Any, timeout_s: float | None) -> Any:
 class TextCodec:
     """The vLLM contract (also what Python-backend models speak)."""
 
-    def __init__(self, backend: str = "vllm") -> None:
+    def __init__(self, backend: str = "vllm", *, logprobs: bool = False) -> None:
         self.backend = backend
+        self.logprobs = logprobs and backend == "vllm"
+        """Ask for ``cumulative_logprob`` on every response (vLLM's contract only)."""
 
     def needs_metadata(self, model: str) -> bool:
         return False
@@ -100,9 +107,8 @@ class TextCodec:
         timeout_s: float | None = None,
         counts: bool = False,
     ) -> Any:
-        return build_request(
-            model, prompt, sampling, request_id, timeout_s=timeout_s, counts=counts
-        )
+        req = build_request(model, prompt, sampling, request_id, timeout_s=timeout_s, counts=counts)
+        return request_logprobs(req, "vllm") if self.logprobs else req
 
     def parse(self, resp: Any) -> tuple[Piece | None, bool]:
         return parse_response(resp)
@@ -199,6 +205,8 @@ class TensorRTLLMCodec:
 
     context_length: int = 4096
     backend: str = "tensorrtllm"
+    logprobs: bool = False
+    """Ask for ``cum_log_probs`` on every response (``return_log_probs``)."""
 
     def needs_metadata(self, model: str) -> bool:
         return False
@@ -239,6 +247,8 @@ class TensorRTLLMCodec:
         for name, words in lists.items():
             if words:
                 add_input(req, name, "BYTES", [1, len(words)], words)
+        if self.logprobs:
+            request_logprobs(req, "tensorrtllm")
         return finish_request(req, timeout_s)
 
     def parse(self, resp: Any) -> tuple[Piece | None, bool]:
