@@ -21,7 +21,8 @@ from ..local.cluster import REPO, LocalCluster
 from ..local.fleet import ManifestError, export_stand_ins, load_fleet, read_documents
 from ..local.operator import OperatorProcess
 from ..local.redis import RedisServer
-from .main import Console, Stop, ledger_dir, shielded, stop_on_signals
+from .console import Console, Stop, shielded, stop_on_signals
+from .main import ledger_dir
 
 KINDS = "slmspecialists.slmfleet.io,routerpolicies.slmfleet.io,budgets.slmfleet.io"
 SHORT = {"SLMSpecialist": "slm", "RouterPolicy": "rp", "Budget": "slmbudget"}

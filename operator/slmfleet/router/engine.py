@@ -27,24 +27,28 @@ from .backends import Codecs
 from .breaker import Breaker, BreakerConfig
 from .calibration import answer_confidence as calibrated_answer
 from .calibration import calibrated_scores
-from .capacity import NO_REPLICA_RETRY_AFTER_S
 from .cascade import next_index, skip_reason, start_index
 from .classifying import ClassifierService
 from .decision import Decision
-from .errors import RouterError, UpstreamError, unknown_model
+from .errors import UpstreamError, unknown_model
 from .external import ExternalClients
 from .hops import Hop, returned, skipped
 from .protocol import ParsedRequest, routing_excerpt
 from .rollouts import Rollouts
 from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
-from .spend import SpendVerdict
 from .split_run import SplitRunner
 from .tiers import Emit, ExternalTier, HumanTier, Outcome, SpecialistTier, Tier, TierCall
 from .tracebudget import effective_caps
+from .verdicts import (
+    budget_rejection,
+    failure_error,
+    note_ladder,
+    note_refusal,
+    refused_by_request,
+)
 
 log = logging.getLogger("slmfleet.router")
-_SEVERITY = ("alert", "halveReasoning", "degrade", "reject")
 
 __all__ = ["Decision", "Emit", "Engine", "Outcome"]
 
@@ -137,7 +141,7 @@ class Engine:
         self, snap: Snapshot, policy: PolicyRuntime, req: ParsedRequest, d: Decision
     ) -> tuple[RouteDecision, bool]:
         spend = self.accounting.verdict(policy.budgets)
-        self._note(d, spend)
+        note_ladder(d, spend)
         degrade = spend.degrade
         if policy.direct:
             route = RouteDecision(policy.specialists[0], 1.0, "direct")
@@ -169,7 +173,7 @@ class Engine:
             if route.specialist is not None:
                 # The routed specialist's own Budgets count too (reject, or re-route cheaply).
                 routed = self.accounting.verdict(budgets_for(snap, policy, route.specialist))
-                self._note(d, routed)
+                note_ladder(d, routed)
                 if routed.degrade and not degrade:
                     degrade = True
                     route = route_for(True)
@@ -222,7 +226,7 @@ class Engine:
             )
             tier_spend = self.accounting.verdict(budgets_for(snap, policy, sid))
             if sid is not None and sid != route.specialist:
-                self._note(d, tier_spend)
+                note_ladder(d, tier_spend)
                 if tier_spend.degrade:
                     tier_degrade = d.degraded = True
             reason = skip_reason(
@@ -266,11 +270,11 @@ class Engine:
             except SpendRefused as exc:
                 hop.failed("budget_exceeded", exc)
                 hop.attempt.outcome = "skipped"  # not called: its reservation was refused
-                self._note_refusal(d, exc)
-                if exc.admission.reason == "ledger_unavailable" or self._refused_by_request(
+                note_refusal(d, exc)
+                if exc.admission.reason == "ledger_unavailable" or refused_by_request(
                     exc, policy, sid == route.specialist
                 ):
-                    raise self._reject(policy, exc) from None
+                    raise budget_rejection(policy, exc) from None
                 rejected = exc
                 self._escalate(d, policy, cfg.name, "budget_exceeded", called=True)
                 idx = nxt
@@ -330,99 +334,7 @@ class Engine:
             d.accepted = False
             returned(d, d.tier)
             return out
-        raise self._failure(policy, out_of_time, last_error, rejected)
-
-    def _failure(
-        self,
-        policy: PolicyRuntime,
-        out_of_time: bool,
-        last_error: UpstreamError | None,
-        rejected: SpendRefused | None,
-    ) -> RouterError:
-        """The error for a request no tier answered."""
-        if last_error is not None and last_error.reason == "no_replica" and not out_of_time:
-            return RouterError(
-                503,
-                f"service unavailable: {last_error.public_message}; retry later",
-                type="server_error",
-                code="no_replica",
-                headers={"retry-after": str(NO_REPLICA_RETRY_AFTER_S)},
-            )
-        if out_of_time or (last_error is not None and last_error.timeout):
-            return RouterError(
-                504,
-                "upstream timeout: "
-                + (last_error.public_message if last_error else "request deadline exceeded"),
-                type="upstream_error",
-                code="upstream_timeout",
-            )
-        if last_error is not None:
-            return RouterError(
-                502,
-                f"upstream failure: {last_error.public_message}",
-                type="upstream_error",
-                code="upstream_error",
-            )
-        if rejected is not None:
-            return self._reject(policy, rejected)
-        return RouterError(
-            502, "no cascade tier could serve the request", type="upstream_error", code="no_tier"
-        )
-
-    def _reject(self, policy: PolicyRuntime, refused: SpendRefused) -> RouterError:
-        adm = refused.admission
-        m.bound(m.BUDGET_REJECTIONS, policy.model_name, adm.reason or "limit").inc()
-        m.bound(m.BUDGET_STEPS, policy.model_name, "reject").inc()
-        retry = str(max(1, adm.retry_after_s))
-        if adm.reason == "ledger_unavailable":
-            return RouterError(
-                429,
-                "spend ledger unavailable and a Budget fails closed "
-                f"({', '.join(adm.refused_by)}); retry later",
-                type="rate_limit_error",
-                code="budget_ledger_unavailable",
-                headers={"retry-after": retry},
-            )
-        why = "exceeds a limit on its own" if adm.reason == "too_large" else "exceeded"
-        return RouterError(
-            429,
-            f"spend budget {why} ({', '.join(adm.refused_by)}); retry later",
-            type="rate_limit_error",
-            code="budget_exceeded",
-            headers={"retry-after": retry},
-        )
-
-    @staticmethod
-    def _refused_by_request(refused: SpendRefused, policy: PolicyRuntime, routed: bool) -> bool:
-        """Whether the refusal holds for the whole request: a Budget of the policy, or of
-        the specialist routing chose, refused (a fixed tier's own Budget does not)."""
-        if routed:
-            return True
-        own = {b.id for b in policy.budgets}
-        return any(r.rsplit("/", 1)[0] in own or r in own for r in refused.admission.refused_by)
-
-    @staticmethod
-    def _note(d: Decision, spend: SpendVerdict) -> None:
-        """The ladder steps in force, on the Decision (headers, log line)."""
-        d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *spend.exceeded)))
-        d.budget_steps = tuple(dict.fromkeys((*d.budget_steps, *spend.steps)))
-        if spend.step is not None:
-            d.budget_step = max(
-                (s for s in (d.budget_step, spend.step) if s is not None), key=_SEVERITY.index
-            )
-        if spend.steps or spend.percent:
-            d.budget_percent = max(d.budget_percent or 0, spend.percent)
-
-    @staticmethod
-    def _note_refusal(d: Decision, refused: SpendRefused) -> None:
-        adm = refused.admission
-        d.budget_refusal = refused.detail()
-        d.ledger_available = d.ledger_available and adm.ledger_available
-        d.budget_step = "reject"
-        d.budget_steps = tuple(
-            dict.fromkeys((*d.budget_steps, *(f"{r}:reject" for r in adm.refused_by)))
-        )
-        d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *adm.refused_by)))
+        raise failure_error(policy, out_of_time, last_error, rejected)
 
     @staticmethod
     def _escalate(

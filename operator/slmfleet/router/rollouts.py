@@ -47,6 +47,7 @@ from .rollout import ArmStats, RollbackVerdict, agreement, arm_outcome, picked, 
 from .routing import RouteDecision
 from .snapshot import PolicyRuntime, Snapshot, TierRuntime, budgets_for
 from .tiers import Emit, Outcome, TierCall
+from .verdicts import note_ladder
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -179,7 +180,7 @@ class Rollouts:
         if not st.rolled_back and picked(d.request_id, ro.percent, salt):
             # The candidate's own Budgets: a rejecting one keeps the request on the incumbent.
             spend = eng.accounting.verdict(budgets_for(snap, policy, ro.candidate))
-            eng._note(d, spend)
+            note_ladder(d, spend)
             arm = "incumbent" if spend.reject else "candidate"
         else:
             arm = "incumbent"

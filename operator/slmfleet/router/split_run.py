@@ -24,6 +24,7 @@ from .routing import RouteDecision, choose_route, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .splitting import Part, plan_split, segment
 from .tiers import Emit, Outcome
+from .verdicts import note_ladder
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -116,7 +117,7 @@ class SplitRunner:
         runs = []
         for p, c in zip(parts, children, strict=True):
             verdict = eng.accounting.verdict(budgets_for(snap, policy, p.route.specialist))
-            eng._note(d, verdict)  # a refusal comes from the part's own reservation
+            note_ladder(d, verdict)  # a refusal comes from the part's own reservation
             c.route, c.route_source, c.confidence = (
                 p.route.specialist or "-",
                 p.route.source,
