@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -35,7 +35,7 @@ from .external import ExternalClients
 from .hops import Hop, returned, skipped
 from .protocol import ParsedRequest, routing_excerpt
 from .rollouts import Rollouts
-from .routing import RouteDecision, choose_route, match_rule
+from .routing import Candidate, RouteDecision, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .split_run import SplitRunner
 from .tiers import Emit, ExternalTier, HumanTier, Outcome, SpecialistTier, Tier, TierCall
@@ -137,6 +137,17 @@ class Engine:
             snap, policy, route, req, d, emit, deadline, started, degrade
         )
 
+    async def route_scores(
+        self, policy: PolicyRuntime, text: str, candidates: Mapping[str, Candidate]
+    ) -> tuple[dict[str, float] | None, str, float | None]:
+        """The classifier's calibrated scores for ``text`` (None when a rule decides or
+        the policy has none), the stage that decided, and the raw top score."""
+        if policy.classifier is None or match_rule(text, policy.rules, candidates) is not None:
+            return None, "-", None
+        scores, stage = await self.classifier.scores(policy.model_name, policy.classifier, text)
+        raw = max(scores.values(), default=0.0)
+        return calibrated_scores(policy.calibration, scores), stage, raw
+
     async def _admit_and_route(
         self, snap: Snapshot, policy: PolicyRuntime, req: ParsedRequest, d: Decision
     ) -> tuple[RouteDecision, bool]:
@@ -148,26 +159,12 @@ class Engine:
         else:
             text = routing_excerpt(req.routing_text)  # bounded: see protocol.routing_excerpt
             candidates = {sid: snap.candidates[sid] for sid in policy.specialists}
-            scores = None
-            if policy.classifier is not None and match_rule(text, policy.rules, candidates) is None:
-                scores, d.classifier_stage = await self.classifier.scores(
-                    policy.model_name, policy.classifier, text
-                )
-                d.raw_confidence = max(scores.values(), default=0.0)
-                scores = calibrated_scores(policy.calibration, scores)
-            r = policy.routing
+            scores, stage, raw = await self.route_scores(policy, text, candidates)
+            if scores is not None:
+                d.classifier_stage, d.raw_confidence = stage, raw
 
             def route_for(degrade: bool) -> RouteDecision:
-                return choose_route(
-                    text,
-                    rules=policy.rules,
-                    scores=scores,
-                    candidates=candidates,
-                    min_confidence=r.semantic.min_confidence,
-                    cost_aware=r.cost_aware.enabled,
-                    tolerance=r.cost_aware.tolerance,
-                    degrade=degrade,
-                )
+                return policy.route(text, candidates, scores, degrade=degrade)
 
             route = route_for(degrade)
             if route.specialist is not None:

@@ -28,7 +28,7 @@ from ..api.routerconfig import FallbackConfig as FallbackSpec
 from ..api.routerconfig import RoutingConfig as RoutingSpec
 from ..api.routerconfig import TierConfig as CascadeTier
 from .acceptance import CompiledAcceptance, compile_acceptance
-from .routing import Candidate, CompiledRule, compile_rule
+from .routing import Candidate, CompiledRule, RouteDecision, choose_route, compile_rule
 
 log = logging.getLogger("slmfleet.router")
 
@@ -81,6 +81,28 @@ class PolicyRuntime:
     """Wait for a specialist scaled to zero or cascade (see capacity.py)."""
     calibration: Calibration | None = None
     """Calibrators of routing and answer confidences (see learn.calibrator)."""
+
+    def route(
+        self,
+        text: str,
+        candidates: Mapping[str, Candidate],
+        scores: Mapping[str, float] | None,
+        *,
+        degrade: bool,
+    ) -> RouteDecision:
+        """``text`` routed by this policy's rules and routing settings over ``scores``
+        (the classifier's, calibrated; None when a rule decides or there is none)."""
+        r = self.routing
+        return choose_route(
+            text,
+            rules=self.rules,
+            scores=scores,
+            candidates=candidates,
+            min_confidence=r.semantic.min_confidence,
+            cost_aware=r.cost_aware.enabled,
+            tolerance=r.cost_aware.tolerance,
+            degrade=degrade,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,9 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .calibration import calibrated_scores
 from .decision import Decision
 from .protocol import ParsedRequest, chat_prompt
-from .routing import RouteDecision, choose_route, match_rule
+from .routing import RouteDecision
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .splitting import Part, plan_split, segment
 from .tiers import Emit, Outcome
@@ -60,23 +59,8 @@ class SplitRunner:
     ) -> RouteDecision:
         """One piece routed as a request of its own: rules, then the classifier."""
         candidates = {sid: snap.candidates[sid] for sid in policy.specialists}
-        scores = None
-        if policy.classifier is not None and match_rule(text, policy.rules, candidates) is None:
-            scores, _stage = await self.engine.classifier.scores(
-                policy.model_name, policy.classifier, text
-            )
-            scores = calibrated_scores(policy.calibration, scores)
-        r = policy.routing
-        return choose_route(
-            text,
-            rules=policy.rules,
-            scores=scores,
-            candidates=candidates,
-            min_confidence=r.semantic.min_confidence,
-            cost_aware=r.cost_aware.enabled,
-            tolerance=r.cost_aware.tolerance,
-            degrade=degrade,
-        )
+        scores, _stage, _raw = await self.engine.route_scores(policy, text, candidates)
+        return policy.route(text, candidates, scores, degrade=degrade)
 
     async def plan(
         self,
