@@ -18,9 +18,7 @@ locally "replicas" are 0 (unloaded) or 1 (loaded on every local Triton server).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +29,7 @@ import aiohttp
 from ..api.routerconfig import RouterConfig
 from ..autoscale.decide import ScalePolicy, ScalerState, decide
 from ..autoscale.scrape import Collector, ScrapeTargets
+from .background import BackgroundLoop
 
 log = logging.getLogger("slmfleet.local")
 
@@ -86,8 +85,11 @@ def local_policy(policy: ScalePolicy) -> ScalePolicy:
     return replace(policy, max_replicas=1, min_replicas=min(policy.min_replicas, 1))
 
 
-class Residency:
+class Residency(BackgroundLoop):
     """Load and unload idle models as their demand says; ``tick`` once, or ``start``."""
+
+    thread_name = "residency"
+    join_timeout_s = 10.0
 
     def __init__(
         self,
@@ -100,6 +102,7 @@ class Residency:
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.members = {m.sid: m for m in members}
         self.router_metrics = router_metrics
         self.triton_http = list(triton_http)
@@ -110,8 +113,6 @@ class Residency:
         self.clock = clock
         self.collector = Collector(clock=clock)
         self._session: aiohttp.ClientSession | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def unloaded(self) -> set[str]:
@@ -182,17 +183,3 @@ class Residency:
         await self.collector.close()
         if self._session is not None:
             await self._session.close()
-
-    def start(self) -> Residency:
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.run()), name="residency", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            with contextlib.suppress(RuntimeError):
-                self._thread.join(timeout=10)
-            self._thread = None

@@ -11,14 +11,13 @@ scaled to zero, so the router holds or cascades its requests).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
 from ..autoscale.scrape import Collector, ScrapeTargets
+from ..local.background import BackgroundLoop
 from .demand import WINDOW_S, demand
 from .repository import Repository, RepositoryError
 from .residency import Change, PoolResidency
@@ -26,7 +25,10 @@ from .residency import Change, PoolResidency
 log = logging.getLogger("slmfleet.pool")
 
 
-class PoolLoop:
+class PoolLoop(BackgroundLoop):
+    thread_name = "pool-residency"
+    join_timeout_s = 15.0
+
     def __init__(
         self,
         residency: PoolResidency,
@@ -39,6 +41,7 @@ class PoolLoop:
         interval_s: float = 0.5,
         window_s: float = WINDOW_S,
     ) -> None:
+        super().__init__()
         self.residency = residency
         self.servers = list(servers)
         self.router_metrics = router_metrics
@@ -49,8 +52,6 @@ class PoolLoop:
         self.on_change = on_change or (lambda _c: None)
         self.interval_s = interval_s
         self.window_s = window_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._published: dict[str, str] | None = None
 
     def states(self) -> dict[str, str]:
@@ -79,17 +80,3 @@ class PoolLoop:
                     await asyncio.sleep(self.interval_s)
             finally:
                 await collector.close()
-
-    def start(self) -> PoolLoop:
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.run()), name="pool-residency", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            with contextlib.suppress(RuntimeError):
-                self._thread.join(timeout=15)
-            self._thread = None

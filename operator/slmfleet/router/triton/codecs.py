@@ -83,19 +83,23 @@ def finish_request(req: Any, timeout_s: float | None) -> Any:
     return req
 
 
-class TextCodec:
-    """The vLLM contract (also what Python-backend models speak)."""
-
-    def __init__(self, backend: str = "vllm", *, logprobs: bool = False) -> None:
-        self.backend = backend
-        self.logprobs = logprobs and backend == "vllm"
-        """Ask for ``cumulative_logprob`` on every response (vLLM's contract only)."""
+class NoMetadata:
+    """For codecs whose requests depend on nothing in the model's metadata."""
 
     def needs_metadata(self, model: str) -> bool:
         return False
 
     def learn(self, model: str, metadata: Any) -> None:
         pass
+
+
+class TextCodec(NoMetadata):
+    """The vLLM contract (also what Python-backend models speak)."""
+
+    def __init__(self, backend: str = "vllm", *, logprobs: bool = False) -> None:
+        self.backend = backend
+        self.logprobs = logprobs and backend == "vllm"
+        """Ask for ``cumulative_logprob`` on every response (vLLM's contract only)."""
 
     def request(
         self,
@@ -114,7 +118,7 @@ class TextCodec:
         return parse_response(resp)
 
 
-class AdapterCodec:
+class AdapterCodec(NoMetadata):
     """The vLLM contract for a LoRA adapter on a base model: the base's model name, with
     the adapter's ``lora_name`` in ``sampling_parameters`` (Triton's vLLM backend pops it
     from there and serves the request with that adapter; ``render/lora.py``)."""
@@ -123,12 +127,6 @@ class AdapterCodec:
         self.inner = inner
         self.lora_name = lora_name
         self.backend = inner.backend
-
-    def needs_metadata(self, model: str) -> bool:
-        return False
-
-    def learn(self, model: str, metadata: Any) -> None:
-        pass
 
     def request(
         self,
@@ -195,7 +193,7 @@ def _words(key: str, value: Any) -> list[str]:
 
 
 @dataclass
-class TensorRTLLMCodec:
+class TensorRTLLMCodec(NoMetadata):
     """The ``tensorrt_llm_bls`` / ensemble contract (see the module docstring).
 
     ``context_length`` bounds ``max_tokens`` when the request names none (the backend
@@ -207,12 +205,6 @@ class TensorRTLLMCodec:
     backend: str = "tensorrtllm"
     logprobs: bool = False
     """Ask for ``cum_log_probs`` on every response (``return_log_probs``)."""
-
-    def needs_metadata(self, model: str) -> bool:
-        return False
-
-    def learn(self, model: str, metadata: Any) -> None:
-        pass
 
     def request(
         self,
