@@ -107,6 +107,10 @@ class SpecialistState:
     """Latest known Deployment it owns."""
     reconciled: int | None = None
     """The generation whose children were last applied (or refused)."""
+    dues: int = 0
+    """How often the same generation was made due again (an adapter of this base came,
+    changed or went; a retry): a reconcile that began before the latest does not mark
+    the generation done, so the one queued behind it renders what is current."""
     error: str | None = None
     """Why the last apply failed, while it fails."""
     attempts: int = 0
@@ -120,6 +124,11 @@ class SpecialistState:
     """Serialises status writes."""
     reconcile_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Serialises reconciles (events and retries)."""
+
+    def make_due(self) -> None:
+        """Reconcile the current generation again (see ``dues``)."""
+        self.dues += 1
+        self.reconciled = None
 
 
 class SpecCache:

@@ -185,6 +185,7 @@ async def reconcile(key: Key) -> None:
             return
         meta = body["metadata"]
         generation = meta.get("generation")
+        dues = state.dues
         # Never reconciled and at its first generation: the children cannot exist yet.
         new = generation == 1 and not (body.get("status") or {}).get("observedGeneration")
         try:
@@ -196,7 +197,8 @@ async def reconcile(key: Key) -> None:
             # Prometheus address); pydantic's ValidationError is one too.
             message = str(err).splitlines()[0] if isinstance(err, ValueError) else str(err)
             state.error = message
-            state.reconciled = generation
+            if state.dues == dues:  # else made due again meanwhile: the next one renders
+                state.reconciled = generation
             await refresh_status(key)
             kopf.warn(event_target(key, meta.get("uid")), reason="ReconcileFailed", message=message)
             if isinstance(err, ApiError):
@@ -205,7 +207,8 @@ async def reconcile(key: Key) -> None:
             return
         state.error = None
         state.attempts = 0
-        state.reconciled = generation
+        if state.dues == dues:  # else made due again meanwhile: the next one renders
+            state.reconciled = generation
         if deployment is not None and state.deployment is None:
             state.deployment = deployment
     # The Deployment's own events follow within moments: one coalesced write for all.
@@ -237,7 +240,7 @@ async def retry(key: Key) -> None:
     if state is None or state.error is None or state.body is None:
         return
     if state.reconciled == state.body["metadata"].get("generation"):
-        state.reconciled = None  # make the same generation due again
+        state.make_due()
         await reconcile(key)
 
 
@@ -299,7 +302,7 @@ async def touch_base(rt: Runtime, base: Key) -> None:
     multi_lora.json and fetchers), and the adapter's status follows."""
     state = rt.store.specialists.get(base)
     if state is not None and state.body is not None:
-        state.reconciled = None
+        state.make_due()
         await reconcile(base)
     for adapter in adapter_keys(rt, *base):
         schedule_refresh(rt, adapter)
