@@ -32,6 +32,7 @@ from .specialist import (
     pvc_claim,
     security_context,
     triton_container,
+    triton_service_ports,
 )
 from .triton import model_repository_files
 
@@ -264,22 +265,7 @@ def build_pool_service(owner: Owner) -> dict[str, Any]:
             "type": "ClusterIP",
             "clusterIP": "None",
             "selector": {L.POOL_LABEL: owner.name},
-            "ports": [
-                {"name": "http", "port": L.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {
-                    "name": "grpc",
-                    "port": L.GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": "metrics",
-                    "port": L.METRICS_PORT,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                },
-            ],
+            "ports": triton_service_ports(),
         },
     }
 

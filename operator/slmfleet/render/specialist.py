@@ -318,6 +318,21 @@ def build_deployment(
     }
 
 
+def triton_service_ports() -> list[dict[str, Any]]:
+    """The ports of a Triton server's Service (a specialist's or a pool's)."""
+    return [
+        {"name": "http", "port": L.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": L.GRPC_PORT,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        },
+        {"name": "metrics", "port": L.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+    ]
+
+
 def build_service(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
     """A headless Service: DNS returns every ready Pod, and the router balances its gRPC
     calls across them (round_robin). A ClusterIP would pin each long-lived HTTP/2
@@ -331,22 +346,7 @@ def build_service(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
             "type": "ClusterIP",
             "clusterIP": "None",
             "selector": L.selector_labels(owner.name),
-            "ports": [
-                {"name": "http", "port": L.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {
-                    "name": "grpc",
-                    "port": L.GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": "metrics",
-                    "port": L.METRICS_PORT,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                },
-            ],
+            "ports": triton_service_ports(),
         },
     }
 
