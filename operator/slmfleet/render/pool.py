@@ -26,9 +26,10 @@ from .specialist import (
     DEFAULT_FETCHER_IMAGE,
     DEFAULT_IMAGES,
     GPU_RESOURCE,
-    UID,
     Owner,
     artifact_subdir,
+    gpu_tolerations,
+    pod_security_context,
     pvc_claim,
     security_context,
     triton_container,
@@ -195,20 +196,12 @@ def build_pool_deployment(
         "securityContext": security_context(),
         "volumeMounts": sidecar_mounts,
     }
-    tolerations = [t.wire() for t in spec.tolerations]
-    if res.gpu and not any(t["key"] == GPU_RESOURCE for t in tolerations):
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    tolerations = gpu_tolerations(spec.tolerations, res.gpu)
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [triton, sidecar],
         "volumes": [
             {

@@ -163,6 +163,25 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
     )
 
 
+def pod_security_context() -> dict[str, Any]:
+    """The Pod-level security context of every Triton Pod (specialist or pool)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "fsGroup": UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def gpu_tolerations(tolerations: Sequence[Any], gpu: int | None) -> list[dict[str, Any]]:
+    """The user's tolerations, plus the GPU taint's when GPUs are requested."""
+    out = [t.wire() for t in tolerations]
+    if gpu and not any(t["key"] == GPU_RESOURCE for t in out):
+        out.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return out
+
+
 def triton_container(
     image: str, server_args: list[str], resources: dict[str, Any], mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -235,20 +254,12 @@ def build_deployment(
     files: dict[str, str] = configmap["data"]
     serving = spec.serving
     selector = L.selector_labels(owner.name)
-    tolerations = [t.wire() for t in serving.tolerations]
-    if serving.resources.gpu and not any(t["key"] == GPU_RESOURCE for t in tolerations):
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    tolerations = gpu_tolerations(serving.tolerations, serving.resources.gpu)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "initContainers": [
             (fetcher := _fetcher(owner, spec, fetcher_image)),
             *(_adapter_fetcher(fetcher, a) for a in adapters),
