@@ -34,6 +34,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 ANSWER = "Here is a complete answer from the fast upstream."
 CONFIDENCE = 0.99
+ANSWER_TOKENS = 9  # what the HTTP answers report as completion_tokens
 
 
 def _answer_response(req: service_pb2.ModelInferRequest) -> service_pb2.ModelStreamInferResponse:
@@ -51,7 +52,27 @@ def _answer_response(req: service_pb2.ModelInferRequest) -> service_pb2.ModelStr
     r.raw_output_contents.extend(
         [struct.pack("<I", len(text)) + text, struct.pack("<f", CONFIDENCE)]
     )
+    # Token counts when asked, as vLLM's backend reports them (and as the HTTP answers
+    # below carry ``usage`` for LiteLLM): the proxy never has to count them itself.
+    asked = {i.name for i in req.inputs}
+    for name, count in (
+        ("num_output_tokens", ANSWER_TOKENS),
+        ("num_input_tokens", len(_prompt(req).split())),
+    ):
+        if "return_" + name in asked:
+            t = r.outputs.add()
+            t.name, t.datatype = name, "UINT32"
+            t.shape.append(1)
+            r.raw_output_contents.append(struct.pack("<I", count))
     return out
+
+
+def _prompt(req: service_pb2.ModelInferRequest) -> str:
+    for i, t in enumerate(req.inputs):
+        if t.name == "text_input" and i < len(req.raw_input_contents):
+            raw = req.raw_input_contents[i]
+            return raw[4 : 4 + struct.unpack_from("<I", raw)[0]].decode(errors="replace")
+    return ""
 
 
 def _final_response(req: service_pb2.ModelInferRequest) -> service_pb2.ModelStreamInferResponse:

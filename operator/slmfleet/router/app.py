@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ from . import metrics as m
 from .accounting import Accounting
 from .artifacts import ArtifactReader
 from .backends import Codecs
-from .decision import Decision
+from .decision import Decision, new_request_id
 from .decisionlog import log_decision
 from .engine import Engine
 from .errors import RouterError, UpstreamError, bad_request
@@ -238,7 +237,7 @@ class RouterApp:
     async def _completion(self, scope: Scope, receive: Receive, send: Send, *, chat: bool) -> None:
         t0 = time.perf_counter()
         started = time.time()
-        rid = header(scope, b"x-request-id") or uuid.uuid4().hex
+        rid = header(scope, b"x-request-id") or new_request_id()
         d = Decision(rid)
         req: ParsedRequest | None = None
         out: Outcome | None = None

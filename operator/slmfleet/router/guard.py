@@ -202,7 +202,8 @@ class Guard:
                 return await receive() if not timed_out else {"type": "http.disconnect"}
             left = deadline - self.clock()
             try:
-                message = await asyncio.wait_for(receive(), timeout=max(0.0, left))
+                async with asyncio.timeout(max(0.0, left)):  # unlike wait_for, no task per call
+                    message = await receive()
             except TimeoutError:
                 timed_out = True
                 REJECTED.labels("body_timeout").inc()

@@ -122,8 +122,21 @@ def step(
         phase = "answer"
     if phase == "reasoning":
         return _reasoning(st, piece, text, reasoning_cap)
-    st, delta = _answer(replace(st, pending=""), text)
-    st = replace(st, raw=st.raw + piece, answer_tokens=st.answer_tokens + 1)
+    # The answer phase, once per streamed token: one new state, not a chain of
+    # ``replace`` calls (~5 us each, a measurable share of the router's CPU per request).
+    delta = text if st.answer_started else text.lstrip()
+    st = TraceState(
+        st.start,
+        st.end,
+        "answer",
+        pending="",
+        raw=st.raw + piece,
+        reasoning=st.reasoning,
+        answer=st.answer + delta,
+        reasoning_tokens=st.reasoning_tokens,
+        answer_tokens=st.answer_tokens + 1,
+        answer_started=st.answer_started or bool(delta),
+    )
     return st, Step(delta, "continue")
 
 

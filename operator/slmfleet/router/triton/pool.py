@@ -320,9 +320,16 @@ async def _dedicated(
     """One request on a stream of its own; closing it cancels the call (and Triton's
     generation); its gRPC deadline is the request's."""
     address = replica.address
-    call = replica.stub.ModelStreamInfer(iter((req,)), timeout=timeout_s)
+    # Written in place rather than from a request iterator: grpc.aio would start a task
+    # per call to consume the iterator.
+    call = replica.stub.ModelStreamInfer(timeout=timeout_s)
     started = False
     try:
+        try:
+            await call.write(req)
+            await call.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, address, started=False) from exc
         while True:
             try:
                 msg = await call.read()
