@@ -1,6 +1,6 @@
 """The ASGI application: raw ASGI (no framework) to keep the router's own latency tiny.
 
-Handlers are glue: read and bound the body, parse (protocol), run (engine), render,
+Handlers are glue: read and bound the body, parse (protocol), run (engine), answer (answering),
 and write one JSON log line per request with the same decision as the headers. The
 telemetry endpoints (feedback, review cases, the console) are answered first; each
 request's decision record goes to the decision log (off the request path: a bounded
@@ -24,16 +24,15 @@ from ..budget.tokens import TokenCounter
 from ..telemetry.runtime import Telemetry
 from . import metrics as m
 from .accounting import Accounting
+from .answering import answer_stream, answer_unary
 from .artifacts import ArtifactReader
 from .backends import Codecs
 from .decision import Decision, new_request_id
 from .decisionlog import log_decision
 from .engine import Engine
-from .errors import RouterError, UpstreamError, bad_request
+from .errors import RouterError, bad_request
 from .external import ExternalClients
 from .httpio import (
-    DONE,
-    SSE_HEADERS,
     ClientGone,
     Disconnect,
     Receive,
@@ -44,11 +43,9 @@ from .httpio import (
     header,
     internal_error,
     read_body,
-    resp_id,
     send_json,
-    send_sse,
 )
-from .protocol import ParsedRequest, chunk, full_response, parse_chat, parse_completion, usage
+from .protocol import ParsedRequest, parse_chat, parse_completion
 from .settings import Settings, load_api_keys, settings_from_env
 from .snapshot import ClassifierFactory, Snapshot, build_snapshot, digest_of, parse_config
 from .tiers import Outcome
@@ -272,9 +269,9 @@ class RouterApp:
             watch = Disconnect(receive)
             try:
                 if req.stream:
-                    out = await self._stream(snap, req, d, watch, send)
+                    out = await answer_stream(self.engine, snap, req, d, watch, send)
                 else:
-                    out = await self._unary(snap, req, d, watch, send)
+                    out = await answer_unary(self.engine, snap, req, d, watch, send)
             except asyncio.CancelledError:
                 if not watch.gone:
                     raise
@@ -299,115 +296,6 @@ class RouterApp:
             self._observe(d, total)
             if self.telemetry.enabled:
                 log_decision(self.telemetry, d, started, total, req, out, snap)
-
-    async def _unary(
-        self, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
-    ) -> Outcome:
-        out = await self.engine.run(snap, req, d)
-        watch.stop()  # answered: a disconnect from here on is the client's business
-        if out.status == 202:  # a review case to poll: the body names its URL
-            d.status = 202
-            loc = [(b"location", (out.location or "").encode())]
-            await send_json(send, 202, out.body, d.headers() + loc)
-            return out
-        body = full_response(
-            req,
-            rid=resp_id(req, d.request_id),
-            created=int(time.time()),
-            model=req.model,
-            text=out.text,
-            reasoning=out.reasoning or None,
-            finish_reason=out.finish_reason,
-            usage_=usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens),
-            decision=d.summary(),
-        )
-        await send_json(send, 200, body, d.headers())
-        return out
-
-    async def _stream(
-        self, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
-    ) -> Outcome | None:
-        rid = resp_id(req, d.request_id)
-        created = int(time.time())
-        started = False
-
-        async def start() -> None:
-            nonlocal started
-            started = True
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": SSE_HEADERS + d.headers(streaming=True),
-                }
-            )
-            if req.kind == "chat":
-                await send_sse(
-                    send, chunk(req, rid=rid, created=created, model=req.model, role=True, text="")
-                )
-
-        async def emit(delta: str) -> None:
-            if watch.gone:
-                raise ClientGone()
-            if not started:
-                await start()
-            await send_sse(send, chunk(req, rid=rid, created=created, model=req.model, text=delta))
-
-        try:
-            out: Outcome = await self.engine.run(snap, req, d, emit)
-        except (UpstreamError, RouterError) as exc:
-            if isinstance(exc, RouterError) and not started:
-                raise  # nothing sent yet: a proper status code and error body
-            watch.stop()
-            # Failed after the first token: the status is gone, end the stream cleanly.
-            d.status = 502
-            d.error = str(exc)
-            if not started:
-                await start()
-            await send_sse(
-                send,
-                RouterError(
-                    502,
-                    "upstream failure mid-stream: "
-                    + (exc.public_message if isinstance(exc, UpstreamError) else exc.message),
-                    type="upstream_error",
-                ).body(),
-            )
-            await send({"type": "http.response.body", "body": DONE})
-            return None
-        except (ClientGone, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            if not started:
-                raise  # _completion answers a 500 with an error body
-            watch.stop()
-            log.exception("internal error mid-stream in %s", d.request_id)
-            d.status = 500
-            d.error = f"internal error: {exc!r}"
-            await send_sse(send, internal_error().body())
-            await send({"type": "http.response.body", "body": DONE})
-            return None
-        # Answered: a disconnect while the last events go out cancels nothing (and the
-        # server reports the end of a response as a disconnect too).
-        watch.stop()
-        if not started:
-            await start()
-            if out.text:
-                await send_sse(
-                    send, chunk(req, rid=rid, created=created, model=req.model, text=out.text)
-                )
-        last = chunk(
-            req, rid=rid, created=created, model=req.model, finish_reason=out.finish_reason
-        )
-        last["slmfleet"] = d.summary()
-        await send_sse(send, last)
-        if req.include_usage:
-            u = chunk(req, rid=rid, created=created, model=req.model)
-            u["choices"] = []
-            u["usage"] = usage(d.prompt_tokens, d.completion_tokens, d.reasoning_tokens)
-            await send_sse(send, u)
-        await send({"type": "http.response.body", "body": DONE})
-        return out
 
     def _observe(self, d: Decision, total: float) -> None:
         policy = d.metric_policy
