@@ -264,10 +264,10 @@ def write_md(path: Path, result: dict[str, Any]) -> None:
         "figure the encoder could run on only a few percent of requests. When the offered "
         "rate exceeds what routing costs, the worker's bounded queue refuses the excess "
         "with 503 (counted) instead of letting latency grow.",
-        "- Routing off: these requests name no `max_tokens`, so by default each gets a gRPC "
-        "stream of its own, which a client that leaves (or a deadline) cancels in Triton; "
-        "that costs the router ~0.2 ms of CPU per request more than sharing a Pod's streams "
-        "(`--shared-stream-max-tokens -1`, the router's behaviour before cancellation).",
+        "- Every request has a gRPC stream to itself while it runs (the default), which a "
+        "client that leaves (or a deadline) cancels in Triton; a stream whose request ended "
+        "cleanly carries the next one, so the router opens streams only as concurrency "
+        "grows (opening one per request cost ~0.2 ms of CPU more).",
         "- `triton`: realistic end-to-end latencies; its Python-backend stand-in streams "
         "~20 responses per answer and tops out near 100 RPS.",
         "- LiteLLM on `triton` goes through Triton's HTTP generate endpoint; its "
@@ -296,8 +296,11 @@ def write_md(path: Path, result: dict[str, Any]) -> None:
         "- Upstream `fast`: `benchmarks/_fast_upstream.py`, an instrument that answers "
         "instantly: Triton's gRPC `ModelStreamInfer` for the router and the direct client, "
         "the same answer as an OpenAI response over HTTP/1.1 for LiteLLM (`openai/` "
-        "provider). Upstream `triton`: the real `tritonserver`, stand-in `generalist` "
-        "(Python backend); LiteLLM reaches it with its `triton/` provider.",
+        "provider), token counts included either way (`num_output_tokens` / "
+        "`num_input_tokens` when the request asks, as vLLM's backend reports them; `usage` "
+        "for LiteLLM), so neither proxy counts tokens itself. Upstream `triton`: the real "
+        "`tritonserver`, stand-in `generalist` (Python backend); LiteLLM reaches it with "
+        "its `triton/` provider.",
         f"- Load generator: Python, uvloop, raw HTTP/1.1 keep-alive connections (httptools "
         f"parser; pool up to {result['method']['conns']}). Sequential: "
         f"{result['method']['n_seq']} requests one at a time (LiteLLM: a quarter). Fixed "

@@ -53,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shared-stream-max-tokens",
         type=int,
-        default=int(env("SLMFLEET_SHARED_STREAM_MAX_TOKENS", "64")),
-        help="non-streamed requests capped at this many output tokens share gRPC streams "
-        "(cheaper, not cancellable in Triton one by one); 0: every request its own stream; "
-        "-1: every non-streamed request shares",
+        default=int(env("SLMFLEET_SHARED_STREAM_MAX_TOKENS", "0")),
+        help="non-streamed requests capped at this many output tokens share a Pod's few "
+        "gRPC streams (not cancellable in Triton one by one); 0 (default): every request "
+        "a stream to itself while it runs; -1: every non-streamed request shares",
     )
     p.add_argument("--max-messages", type=int, default=int(env("SLMFLEET_MAX_MESSAGES", "256")))
     p.add_argument(

@@ -66,7 +66,7 @@ class Engine:
         breaker_config: BreakerConfig | None = None,
         classifier: ClassifierService | None = None,
         review: Any = None,
-        shared_stream_max_tokens: int = 64,
+        shared_stream_max_tokens: int = 0,
         clock: Callable[[], float] = time.monotonic,
         counter: TokenCounter | None = None,
         codecs: Codecs | None = None,

@@ -13,12 +13,13 @@ class Settings:
     max_messages: int = 256
     api_keys: frozenset[str] | None = None
     """When set, /v1/* requires ``Authorization: Bearer <key>``."""
-    shared_stream_max_tokens: int = 64
+    shared_stream_max_tokens: int = 0
     """Non-streamed requests whose output is capped at this many tokens or fewer ride
-    the Pod's shared gRPC streams (~200 us less router CPU per request), where Triton
-    cannot cancel them one by one; longer or uncapped generations get a stream of their
-    own, so a client that leaves stops the generation in Triton too. 0: never share;
-    -1: share every non-streamed request (cheapest, none cancellable in Triton)."""
+    the Pod's few shared gRPC streams, where Triton cannot cancel them one by one; the
+    rest have a stream to themselves while they run (kept for the next request when they
+    end cleanly, see ``triton/exclusive``), so a client that leaves stops the generation
+    in Triton too. Both cost the router the same CPU; sharing bounds the streams open
+    to a Pod at 4. 0 (default): never share; -1: share every non-streamed request."""
     artifact_root: str | None = None
     """Where ``pvc://<claim>/<path>`` model artifacts of namespace ``<ns>`` are readable
     (``<root>/<ns>/<claim>/<path>``): an ONNX classifier's tokenizer and labels (see
@@ -42,6 +43,6 @@ def settings_from_env() -> Settings:
         api_keys=load_api_keys(
             os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
         ),
-        shared_stream_max_tokens=int(os.environ.get("SLMFLEET_SHARED_STREAM_MAX_TOKENS", 64)),
+        shared_stream_max_tokens=int(os.environ.get("SLMFLEET_SHARED_STREAM_MAX_TOKENS", 0)),
         artifact_root=os.environ.get("SLMFLEET_ARTIFACT_ROOT") or None,
     )

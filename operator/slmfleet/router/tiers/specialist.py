@@ -53,7 +53,7 @@ class SpecialistTier:
         breakers: dict[str, Breaker],
         breaker_config: BreakerConfig,
         clock: Callable[[], float] = time.monotonic,
-        shared_max_tokens: int = 64,
+        shared_max_tokens: int = 0,
         codecs: Codecs | None = None,
         counter: TokenCounter | None = None,
     ) -> None:
@@ -139,9 +139,9 @@ class SpecialistTier:
         inflight = m.bound(m.INFLIGHT, spec.id)
         inflight.inc()
         try:
-            # A shared stream saves opening a gRPC stream per request, but Triton cannot
-            # cancel one request on it: only for short, capped answers that neither
-            # stream to a client nor may be cut for reasoning (see Settings).
+            # Triton cannot cancel one request on a shared stream: only for short,
+            # capped answers that neither stream to a client nor may be cut for
+            # reasoning, when the settings allow it (see Settings).
             shared = (
                 c.emit is None
                 and rcap is None

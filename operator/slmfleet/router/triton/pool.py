@@ -1,12 +1,14 @@
 """The Triton client of the router: one ``ReplicaSet`` per upstream endpoint, each
 request on the least-loaded replica, with deadlines that reach Triton.
 
-``stream(..., shared=False)`` opens a dedicated gRPC stream for the request: closing the
-iterator cancels the call, and Triton cancels the generation (used when the router may
-cut a generation short or stream it to a client who may leave). ``shared=True`` sends it
-on one of the replica's shared streams (see ``mux``), the cheap path for the rest.
-Either way the request carries its deadline twice: as the gRPC deadline (dedicated
-streams) and as Triton's ``timeout`` request parameter.
+``stream(..., shared=False)`` gives the request a gRPC stream of its own for as long as
+it runs (see ``exclusive``: kept for the next request when it ends cleanly): closing the
+iterator early cancels the call, and Triton cancels the generation (used when the router
+may cut a generation short or stream it to a client who may leave). ``shared=True``
+sends it on one of the replica's shared streams (see ``mux``), the cheap path for the
+rest. Either way the router ends the request at its deadline (closing its own stream) and
+Triton gets the deadline as the ``timeout`` request parameter; a request without an id
+gets a new stream with the gRPC deadline, closed after it.
 
 ``counts=True`` asks the backend for its token counts (``counts``); a model that has no
 such inputs refuses the request before generating anything, and the pool then sends it
@@ -36,6 +38,7 @@ from ..errors import RETRY_ATTEMPTS, RETRY_WAIT_S, UpstreamError
 from .codec import Piece, from_rpc_error, read_message
 from .codecs import Codec, TextCodec
 from .counts import unsupported
+from .exclusive import ExclusiveStream
 from .replicas import Replica, ReplicaSet
 
 log = logging.getLogger("slmfleet.router")
@@ -288,15 +291,25 @@ class TritonPool:
             raise UpstreamError(f"triton {replica.address}: deadline exceeded", timeout=True)
         req = codec.request(model, prompt, sampling, request_id, timeout_s=remaining, counts=counts)
         s = replica.shared_for(request_id) if shared and request_id else None
+        own: ExclusiveStream | None = None
         if s is not None:
             gen = s.exchange(req, request_id, model, deadline, codec.parse)
+        elif request_id:
+            own = replica.take_exclusive()
+            gen = own.exchange(req, request_id, model, deadline, codec.parse)
         else:
             gen = _dedicated(replica, req, model, remaining, codec.parse)
         try:
             async for piece in gen:
                 yield piece
+        except UpstreamError as exc:
+            if own is not None and exc.retryable:
+                replica.exclusive.close_idle()  # they share the connection that failed
+            raise
         finally:
             await gen.aclose()
+            if own is not None:
+                replica.give_back(own)
 
 
 async def _learn(replica: Replica, codec: Codec, model: str, deadline: float) -> None:

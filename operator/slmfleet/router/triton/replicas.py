@@ -1,11 +1,11 @@
-"""The replicas (Pods) behind one upstream endpoint, each with its own channel and
-shared streams, and the choice of one per request.
+"""The replicas (Pods) behind one upstream endpoint, each with its own channel, shared
+streams and idle exclusive streams, and the choice of one per request.
 
 A ``ReplicaSet`` is fed addresses (from the static config, from EndpointSlices, or the
 endpoint itself when nothing better is known) and keeps one ``Replica`` per address.
 Lifecycle of a replica: ``active`` (chosen for new requests) -> ``draining`` (its
 address went away: no new requests; its in-flight requests finish) -> ``closed`` (its
-shared streams closed, its channel closed). A draining replica closes when its last
+shared and exclusive streams closed, its channel closed). A draining replica closes when its last
 request ends, or after ``DRAIN_TIMEOUT_S`` whatever is left.
 """
 
@@ -26,6 +26,7 @@ from .. import metrics as m
 from ..breaker import Breaker, BreakerConfig, admits, allow, record
 from ..errors import UpstreamError
 from .balance import Load, pick
+from .exclusive import ExclusiveStream, ExclusiveStreams
 from .mux import SharedStream
 
 log = logging.getLogger("slmfleet.router")
@@ -68,6 +69,7 @@ class Replica:
         self._stub: Any = None
         self._shared: list[SharedStream | None] = [None] * SHARED_STREAMS
         self._turn = 0
+        self.exclusive = ExclusiveStreams(address)
         self._drain_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -90,11 +92,21 @@ class Replica:
             s = self._shared[turn] = SharedStream(self.stub, self.address)
         return s if s.usable(request_id) else None
 
+    def take_exclusive(self) -> ExclusiveStream:
+        """A stream for one request alone: an idle one, else a new one."""
+        return self.exclusive.take(self.stub)
+
+    def give_back(self, s: ExclusiveStream) -> None:
+        """The request on ``s`` is over: keep the stream for the next one if it ended
+        cleanly and this replica still takes requests."""
+        self.exclusive.give_back(s, keep=self.state == "active")
+
     def drain(self, on_closed: Callable[[Replica], None]) -> None:
         """Stop taking requests; close once the in-flight ones are done (or time out)."""
         if self.state != "active":
             return
         self.state = "draining"
+        self.exclusive.close_idle()
         if self.outstanding == 0:
             self._close_later(on_closed)
             return
@@ -117,6 +129,7 @@ class Replica:
             if s is not None:
                 s.close("replica closed")
         self._shared = [None] * SHARED_STREAMS
+        self.exclusive.close_idle()
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
             await channel.close(grace=grace)
