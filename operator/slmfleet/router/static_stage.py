@@ -23,6 +23,7 @@ train splits (benchmarks/_static_quality.py); see ``ClassifierParams``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -160,31 +161,36 @@ class StaticStage:
         hi = int(self.bounds[d + 1]) if d < self.n_dom else lo + self.n_neg
         s = self.rows[lo:hi] @ q
         kk = min(self.params.knn_k, len(s))
-        return float(np.partition(s, len(s) - kk)[-kk:].mean())
+        return float(np.partition(s, len(s) - kk)[-kk:].sum()) / kk
 
     def decide(
         self, text: str, p_tf: np.ndarray, familiar: float, familiar_floor: float
     ) -> tuple[int, np.ndarray] | None:
         """(domain index, combined probabilities) when the stage may decide, else None;
-        ``p_tf`` and ``familiar`` are the TF-IDF stage's (already computed)."""
+        ``p_tf`` and ``familiar`` are the TF-IDF stage's (already computed). The k-NN
+        similarities run only when the other guards pass (same rule, less work)."""
         q = self.vector(text)
         if q is None:
             return None
         a = self.params.static_tfidf_weight
-        p = a * p_tf + (1.0 - a) * self.probabilities(q[None, :])[0]
+        z = q @ self.w + self.b
+        e = np.exp(z - z.max())
+        p = (e / e.sum()) @ self._agg
+        if a:
+            p = a * p_tf + (1.0 - a) * p
         best = int(np.argmax(p))
+        rule = {
+            "cut": self.params.static_cut,
+            "sim_floor": self.sim_floor,
+            "familiar_floor": familiar_floor,
+            "need_agreement": self.params.static_agreement,
+        }
+        agrees = int(np.argmax(p_tf)) == best
+        pb = float(p[best])
+        if not static_decides(pb, math.inf, familiar, None, agrees, **rule):
+            return None
         sim_neg = self.similarity(q, self.n_dom) if self.n_neg else None
-        ok = static_decides(
-            float(p[best]),
-            self.similarity(q, best),
-            familiar,
-            sim_neg,
-            int(np.argmax(p_tf)) == best,
-            cut=self.params.static_cut,
-            sim_floor=self.sim_floor,
-            familiar_floor=familiar_floor,
-            need_agreement=self.params.static_agreement,
-        )
+        ok = static_decides(pb, self.similarity(q, best), familiar, sim_neg, agrees, **rule)
         return (best, p) if ok else None
 
 
