@@ -136,11 +136,22 @@ class _Layer:
 
 
 class _Tok:
+    """Ids 0-2 are [UNK], [CLS], [SEP]; the rest the words w3..w39."""
+
+    VOCAB = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2} | {f"w{i}": i for i in range(3, 40)}
+
     def get_vocab_size(self) -> int:
         return 40
 
     def token_to_id(self, t: str) -> int:
-        return {"[CLS]": 1, "[SEP]": 2}[t]
+        return self.VOCAB[t]
+
+    def to_str(self) -> str:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        tok = Tokenizer(models.WordLevel(self.VOCAB, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        return tok.to_str()
 
 
 class TinyEncoder:
@@ -200,3 +211,17 @@ def test_a_corrupt_cache_file_is_distilled_again(tmp_path, fresh_tables):
     se._tables.clear()
     assert np.array_equal(se.load_table(TinyEncoder(), dims=4, directory=tmp_path), good)
     assert np.array_equal(np.load(saved), good)  # rewritten
+
+
+def test_one_embedder_per_encoder_and_dims(tmp_path, fresh_tables, monkeypatch):
+    monkeypatch.setenv("SLMFLEET_STATIC_CACHE", str(tmp_path))
+    enc = TinyEncoder()
+    a = se.StaticEmbedder.of(enc, dims=4)
+    assert se.StaticEmbedder.of(enc, dims=4) is a and enc.calls == 1
+    assert se.StaticEmbedder.of(enc, dims=3) is not a
+    assert se.StaticEmbedder.of(TinyEncoder(), dims=4) is not a
+    # Its sentences: the words' ids (no [CLS]/[SEP]), then the weighted mean of their rows.
+    assert a.ids("w5 w7 nope") == [5, 7, 0]
+    v = a.vectors([a.ids("w5 w7")], np.ones(40, np.float32))[0]
+    want = a.table[5].astype(np.float32) + a.table[7]
+    assert v == pytest.approx(want / np.linalg.norm(want), abs=1e-6)
