@@ -16,9 +16,9 @@ of its tokens' vectors: a tokenizer call, a gather and a dot product (tens of us
   (:func:`cache_key`), in :func:`cache_dir` (``SLMFLEET_STATIC_CACHE``, else
   ``$XDG_CACHE_HOME/slmfleet/static``, else ``~/.cache/slmfleet/static``) and in the
   process. Where the directory cannot be written (a read-only root filesystem) the
-  table lives in memory only and is distilled again at the next process start; the
-  chart points ``SLMFLEET_STATIC_CACHE`` at the router Pod's ``/tmp`` emptyDir, so a
-  container restart within the Pod reuses it.
+  table lives in memory only and is distilled again at the next process start. The
+  router image sets ``HOME=/tmp``, the Pod's emptyDir: the Pod's first configuration
+  distils it, a container restart within the Pod reads it back.
 * **Sentences** (:class:`StaticEmbedder`): token ids without ``[CLS]``/``[SEP]``,
   ``sum(w[id] * T[id]) / sum(w[id])`` with per-token weights chosen by the caller
   (:func:`token_weights`), L2-normalised.
