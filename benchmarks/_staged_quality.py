@@ -17,8 +17,9 @@ classifier otherwise. Here:
    and whose extra slips are at most 1 of the 100 oos_train queries in every setting,
    the one the cheap stage decides most for (mean over the regimes): the cheap stage may
    skip work, not change what is routed or what escalates.
-2. **Val, scored only**: the staged classifier fitted on all of train, with its
-   threshold from oos_train, beside the full classifier.
+2. **Val, scored only**: the router's staged classifier (the cheap stage, the static
+   stage of static_stage_tuning.py, then the full classifier) fitted on all of train,
+   with its threshold from oos_train, beside the full classifier.
 
 The full classifier runs once per regime; every pair is then a mask over its results
 and the cheap stage's (probability, familiarity), exactly what ``StagedClassifier``
@@ -35,7 +36,7 @@ import numpy as np
 from slmfleet.router.classifier_parts import domain_texts
 from slmfleet.router.classify import DomainClassifier
 from slmfleet.router.classifying import normalise
-from slmfleet.router.staged import StagedClassifier
+from slmfleet.router.staged import StagedClassifier, static_stage_for
 from slmfleet.router.tfidf import held_out_familiarity
 
 CUTS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
@@ -133,22 +134,25 @@ def choose_cut(train, oos_train, *, enc, domains_of, sid, recall, regimes):
 
 
 def _score(staged: StagedClassifier, rows, sid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, correct, the stage that decided) per row."""
     res = staged.predict_staged([normalise(r["text"]) for r in rows])
     conf = np.array([r.confidence for r, _ in res])
     ok = np.array([r.best == sid(v["domain"]) for (r, _), v in zip(res, rows, strict=True)])
-    return conf, ok, np.array([s == "cheap" for _, s in res])
+    return conf, ok, np.array([s for _, s in res])
 
 
 def on_val(clf: DomainClassifier, val, oos_val, oos_train, *, sid, recall, sample):
-    staged = StagedClassifier(clf)
+    staged = StagedClassifier(clf, *static_stage_for(clf))
     ct, _, _ = _score(staged, oos_train, sid)
     t = _threshold(ct, recall)
-    ci, co, cheap_in = _score(staged, val, sid)
-    cn, _, cheap_oos = _score(staged, oos_val, sid)
+    ci, co, stage_in = _score(staged, val, sid)
+    cn, _, stage_oos = _score(staged, oos_val, sid)
     res = {
         "raw_accuracy": float(co.mean()),
-        "cheap_fraction_in_scope": float(cheap_in.mean()),
-        "cheap_fraction_oos": float(cheap_oos.mean()),
+        "cheap_fraction_in_scope": float(np.mean(stage_in == "cheap")),
+        "cheap_fraction_oos": float(np.mean(stage_oos == "cheap")),
+        "static_fraction_in_scope": float(np.mean(stage_in == "static")),
+        "static_fraction_oos": float(np.mean(stage_oos == "static")),
         "operating_point_threshold_from_oos_train": {
             "threshold": t,
             "in_scope_accuracy": float(np.mean(co & (ci >= t))),
@@ -183,7 +187,7 @@ def markdown(r: dict) -> list[str]:
     full = r["embed+tfidf"]["operating_point_threshold_from_oos_train"]
     o, pv = v["operating_point_threshold_from_oos_train"], v["params"]
     lines = [
-        "## The router's staged classifier (cheap TF-IDF stage, then the full classifier)",
+        "## The router's staged classifier (cheap TF-IDF stage, static stage, full classifier)",
         "",
         "The router classifies through `StagedClassifier` (router/staged.py): the TF-IDF "
         f"logistic regression alone when its top probability is >= `cheap_cut` "
@@ -191,18 +195,21 @@ def markdown(r: dict) -> list[str]:
         f"the `cheap_familiarity` quantile ({pv['cheap_familiarity']}) of the examples' own "
         f"held-out familiarity ({pv['familiar_floor']:.2f} with all of train), else the full "
         f"classifier above; texts clipped to {pv['max_tokens']} tokens. Both chosen on train "
-        "only (below); val is only scored.",
+        "only (below); val is only scored. Between the two, the static-embedding stage "
+        "(settings from static_stage_tuning.py, also train only); classifier_cost.md has "
+        "each path side by side.",
         "",
         "| classifier (fit on all train) | raw acc | threshold (from oos_train) | in-scope acc "
-        "| OOS recall | decided by the cheap stage (val in-scope / oos_val) | decision p50 / "
-        "mean / p99 |",
+        "| OOS recall | decided by the cheap / static stage (val in-scope / oos_val) | "
+        "decision p50 / mean / p99 |",
         "|---|---|---|---|---|---|---|",
         f"| full | {r['embed+tfidf']['raw_accuracy_no_threshold']:.2%} | "
         f"{full['threshold']:.3f} | {full['in_scope_accuracy']:.2%} | {full['oos_recall']:.0%} "
         f"| - | {r['latency_ms']['decision_p50']} ms / - / {r['latency_ms']['decision_p99']} ms |",
         f"| staged (the router's path) | {v['raw_accuracy']:.2%} | {o['threshold']:.3f} | "
         f"{o['in_scope_accuracy']:.2%} | {o['oos_recall']:.0%} | "
-        f"{v['cheap_fraction_in_scope']:.1%} / {v['cheap_fraction_oos']:.1%} | "
+        f"{v['cheap_fraction_in_scope']:.1%} / {v['cheap_fraction_oos']:.1%}; "
+        f"{v.get('static_fraction_in_scope', 0):.1%} / {v.get('static_fraction_oos', 0):.1%} | "
         f"{v['latency_ms']['p50']} / {v['latency_ms']['mean']} / {v['latency_ms']['p99']} ms |",
         "",
         f"Choosing the pair (train split; raw and in-scope accuracy within "

@@ -61,11 +61,10 @@ def classifier_factory(domains: Mapping[str, DomainConfig]) -> Any:
     """The router's real (staged) classifier when it is importable, else the overlap
     stand-in."""
     try:
-        from slmfleet.router.classify import DomainClassifier
         from slmfleet.router.staged import StagedClassifier
     except ImportError:
         return OverlapClassifier.fit(domains)
-    return StagedClassifier(DomainClassifier.fit(domains))
+    return StagedClassifier.fit(domains)
 
 
 def _flat(examples: Mapping[str, list[str]]) -> list[str]:

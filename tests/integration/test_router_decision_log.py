@@ -94,7 +94,7 @@ def test_scores_stage_hashes_streams_and_what_is_not_logged(router):
     assert (
         scores["shop/shipping"] > scores["shop/billing"] and rec["route"]["source"] == "classifier"
     )
-    assert rec["route"]["stage"] in ("cheap", "full", "cache")
+    assert rec["route"]["stage"] in ("cheap", "static", "full", "cache")
 
     # spec.decisionLog of "extract": hashed, never the text.
     text = "order id AB-12345 from bob@example.com"

@@ -33,3 +33,11 @@ def test_cheap_stage_defaults_are_the_staged_choice():
         defaults.cheap_cut,
         defaults.cheap_familiarity,
     )
+
+
+def test_static_stage_defaults_are_the_tuning_choice():
+    report = json.loads((RESULTS / "static_stage_tuning.json").read_text())
+    chosen = report["chosen"]
+    defaults = ClassifierParams()
+    assert {k: getattr(defaults, k) for k in chosen} == chosen
+    assert report["defaults"] == chosen  # the report was written with them in place

@@ -1,4 +1,4 @@
-"""Classification off the event loop: the cache, the inline cheap stage, the worker's
+"""Classification off the event loop: the cache, the inline quick stages, the worker's
 micro-batches, cancellation, and a bounded queue."""
 
 from __future__ import annotations
@@ -22,17 +22,22 @@ class Scores:
 
 
 class Staged:
-    """Cheap stage sure about texts with "sure"; the full stage records its batches."""
+    """Quick stages: the cheap one sure about texts with "sure", the static one about
+    texts with "near"; the full stage records its batches."""
 
     def __init__(self, delay=0.0):
         self.batches: list[list[str]] = []
-        self.cheap_calls: list[str] = []
+        self.quick_calls: list[str] = []
         self.delay = delay
         self.threads: set[str] = set()
 
-    def cheap(self, text):
-        self.cheap_calls.append(text)
-        return Scores("ns/a", {"ns/a": 0.95}) if "sure" in text else None
+    def quick(self, text):
+        self.quick_calls.append(text)
+        if "sure" in text:
+            return Scores("ns/a", {"ns/a": 0.95}), "cheap"
+        if "near" in text:
+            return Scores("ns/c", {"ns/c": 0.8}), "static"
+        return None
 
     def predict_staged(self, texts, cheap_done):
         self.threads.add(threading.current_thread().name)
@@ -40,8 +45,8 @@ class Staged:
         self.batches.append(list(texts))
         out = []
         for t, done in zip(texts, cheap_done, strict=True):
-            r = None if done else self.cheap(t)
-            out.append((r, "cheap") if r else (Scores("ns/b", {"ns/b": 0.5}), "full"))
+            q = None if done else self.quick(t)
+            out.append(q or (Scores("ns/b", {"ns/b": 0.5}), "full"))
         return out
 
 
@@ -57,20 +62,26 @@ def test_normalise(text, key):
     assert normalise(text) == key
 
 
-async def test_cheap_stage_inline_then_cache_then_worker():
+async def test_quick_stages_inline_then_cache_then_worker():
     svc = ClassifierService()
     clf = Staged()
     try:
         scores, stage = await svc.scores("pol-a", clf, "I am SURE")
         assert (stage, scores) == ("cheap", {"ns/a": 0.95}) and clf.batches == []
-        assert clf.cheap_calls == ["i am sure"]  # the normalised text
+        assert clf.quick_calls == ["i am sure"]  # the normalised text
         # The same text, spelled differently: the cache answers.
         scores, stage = await svc.scores("pol-a", clf, "  i am   sure ")
-        assert stage == "cache" and len(clf.cheap_calls) == 1
-        # Uncertain: the worker thread runs the full stage (cheap stage not repeated).
+        assert stage == "cache" and len(clf.quick_calls) == 1
+        # The static stage decides inline too, under its own label.
+        static_before = stage_count("pol-a", "static")
+        scores, stage = await svc.scores("pol-a", clf, "Near enough")
+        assert (stage, scores) == ("static", {"ns/c": 0.8}) and clf.batches == []
+        assert stage_count("pol-a", "static") == static_before + 1
+        # Uncertain: the worker thread runs the full stage (quick stages not repeated).
         scores, stage = await svc.scores("pol-a", clf, "no idea")
         assert (stage, scores) == ("full", {"ns/b": 0.5})
         assert clf.batches == [["no idea"]] and clf.threads == {"slmfleet-classifier"}
+        assert clf.quick_calls == ["i am sure", "near enough", "no idea"]
         assert stage_count("pol-a", "cheap") >= 1 and stage_count("pol-a", "full") >= 1
     finally:
         svc.close()
@@ -83,7 +94,7 @@ async def test_long_texts_skip_the_inline_stage_and_concurrent_requests_batch():
         long_sure = "sure " + "x" * 40
         texts = ["first uncertain"] + [f"{long_sure} {i}" for i in range(5)]
         results = await asyncio.gather(*(svc.scores("pol-b", clf, t) for t in texts))
-        # The long texts reached the worker, which tried their cheap stage there.
+        # The long texts reached the worker, which tried their quick stages there.
         assert [s for _, s in results] == ["full"] + ["cheap"] * 5
         assert sum(len(b) for b in clf.batches) == 6
         assert len(clf.batches) < 6  # the worker took what was queued at once

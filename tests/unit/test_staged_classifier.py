@@ -110,3 +110,61 @@ def test_familiarity_check_off_decides_on_probability_alone():
     assert staged.full.familiar_floor == 0.0
     r = staged.cheap("check account balance tomorrow")
     assert r is not None and r.best == "a/banking"
+
+
+def test_without_the_minilm_encoder_there_is_no_static_stage():
+    staged = StagedClassifier.fit(FLEET, embed=False)
+    assert staged.static is None
+    staged.cut = 0.0
+    assert [staged.quick(normalise(t))[1] for t in BANKING] == ["cheap"] * len(BANKING)
+    staged.cut = 1.01
+    assert [staged.quick(normalise(t)) for t in BANKING] == [None] * len(BANKING)
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedding model")
+def test_the_static_stage_decides_between_cheap_and_full():
+    # Cheap stage off, static guards open: every in-domain request is decided statically.
+    params = replace(
+        ClassifierParams(),
+        cheap_cut=1.01,
+        static_cut=0.0,
+        static_similarity=0.0,
+        static_familiarity=0.0,
+        static_agreement=False,
+    )
+    staged = StagedClassifier.fit(FLEET, params=params)
+    assert staged.static is not None
+    for text in BANKING:
+        r, stage = staged.quick(normalise(text))
+        assert (stage, r.best) == ("static", "fin/banking")
+        assert set(r.scores) == set(FLEET) and r.confidence == pytest.approx(r.scores[r.best])
+    ((_, stage),) = staged.predict_staged([normalise(BANKING[0])])
+    assert stage == "static"
+    # Off (cut above 1): no static stage at all, the full classifier decides.
+    off = StagedClassifier.fit(FLEET, params=replace(params, static_cut=1.01))
+    assert off.static is None
+    assert [s for _, s in off.predict_staged([normalise(BANKING[0])])] == ["full"]
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedding model")
+def test_the_static_similarity_guard_refuses_what_is_far_from_every_example():
+    params = replace(
+        ClassifierParams(),
+        cheap_cut=1.01,
+        static_cut=0.0,
+        static_familiarity=0.0,
+        static_agreement=False,
+    )
+    staged = StagedClassifier.fit(FLEET, params=replace(params, static_similarity=0.5))
+    assert staged.static is not None and staged.static.sim_floor > 0
+    assert all(staged.quick(normalise(t)) is None for t in OUT_OF_DOMAIN)
+    # The same requests pass when the guard is off (the LR alone is always "sure").
+    open_ = StagedClassifier.fit(FLEET, params=replace(params, static_similarity=0.0))
+    assert all(open_.quick(normalise(t))[1] == "static" for t in OUT_OF_DOMAIN)
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedding model")
+def test_out_of_domain_is_never_decided_by_a_quick_stage_with_the_defaults():
+    staged = StagedClassifier.fit(FLEET)
+    assert staged.static is not None
+    assert all(staged.quick(normalise(t)) is None for t in OUT_OF_DOMAIN)

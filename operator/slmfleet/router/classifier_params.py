@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,37 @@ class ClassifierParams:
     against the others' words). With many examples nearly every in-domain request is
     fully familiar while out-of-domain ones that share a domain's keywords are not: this
     is what keeps the cheap stage from routing them. 0 turns the check off."""
+    # -- the staged path's static-embedding stage (static_stage.py) --
+    # Chosen together on CLINC150 train splits (val untouched;
+    # benchmarks/static_stage_tuning.py): among the settings whose staged raw and in-scope
+    # accuracy stay within 0.15 point of the full classifier's at 50 a domain, 5 an
+    # intent and all examples, and whose quick stages together route at most one
+    # oos_train query the full classifier escalates, the one whose static stage decides
+    # the most in-scope requests there (18% / 14% / 4%, on top of the cheap stage's 41% /
+    # 42% / 84%).
+    static_cut: float = 0.4
+    """The static stage decides alone (for requests the TF-IDF stage left) when its top
+    probability reaches this and the guards below pass; above 1 the stage is off. Its
+    decision's confidence is that probability: a policy whose ``minConfidence`` is above
+    the cut escalates the static stage's less sure decisions."""
+    static_tfidf_weight: float = 0.0
+    """Weight of the TF-IDF stage's probabilities in the static stage's average (the
+    rest: the LR over static embeddings). 0: the static LR alone, with
+    ``static_agreement`` asking the TF-IDF stage to agree instead."""
+    static_weighting: Literal["none", "idf"] = "idf"
+    """Token weights of a static sentence vector: ``idf`` over the examples, or none."""
+    static_similarity: float = 0.25
+    """The static stage decides only when the request's mean cosine to the ``knn_k``
+    nearest examples of the chosen domain reaches this quantile of the examples' own
+    held-out similarity (each against the rest of its domain). 0 turns the check off:
+    then it routed 20 of the 100 oos_train queries with all of train."""
+    static_familiarity: float = 0.0
+    """...and when its TF-IDF familiarity reaches this quantile of the examples' held-out
+    familiarity (as ``cheap_familiarity``). 0 turns the check off."""
+    static_agreement: bool = True
+    """...and only when the TF-IDF stage's top domain is the same as its own."""
+    static_dims: int = 256
+    """Dimensions of the distilled token table (PCA of MiniLM's 384)."""
     max_tokens: int = 64
     """The staged path classifies at most this many tokens of a request (first two
     thirds, last third): encoding cost grows with length (~2 ms at 16 tokens, ~9 ms at

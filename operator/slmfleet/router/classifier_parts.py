@@ -6,10 +6,13 @@ import re
 import warnings
 
 import numpy as np
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from slmfleet.api.routerconfig import DomainConfig
+
+from .classifier_params import ClassifierParams
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -57,3 +60,27 @@ def fit_quietly(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(x, y, sample_weight=weight)
+
+
+def pseudo_intents(
+    emb: np.ndarray, bounds: np.ndarray, n_neg: int, p: ClassifierParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means inside each domain (rows ``bounds[d]:bounds[d+1]`` of ``emb``; the
+    ``n_neg`` negatives after them): a label per row and the domain of each cluster
+    (``len(bounds) - 1`` for the negatives' clusters)."""
+    labels = np.zeros(len(emb), dtype=np.int64)
+    owner: list[int] = []
+    n_dom = len(bounds) - 1
+    spans = [(int(bounds[d]), int(bounds[d + 1]), p.examples_per_cluster) for d in range(n_dom)]
+    if n_neg:
+        spans.append((int(bounds[-1]), int(bounds[-1]) + n_neg, p.negatives_per_cluster))
+    for d, (lo, hi, per) in enumerate(spans):
+        cap = p.max_clusters if d < n_dom else hi - lo
+        k = max(1, min(cap, round((hi - lo) / per)))
+        if k > 1:
+            km = KMeans(n_clusters=k, n_init=1, random_state=0).fit(emb[lo:hi])
+            labels[lo:hi] = km.labels_ + len(owner)
+        else:
+            labels[lo:hi] = len(owner)
+        owner += [d] * k
+    return labels, np.asarray(owner)

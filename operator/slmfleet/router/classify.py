@@ -49,14 +49,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
-from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from slmfleet.api.routerconfig import DomainConfig
 
 from .classifier_params import ClassifierParams
-from .classifier_parts import domain_texts, fit_quietly, g, softmax, topk_mean
+from .classifier_parts import domain_texts, fit_quietly, g, pseudo_intents, softmax, topk_mean
 from .classifier_parts import lr as new_lr
 from .embed import EmbeddingUnavailable, Encoder, default_encoder
 from .embedcache import clear_embedding_cache, embed_cached
@@ -113,6 +112,9 @@ class DomainClassifier:
         self._bounds = np.zeros(1, dtype=np.int64)
         self._empty: list[str] = []
         self._n_neg = 0  # negatives: stored after the domains' rows (TF-IDF and embedding)
+        self.texts: list[str] = []
+        """What was fitted: the domains' texts by ``bounds``, then the negatives (the
+        staged path's static stage fits on the same)."""
         self.familiar_floor = 0.0
         """The cheap stage decides only for requests at least this familiar (see
         ClassifierParams.cheap_familiarity)."""
@@ -178,6 +180,7 @@ class DomainClassifier:
             weight = np.ones(len(y))
             weight[-len(neg) :] = p.negative_weight
 
+        self.texts = texts
         big = len(texts) >= 1000
         self._word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
         self._char = TfidfVectorizer(
@@ -214,7 +217,7 @@ class DomainClassifier:
         emb = embed_cached(self.encoder, texts)
         self._emb_rows = np.ascontiguousarray(emb)
         if n_cls > 1:
-            labels, owner = self._pseudo_intents(emb, y, sizes)
+            labels, owner = pseudo_intents(emb, self._bounds, self._n_neg, p)
             lr = fit_quietly(new_lr(p.lr_c), emb, labels, weight)
             self._emb_w = np.ascontiguousarray(lr.coef_.T.astype(np.float32))
             self._emb_b = lr.intercept_.astype(np.float32)
@@ -226,33 +229,6 @@ class DomainClassifier:
             self._centroids = np.ascontiguousarray(cent[keep].T)
             self._centroid_domain = owner[keep]
         return self
-
-    def _pseudo_intents(
-        self, emb: np.ndarray, y: np.ndarray, sizes: list[int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """k-means inside each domain: labels per text and the domain of each cluster."""
-        p = self.params
-        labels = np.zeros(len(y), dtype=np.int64)
-        owner: list[int] = []
-        for d, n in enumerate(sizes):
-            lo, hi = self._bounds[d], self._bounds[d + 1]
-            k = max(1, min(p.max_clusters, round(n / p.examples_per_cluster)))
-            if k > 1:
-                km = KMeans(n_clusters=k, n_init=1, random_state=0).fit(emb[lo:hi])
-                labels[lo:hi] = km.labels_ + len(owner)
-            else:
-                labels[lo:hi] = len(owner)
-            owner += [d] * k
-        if self._n_neg:
-            lo, n = self._bounds[-1], self._n_neg
-            k = max(1, round(n / p.negatives_per_cluster))
-            if k > 1:
-                km = KMeans(n_clusters=k, n_init=1, random_state=0).fit(emb[lo : lo + n])
-                labels[lo : lo + n] = km.labels_ + len(owner)
-            else:
-                labels[lo : lo + n] = len(owner)
-            owner += [len(sizes)] * k
-        return labels, np.asarray(owner)
 
     # -- prediction ---------------------------------------------------------------------
     def tfidf_probabilities(self, text: str) -> np.ndarray | None:

@@ -5,13 +5,14 @@ Per request, in order:
 1. **Cache**: an LRU per classifier of recent decisions, keyed by the normalised
    routing text (lower case, whitespace collapsed: the classifier's own tokenisers
    ignore both, so a hit is exactly what classifying would give).
-2. **Cheap stage, inline**: a classifier that offers ``cheap(text)`` (the TF-IDF stage
-   of ``DomainClassifier``) decides alone when it is confident. It runs on the loop only
-   for texts up to ``inline_chars`` long, where it costs well under a millisecond.
+2. **Quick stages, inline**: a classifier that offers ``quick(text)`` (staged.py: the
+   TF-IDF stage, then the static-embedding stage) decides alone when one of them is
+   confident, and says which (``cheap`` or ``static``). It runs on the loop only for
+   texts up to ``inline_chars`` long, where it costs a few tenths of a millisecond.
 3. **Worker**: everything else goes to one worker thread through a bounded queue. The
    worker takes whatever is queued when it comes free (micro-batches, no waiting) and
-   runs the classifier's ``predict_staged`` (cheap stage for texts that skipped it,
-   then the embedding model for the uncertain rest, batched), ``predict_many`` or
+   runs the classifier's ``predict_staged`` (the quick stages for texts that skipped
+   them, then the embedding model for the uncertain rest, batched), ``predict_many`` or
    ``predict``. The encoder releases the GIL while it computes, so the loop keeps
    serving. A full queue answers 503 (``overloaded``) at once instead of letting
    latency grow without bound.
@@ -35,7 +36,7 @@ from .errors import RouterError
 
 log = logging.getLogger("slmfleet.router")
 
-#: Texts up to this long get the cheap stage on the event loop (bounded cost).
+#: Texts up to this long get the quick stages on the event loop (bounded cost).
 INLINE_CHARS = 400
 CACHE_SIZE = 4096
 MAX_QUEUE = 256
@@ -92,7 +93,8 @@ class ClassifierService:
 
     # -- the request path (event loop) --------------------------------------------------
     async def scores(self, policy: str, clf: Any, text: str) -> tuple[Mapping[str, float], str]:
-        """(scores per specialist id, the stage that decided: cache | cheap | full)."""
+        """(scores per specialist id, the stage that decided: cache | cheap | static |
+        full)."""
         key = normalise(text)
         cache = self._cache(clf)
         hit = cache.get(key)
@@ -100,15 +102,16 @@ class ClassifierService:
             cache.move_to_end(key)
             m.bound(m.CLASSIFIER_DECISIONS, policy, "cache").inc()
             return hit.scores, "cache"
-        cheap = getattr(clf, "cheap", None)
-        inline = cheap is not None and len(key) <= self.inline_chars
+        quick = getattr(clf, "quick", None)
+        inline = quick is not None and len(key) <= self.inline_chars
         if inline:
-            r = cheap(key)
-            if r is not None:
+            q = quick(key)
+            if q is not None:
+                r, stage = q
                 self._remember(cache, key, r)
-                m.bound(m.CLASSIFIER_DECISIONS, policy, "cheap").inc()
-                return r.scores, "cheap"
-        r, stage = await self._submit(clf, key, cheap_done=inline or cheap is None)
+                m.bound(m.CLASSIFIER_DECISIONS, policy, stage).inc()
+                return r.scores, stage
+        r, stage = await self._submit(clf, key, cheap_done=inline or quick is None)
         self._remember(cache, key, r)
         m.bound(m.CLASSIFIER_DECISIONS, policy, stage).inc()
         return r.scores, stage

@@ -73,7 +73,8 @@ class Decision:
     route: str = "-"
     route_source: str = "-"
     classifier_stage: str = "-"
-    """Which classifier stage decided: cache, cheap, full (or - when it did not run)."""
+    """Which classifier stage decided: cache, cheap, static, full (or - when it did not
+    run)."""
     tier: str = "-"
     target: str = "-"
     """What produced the answer: a specialist id, external:<model> or human:<queue>."""

@@ -197,7 +197,8 @@ SPEND_RESERVED = Gauge(
 CLASSIFIER_DECISIONS = Counter(
     "slmfleet_router_classifier_decisions_total",
     "Classifier decisions by the stage that made them: cache (recent identical text), "
-    "cheap (TF-IDF stage alone), full (the embedding model too).",
+    "cheap (TF-IDF stage alone), static (static-embedding stage), full (the embedding "
+    "model too).",
     ["policy", "stage"],
     registry=REGISTRY,
 )

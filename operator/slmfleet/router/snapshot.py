@@ -47,10 +47,9 @@ ClassifierFactory = Callable[..., Classifier]
 def default_classifier_factory(
     domains: Mapping[str, DomainConfig], negatives: tuple[str, ...] = ()
 ) -> Classifier:
-    from .classify import DomainClassifier  # the learned classifier (numpy/sklearn only)
-    from .staged import StagedClassifier
+    from .staged import StagedClassifier  # the learned classifier (numpy/sklearn only)
 
-    return StagedClassifier(DomainClassifier.fit(domains, negatives=negatives))
+    return StagedClassifier.fit(domains, negatives=negatives)
 
 
 @dataclass(frozen=True, slots=True)
