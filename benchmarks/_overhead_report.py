@@ -81,12 +81,12 @@ def summarize(raw: dict, rates_by: dict[str, list[int]], mix_rate: int) -> dict[
             counts = [r["classifier"] for r in reps if r.get("classifier")]
             if counts:
                 total = {k: sum(c.get(k, 0.0) for c in counts) for k in counts[0]}
-                decided = sum(v for k, v in total.items() if k in ("cache", "cheap", "full"))
+                stages = ("cache", "cheap", "static", "full")
+                decided = sum(v for k, v in total.items() if k in stages)
                 row["classifier_stages"] = total
                 if decided:
-                    row["cheap_fraction"] = total.get("cheap", 0.0) / decided
-                    row["full_fraction"] = total.get("full", 0.0) / decided
-                    row["cache_fraction"] = total.get("cache", 0.0) / decided
+                    for k in stages:
+                        row[f"{k}_fraction"] = total.get(k, 0.0) / decided
             su[s] = row
         if "direct" in su:
             for s, row in su.items():
@@ -205,7 +205,8 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
             st = r["classifier_stages"]
             out.append(
                 f"{label}: classifier decisions by stage over the whole run: cheap TF-IDF "
-                f"stage alone {r['cheap_fraction']:.1%}, embedding model "
+                f"stage alone {r['cheap_fraction']:.1%}, static embeddings "
+                f"{r.get('static_fraction', 0.0):.1%}, embedding model (MiniLM) "
                 f"{r['full_fraction']:.1%}, decision cache {r['cache_fraction']:.1%} "
                 f"({int(sum(v for k, v in st.items() if k != 'shed_503'))} decisions; "
                 f"{int(st.get('shed_503', 0))} requests refused with 503 by a full queue)"
@@ -254,14 +255,16 @@ def write_md(path: Path, result: dict[str, Any]) -> None:
         "is the bottleneck, and its routing is what a new user's policy costs. On the shared "
         "2-core machine other jobs take turns on the proxy's core, which shows as latency "
         "spikes in some repeats while requests per CPU-second stay steady.",
-        "- Routing on: requests the cheap TF-IDF stage cannot decide (too unsure, or "
-        "words the examples never used) go through the full classifier on the router's "
-        "worker thread: the MiniLM encoder, ~1.5-2 ms of CPU per short query on this "
-        "machine whatever the batch size (it is compute-bound), plus ~0.3 ms of heads; the "
-        "fraction is in the targets above and the per-decision cost and its trade-off "
-        "against the cut in `classifier_cost.md`. At 1,000 requests per CPU-second a "
-        "request may cost the router 1 ms in all, so with routing off already near that "
-        "figure the encoder could run on only a few percent of requests. When the offered "
+        "- Routing on: the cheap TF-IDF stage and then the static-embedding stage decide "
+        "on the event loop when they are confident (~55 and ~50 us a short request); the "
+        "rest go through the full classifier on the router's worker thread: the MiniLM "
+        "encoder, ~1.5-2 ms of CPU per short query on this machine whatever the batch size "
+        "(it is compute-bound), plus ~0.3 ms of heads. The fractions are in the targets "
+        "above; the per-decision costs, the quality of each path and the cut's trade-off "
+        "in `classifier_cost.md`. At 1,000 requests per CPU-second a request may cost the "
+        "router 1 ms in all; with routing off at ~0.75 ms, the encoder could run on only "
+        "~10% of requests, and at the quality of the full classifier the cheaper stages "
+        "cannot decide that many (about 55% at 50 examples a domain). When the offered "
         "rate exceeds what routing costs, the worker's bounded queue refuses the excess "
         "with 503 (counted) instead of letting latency grow.",
         "- Every request has a gRPC stream to itself while it runs (the default), which a "

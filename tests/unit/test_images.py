@@ -232,3 +232,16 @@ def test_the_pool_sidecar_runs_on_the_fetcher_image():
     roots = {m.split(".")[0] for m in extra}
     foreign = {r for r in roots if r not in sys.stdlib_module_names and r != "slmfleet"}
     assert not foreign, f"slmfleet.pool.sync imports {sorted(foreign)}"
+
+
+def test_router_image_carries_the_static_table_where_the_router_looks():
+    """The table distilled at build time lands in the directory the final stage copies
+    and names in SLMFLEET_STATIC_CACHE (else every Pod distils it again at start)."""
+    runs = [rest for op, rest in instructions("router") if op == "RUN"]
+    (step,) = [r for r in runs if "slmfleet.router.static_embed" in r]
+    built = step.split("slmfleet.router.static_embed", 1)[1].split()[0]
+    final = final_stage("router")
+    copies = [rest.split() for op, rest in final if op == "COPY" and "--from=build" in rest]
+    assert [built, built] in [c[-2:] for c in copies]
+    env = " ".join(rest for op, rest in final if op == "ENV")
+    assert f"SLMFLEET_STATIC_CACHE={built}" in env

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -104,6 +105,13 @@ def distil_table(enc: Any, *, dims: int = DIMS, batch: int = BATCH) -> np.ndarra
     return pca_reduce(out, dims).astype(np.float16)
 
 
+def table_key(enc: Any, dims: int) -> str:
+    """The cache key of ``enc``'s table (its file is ``<key>.npy``)."""
+    arrays = [enc._word, *(a for ly in enc._layers for a in vars(ly).values())]
+    recipe = f"{RECIPE}|{getattr(enc, 'backend', '')}|{getattr(enc, 'int8', '')}"
+    return cache_key(arrays, recipe, dims)
+
+
 _tables: dict[str, np.ndarray] = {}
 _tables_lock = threading.Lock()
 
@@ -111,9 +119,7 @@ _tables_lock = threading.Lock()
 def load_table(enc: Any, *, dims: int = DIMS, directory: Path | None = None) -> np.ndarray:
     """The distilled table for ``enc``: from this process, else from ``directory``
     (default :func:`cache_dir`), else distilled now and saved there when writable."""
-    arrays = [enc._word, *(a for ly in enc._layers for a in vars(ly).values())]
-    recipe = f"{RECIPE}|{getattr(enc, 'backend', '')}|{getattr(enc, 'int8', '')}"
-    key = cache_key(arrays, recipe, dims)
+    key = table_key(enc, dims)
     with _tables_lock:
         if key in _tables:
             return _tables[key]
@@ -232,3 +238,41 @@ class StaticEmbedder:
             if v is not None:
                 out[i] = v
         return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m slmfleet.router.static_embed [DIR]``: distil the packaged encoder's
+    table into DIR (default: :func:`cache_dir`) and print its path. The router image runs
+    it at build time and names the directory in ``SLMFLEET_STATIC_CACHE``, so a Pod
+    starts with the table instead of spending ~12 s of CPU on it."""
+    import argparse
+
+    from .embed import default_encoder
+
+    ap = argparse.ArgumentParser(prog="python -m slmfleet.router.static_embed")
+    ap.add_argument("directory", nargs="?", help="where to write the table")
+    ap.add_argument("--dims", type=int, default=DIMS)
+    args = ap.parse_args(argv)
+    d = Path(args.directory) if args.directory else cache_dir()
+    if d is None:
+        ap.error("no directory: name one, or set SLMFLEET_STATIC_CACHE or HOME")
+    try:  # before ~12 s of distilling: can the table be written there at all?
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        print(f"could not write the table into {d}: {e}", file=sys.stderr)
+        return 1
+    enc = default_encoder()
+    load_table(enc, dims=args.dims, directory=d)
+    path = d / f"{table_key(enc, args.dims)}.npy"
+    if not path.is_file():
+        print(f"could not write the table into {d}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
