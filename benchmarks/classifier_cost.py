@@ -243,7 +243,7 @@ def markdown(r: dict) -> str:
         f"{r['load_average_1m'][0]}-{r['load_average_1m'][1]} on 2 shared cores.",
         "",
         "The estimated router ceiling adds the router's own CPU per request with routing off "
-        + (f"({base:.3f} ms, from {r['base_source']}, measured under load)" if base else "(n/a)")
+        + (f"({base:.3f} ms, from {r['base_source']})" if base else "(n/a)")
         + ": an estimate, not a measurement of the router; `router_overhead.py` measures it.",
         "",
         "## Paths side by side",
