@@ -38,7 +38,7 @@ from .rollouts import Rollouts
 from .routing import Candidate, RouteDecision, match_rule
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .split_run import SplitRunner
-from .tiers import Emit, ExternalTier, HumanTier, Outcome, SpecialistTier, Tier, TierCall
+from .tiers import Emit, ExternalTier, HumanTier, Outcome, RequestRun, SpecialistTier, Tier
 from .tracebudget import effective_caps
 from .verdicts import (
     budget_rejection,
@@ -126,16 +126,13 @@ class Engine:
         if latency is not None:
             budget_deadline = started + latency / 1000
             deadline = budget_deadline if deadline is None else min(deadline, budget_deadline)
+        run = RequestRun(snap, policy, req, d, emit, deadline, started, degrade)
         if policy.routing.split.enabled and not policy.direct:  # multi-domain requests
             parts = await self.split.plan(snap, policy, req, route, degrade)
             if parts is not None:
-                return await self.split.answer(
-                    snap, policy, parts, req, d, emit, deadline, started, degrade
-                )
+                return await self.split.answer(run, parts)
         # The cascade, with a canary or shadow rollout of the routed specialist applied.
-        return await self.rollouts.cascade(
-            snap, policy, route, req, d, emit, deadline, started, degrade
-        )
+        return await self.rollouts.cascade(run, route)
 
     async def route_scores(
         self, policy: PolicyRuntime, text: str, candidates: Mapping[str, Candidate]
@@ -185,18 +182,11 @@ class Engine:
         m.bound(m.ROUTING_CONFIDENCE, policy.model_name).observe(route.confidence)
         return route, degrade
 
-    async def _cascade(
-        self,
-        snap: Snapshot,
-        policy: PolicyRuntime,
-        route: RouteDecision,
-        req: ParsedRequest,
-        d: Decision,
-        emit: Emit | None,
-        deadline: float | None,
-        started: float,
-        degrade: bool,
-    ) -> Outcome:
+    async def _cascade(self, run: RequestRun, route: RouteDecision) -> Outcome:
+        """The policy's tiers in order for ``run`` routed to ``route``: skip, call, judge
+        the answer, escalate; the first accepted answer (else the last one) is returned."""
+        snap, policy, req, d = run.snap, run.policy, run.req, run.d
+        deadline = run.deadline
         tiers = policy.tier_cfgs
         idx = start_index(tiers, policy.fallback, route.specialist is not None)
         if route.specialist is None:
@@ -215,7 +205,7 @@ class Engine:
                 out_of_time = True  # the request's time is up: no more escalation
                 self._escalate(d, policy, cfg.name, "timeout")
                 break
-            tier_degrade = degrade
+            tier_degrade = run.degrade
             sid = (
                 None
                 if (cfg.human or cfg.external)
@@ -238,10 +228,8 @@ class Engine:
                 self._escalate(d, policy, cfg.name, reason)
                 idx = nxt
                 continue
-            live = emit if (nxt is None or not tier.accept.checks_answer) else None
-            call = TierCall(
-                snap, policy, tier, route, req, d, live, deadline, started, spend=tier_spend
-            )
+            live = run.emit if (nxt is None or not tier.accept.checks_answer) else None
+            call = run.tier_call(tier, route, live, tier_spend)
             if sid is not None:
                 # Scaled to zero, or cost-capped and full: cascade now where the policy says.
                 reason = self.specialist_tier.overflow(call, has_next=nxt is not None)

@@ -42,11 +42,10 @@ from .acceptance import evaluate
 from .calibration import answer_confidence as calibrated_answer
 from .decision import Decision
 from .errors import RouterError, UpstreamError
-from .protocol import ParsedRequest
 from .rollout import ArmStats, RollbackVerdict, agreement, arm_outcome, picked, rollback_decision
 from .routing import RouteDecision
 from .snapshot import PolicyRuntime, Snapshot, TierRuntime, budgets_for
-from .tiers import Emit, Outcome, TierCall
+from .tiers import Outcome, RequestRun
 from .verdicts import note_ladder
 
 if TYPE_CHECKING:
@@ -153,28 +152,16 @@ class Rollouts:
         return st
 
     # -- the request --------------------------------------------------------------------
-    async def cascade(
-        self,
-        snap: Snapshot,
-        policy: PolicyRuntime,
-        route: RouteDecision,
-        req: ParsedRequest,
-        d: Decision,
-        emit: Emit | None,
-        deadline: float | None,
-        started: float,
-        degrade: bool,
-    ) -> Outcome:
+    async def cascade(self, run: RequestRun, route: RouteDecision) -> Outcome:
         """The engine's cascade, with the rollout of the routed specialist applied."""
         eng = self.engine
+        snap, policy, d = run.snap, run.policy, run.d
         ro = self.active(snap, policy, route) if policy.rollouts else None
         routed = self.routed_tier(policy) if ro is not None else None
         if ro is None or routed is None:
-            return await eng._cascade(snap, policy, route, req, d, emit, deadline, started, degrade)
+            return await eng._cascade(run, route)
         if ro.mode == "shadow":
-            return await self._shadowed(
-                snap, policy, ro, routed, route, req, d, emit, deadline, started, degrade
-            )
+            return await self._shadowed(run, ro, routed, route)
         st = self.state(policy, ro)
         salt = f"{policy.model_name}|{ro.specialist}|{ro.candidate}"
         if not st.rolled_back and picked(d.request_id, ro.percent, salt):
@@ -194,7 +181,7 @@ class Rollouts:
             "rolled_back": st.rolled_back,
         }
         try:
-            out = await eng._cascade(snap, policy, used, req, d, emit, deadline, started, degrade)
+            out = await eng._cascade(run, used)
         except (RouterError, UpstreamError):
             self._record(
                 policy, ro, st, arm, arm_outcome(d.escalations, routed.cfg.name, failed=True)
@@ -251,23 +238,13 @@ class Rollouts:
 
     # -- shadow ---------------------------------------------------------------------------
     async def _shadowed(
-        self,
-        snap: Snapshot,
-        policy: PolicyRuntime,
-        ro: RolloutConfig,
-        routed: TierRuntime,
-        route: RouteDecision,
-        req: ParsedRequest,
-        d: Decision,
-        emit: Emit | None,
-        deadline: float | None,
-        started: float,
-        degrade: bool,
+        self, run: RequestRun, ro: RolloutConfig, routed: TierRuntime, route: RouteDecision
     ) -> Outcome:
         eng = self.engine
+        policy, d = run.policy, run.d
         labels = (policy.model_name, ro.specialist, ro.candidate)
         salt = f"{policy.model_name}|{ro.specialist}|{ro.candidate}"
-        wanted = picked(d.request_id, ro.percent, salt) and not (degrade or d.budget_exceeded)
+        wanted = picked(d.request_id, ro.percent, salt) and not (run.degrade or d.budget_exceeded)
         mirrored = wanted and len(self.shadows) < MAX_SHADOWS
         if wanted and not mirrored:
             SHADOW_RESULTS.labels(*labels, "dropped").inc()
@@ -279,17 +256,15 @@ class Rollouts:
             "mirrored": mirrored,
         }
         if not mirrored:
-            return await eng._cascade(snap, policy, route, req, d, emit, deadline, started, degrade)
+            return await eng._cascade(run, route)
         loop = asyncio.get_running_loop()
         incumbent: asyncio.Future[tuple[Any, ...] | None] = loop.create_future()
-        task = loop.create_task(
-            self._shadow(snap, policy, ro, routed, route, req, d.request_id, incumbent)
-        )
+        task = loop.create_task(self._shadow(run, ro, routed, route, incumbent))
         self.shadows.add(task)
         task.add_done_callback(self.shadows.discard)
         t0 = self.clock()
         try:
-            out = await eng._cascade(snap, policy, route, req, d, emit, deadline, started, degrade)
+            out = await eng._cascade(run, route)
         except BaseException:
             if not incumbent.done():
                 incumbent.set_result(None)
@@ -300,29 +275,29 @@ class Rollouts:
 
     async def _shadow(
         self,
-        snap: Snapshot,
-        policy: PolicyRuntime,
+        run: RequestRun,
         ro: RolloutConfig,
         routed: TierRuntime,
         route: RouteDecision,
-        req: ParsedRequest,
-        request_id: str,
         incumbent: asyncio.Future[tuple[Any, ...] | None],
     ) -> None:
         """The candidate's answer to the same request, compared when both are in."""
         eng = self.engine
+        policy = run.policy
         labels = (policy.model_name, ro.specialist, ro.candidate)
-        c = Decision(f"{request_id}.shadow")
+        c = Decision(f"{run.d.request_id}.shadow")
         c.policy = c.metric_policy = policy.model_name
         cfg = routed.cfg.model_copy(
             update={"name": "shadow", "routed": False, "specialist": ro.candidate}
         )
         tier = TierRuntime(cfg, routed.accept)
         now = self.clock()
-        call = TierCall(
-            snap, policy, tier, replace(route, specialist=ro.candidate),
-            replace(req, stream=False), c, None, now + cfg.timeout_ms / 1000, now,
+        # Its own Decision, no client, its own timeout counted from now.
+        shadow = replace(
+            run, req=replace(run.req, stream=False), d=c, emit=None,
+            deadline=now + cfg.timeout_ms / 1000, started=now,
         )  # fmt: skip
+        call = shadow.tier_call(tier, replace(route, specialist=ro.candidate), None)
         answer, conf, error = None, None, None
         t0 = self.clock()
         try:
@@ -360,7 +335,7 @@ class Rollouts:
             orjson.dumps(
                 {
                     "event": "shadow",
-                    "request_id": request_id,
+                    "request_id": run.d.request_id,
                     "policy": policy.model_name,
                     "specialist": ro.specialist,
                     "candidate": ro.candidate,

@@ -22,7 +22,7 @@ from .protocol import ParsedRequest, chat_prompt
 from .routing import RouteDecision
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .splitting import Part, plan_split, segment
-from .tiers import Emit, Outcome
+from .tiers import Outcome, RequestRun
 from .verdicts import note_ladder
 
 if TYPE_CHECKING:
@@ -80,19 +80,11 @@ class SplitRunner:
         )
         return plan_split(text, segments, routes, min_part_confidence(policy))
 
-    async def answer(
-        self,
-        snap: Snapshot,
-        policy: PolicyRuntime,
-        parts: list[Part],
-        req: ParsedRequest,
-        d: Decision,
-        emit: Emit | None,
-        deadline: float | None,
-        started: float,
-        degrade: bool,
-    ) -> Outcome:
+    async def answer(self, run: RequestRun, parts: list[Part]) -> Outcome:
+        """Each part through the cascade as a request of its own (concurrently, a child
+        Decision each, nothing streamed), folded into one answer in the parts' order."""
         eng = self.engine
+        snap, policy, d, emit = run.snap, run.policy, run.d, run.emit
         children = []
         for i in range(len(parts)):
             c = Decision(f"{d.request_id}.{i + 1}")
@@ -107,13 +99,14 @@ class SplitRunner:
                 p.route.source,
                 p.route.confidence,
             )
-            sub = part_request(req, p.segment.text)
-            part_degrade = degrade or verdict.degrade
-            runs.append(
-                eng.rollouts.cascade(
-                    snap, policy, p.route, sub, c, None, deadline, started, part_degrade
-                )
+            part = replace(
+                run,
+                req=part_request(run.req, p.segment.text),
+                d=c,
+                emit=None,
+                degrade=run.degrade or verdict.degrade,
             )
+            runs.append(eng.rollouts.cascade(part, p.route))
         tasks = [asyncio.ensure_future(r) for r in runs]
         try:
             outs: list[Outcome] = await asyncio.gather(*tasks)

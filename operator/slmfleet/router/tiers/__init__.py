@@ -1,7 +1,7 @@
 """Cascade tier adapters (specialist, external endpoint, human review) over one
 streaming loop; the engine sequences them."""
 
-from .base import Answer, Emit, Outcome, Tier, TierCall
+from .base import Answer, Emit, Outcome, RequestRun, Tier, TierCall
 from .external import ExternalTier
 from .human import HumanTier
 from .specialist import SpecialistTier
@@ -12,6 +12,7 @@ __all__ = [
     "ExternalTier",
     "HumanTier",
     "Outcome",
+    "RequestRun",
     "SpecialistTier",
     "Tier",
     "TierCall",

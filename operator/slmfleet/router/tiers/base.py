@@ -39,6 +39,39 @@ class Answer:
     """The model's own confidence in its answer, when it reports one."""
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRun:
+    """One request on its way through the cascade: what every step needs besides the
+    route (the engine's, the rollout's, a split part's). A split part is the same run
+    with its own request text and Decision (``dataclasses.replace``)."""
+
+    snap: Snapshot
+    policy: PolicyRuntime
+    req: ParsedRequest
+    d: Decision
+    emit: Emit | None = None
+    """Where answer text streams to the client live (None: not streamed)."""
+    deadline: float | None = None
+    """The request's deadline (engine clock), from maxLatencyMs and the caller."""
+    started: float = 0.0
+    """When the request started (engine clock): per-request budgets count from here."""
+    degrade: bool = False
+    """The budgets' degrade step is in force (no costly escalation, cheapest route)."""
+
+    def tier_call(
+        self,
+        tier: TierRuntime,
+        route: RouteDecision,
+        emit: Emit | None,
+        spend: SpendVerdict = NO_STEP,
+    ) -> TierCall:
+        """``tier``'s turn at this request (``emit``: set when its answer goes live)."""
+        return TierCall(
+            self.snap, self.policy, tier, route, self.req, self.d, emit, self.deadline,
+            self.started, spend=spend,
+        )  # fmt: skip
+
+
 @dataclass(slots=True)
 class TierCall:
     """One tier's turn at one request, as the engine hands it over."""
