@@ -78,13 +78,18 @@ def build_request(
             bytes_tensor(orjson.dumps(dict(sampling))),
         ]
     )
-    # A flag-only final response tells us the request is complete without waiting for
-    # the stream to close.
+    if counts:
+        request_token_counts(req)
+    return finish_request(req, timeout_s)
+
+
+def finish_request(req: Any, timeout_s: float | None) -> Any:
+    """The request parameters every codec sends: a flag-only final response (so the
+    end of a request is known without waiting for the stream) and Triton's ``timeout``
+    (microseconds) from the time the request has left."""
     req.parameters["triton_enable_empty_final_response"].bool_param = True
     if timeout_s is not None:
         req.parameters["timeout"].int64_param = max(MIN_TIMEOUT_US, int(timeout_s * 1e6))
-    if counts:
-        request_token_counts(req)
     return req
 
 

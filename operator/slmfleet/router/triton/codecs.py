@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from tritonclient.grpc import service_pb2
 
 from ..errors import bad_request
-from .codec import MIN_TIMEOUT_US, Piece, build_request, parse_response
+from .codec import Piece, build_request, finish_request, parse_response
 from .logprobs import request_logprobs
 from .tensors import add_input
 
@@ -71,16 +71,6 @@ class Codec(Protocol):
     def parse(self, resp: Any) -> tuple[Piece | None, bool]:
         """One ``ModelInferResponse``: (its piece, or None when flag-only; final?)."""
         ...
-
-
-def finish_request(req: Any, timeout_s: float | None) -> Any:
-    """The request parameters every codec sends: a flag-only final response (so the
-    end of a request is known without waiting for the stream) and Triton's ``timeout``
-    (microseconds) from the time the request has left."""
-    req.parameters["triton_enable_empty_final_response"].bool_param = True
-    if timeout_s is not None:
-        req.parameters["timeout"].int64_param = max(MIN_TIMEOUT_US, int(timeout_s * 1e6))
-    return req
 
 
 class NoMetadata:
