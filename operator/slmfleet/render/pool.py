@@ -25,17 +25,20 @@ from .network import TritonPeers, build_network_policy
 from .specialist import (
     DEFAULT_FETCHER_IMAGE,
     DEFAULT_IMAGES,
-    GPU_RESOURCE,
     Owner,
     artifact_subdir,
-    gpu_tolerations,
-    pod_security_context,
     pvc_claim,
-    security_context,
-    triton_container,
-    triton_service_ports,
 )
 from .triton import model_repository_files
+from .triton_pod import (
+    GPU_RESOURCE,
+    gpu_tolerations,
+    pod_security_context,
+    security_context,
+    triton_container,
+    triton_deployment,
+    triton_service_ports,
+)
 
 STORE = "/store"
 CONFIG_DIR = "/etc/slmfleet/pool"
@@ -221,30 +224,14 @@ def build_pool_deployment(
         pod["nodeSelector"] = dict(spec.node_selector)
     if tolerations:
         pod["tolerations"] = tolerations
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, pool_child_name(owner.name)),
-        "spec": {
-            "replicas": spec.replicas,
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
-            "template": {
-                "metadata": {
-                    "labels": pool_labels(owner.name),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(L.METRICS_PORT),
-                    },
-                },
-                "spec": pod,
-            },
-        },
-    }
+    return triton_deployment(
+        _metadata(owner, pool_child_name(owner.name)),
+        replicas=spec.replicas,
+        selector=selector,
+        labels=pool_labels(owner.name),
+        annotations={},
+        pod=pod,
+    )
 
 
 def build_pool_service(owner: Owner) -> dict[str, Any]:

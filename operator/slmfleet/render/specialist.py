@@ -19,6 +19,15 @@ from .hashing import content_hash
 from .lora import Adapter
 from .network import TritonPeers, build_network_policy
 from .triton import VERSION_FILES, model_repository_files
+from .triton_pod import (
+    GPU_RESOURCE,
+    gpu_tolerations,
+    pod_security_context,
+    security_context,
+    triton_container,
+    triton_deployment,
+    triton_service_ports,
+)
 
 TRITON_VERSION = "25.10"
 DEFAULT_IMAGES = {
@@ -28,8 +37,6 @@ DEFAULT_IMAGES = {
     "onnxruntime": f"nvcr.io/nvidia/tritonserver:{TRITON_VERSION}-py3",
 }
 DEFAULT_FETCHER_IMAGE = "ghcr.io/slmfleet/fetcher:0.1.0"
-GPU_RESOURCE = "nvidia.com/gpu"
-UID = 1000
 
 
 @dataclass(frozen=True)
@@ -68,25 +75,6 @@ def build_model_configmap(
         "kind": "ConfigMap",
         "metadata": _metadata(owner, L.model_config_name(owner.name)),
         "data": files,
-    }
-
-
-def security_context() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": 5,
     }
 
 
@@ -161,62 +149,6 @@ def _triton(owner: Owner, spec: SLMSpecialistSpec, files: dict[str, str]) -> dic
         {"requests": requests, "limits": limits},
         mounts,
     )
-
-
-def pod_security_context() -> dict[str, Any]:
-    """The Pod-level security context of every Triton Pod (specialist or pool)."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "fsGroup": UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def gpu_tolerations(tolerations: Sequence[Any], gpu: int | None) -> list[dict[str, Any]]:
-    """The user's tolerations, plus the GPU taint's when GPUs are requested."""
-    out = [t.wire() for t in tolerations]
-    if gpu and not any(t["key"] == GPU_RESOURCE for t in out):
-        out.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    return out
-
-
-def triton_container(
-    image: str, server_args: list[str], resources: dict[str, Any], mounts: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The ``tritonserver`` container every specialist and pool runs: ``server_args``
-    (repository, model control, exit policy) before the ports, metrics and probes they
-    share, with the restricted security context."""
-    return {
-        "name": "triton",
-        "image": image,
-        "command": ["tritonserver"],
-        "args": [
-            *server_args,
-            f"--http-port={L.HTTP_PORT}",
-            f"--grpc-port={L.GRPC_PORT}",
-            f"--metrics-port={L.METRICS_PORT}",
-            "--allow-metrics=true",
-        ],
-        "env": [
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "HF_HOME", "value": "/tmp/hf"},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},
-        ],
-        "ports": [
-            {"name": "http", "containerPort": L.HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": L.GRPC_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"},
-        ],
-        "resources": resources,
-        # Large models load slowly: the startup probe holds liveness off for 20 minutes.
-        "startupProbe": probe("/v2/health/live", 10, 120),
-        "livenessProbe": probe("/v2/health/live", 10, 3),
-        "readinessProbe": probe("/v2/health/ready", 5, 3),
-        "securityContext": security_context(),
-        "volumeMounts": mounts,
-    }
 
 
 def replica_count(spec: SLMSpecialistSpec) -> int:
@@ -301,47 +233,14 @@ def build_deployment(
         pod_spec["nodeSelector"] = dict(serving.node_selector)
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, L.child_name(owner.name)),
-        "spec": {
-            "replicas": replica_count(spec),
-            "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector},
-            # Never below the ready count during a rollout: one extra replica surges.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
-            "template": {
-                "metadata": {
-                    "labels": L.common_labels(owner.name),
-                    "annotations": {
-                        L.CONFIG_HASH_ANNOTATION: content_hash(files),
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(L.METRICS_PORT),
-                    },
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
-
-
-def triton_service_ports() -> list[dict[str, Any]]:
-    """The ports of a Triton server's Service (a specialist's or a pool's)."""
-    return [
-        {"name": "http", "port": L.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-        {
-            "name": "grpc",
-            "port": L.GRPC_PORT,
-            "targetPort": "grpc",
-            "protocol": "TCP",
-            "appProtocol": "grpc",
-        },
-        {"name": "metrics", "port": L.METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
-    ]
+    return triton_deployment(
+        _metadata(owner, L.child_name(owner.name)),
+        replicas=replica_count(spec),
+        selector=selector,
+        labels=L.common_labels(owner.name),
+        annotations={L.CONFIG_HASH_ANNOTATION: content_hash(files)},
+        pod=pod_spec,
+    )
 
 
 def build_service(owner: Owner, spec: SLMSpecialistSpec) -> dict[str, Any]:
