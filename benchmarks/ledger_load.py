@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from slmfleet.api.budget import SpendWindow  # noqa: E402
 from slmfleet.budget.amounts import Amount  # noqa: E402
-from slmfleet.budget.ledger import BudgetLimits, InProcessLedger  # noqa: E402
+from slmfleet.budget.inprocess import InProcessLedger  # noqa: E402
+from slmfleet.budget.ledger import BudgetLimits  # noqa: E402
 from slmfleet.budget.redis_ledger import RedisLedger, RedisSettings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

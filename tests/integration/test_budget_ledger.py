@@ -19,7 +19,8 @@ import pytest
 
 from slmfleet.api.budget import LadderStep, SpendWindow
 from slmfleet.budget.amounts import Amount
-from slmfleet.budget.ledger import BudgetLimits, InProcessLedger
+from slmfleet.budget.inprocess import InProcessLedger
+from slmfleet.budget.ledger import BudgetLimits
 from slmfleet.budget.redis_ledger import RedisLedger, RedisSettings
 from slmfleet.local.cluster import free_port
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slmfleet.budget.fromenv import ledger_from_env, settings_from_env
-from slmfleet.budget.ledger import InProcessLedger
+from slmfleet.budget.inprocess import InProcessLedger
 from slmfleet.budget.redis_ledger import RedisLedger
 
 

@@ -8,12 +8,12 @@ in-process ledger), ``redis_ledger`` (atomic Lua scripts on Redis/Valkey, fail m
 the Triton vLLM backend's ``num_output_tokens`` tensors). See docs/budgets.md.
 """
 
+from .inprocess import InProcessLedger
 from .ladder import LadderDecision, decide
 from .ledger import (
     Admission,
     Amount,
     BudgetLimits,
-    InProcessLedger,
     Ledger,
     Reservation,
     Settlement,

@@ -16,7 +16,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .ledger import InProcessLedger, Ledger
+from .inprocess import InProcessLedger
+from .ledger import Ledger
 from .redis_ledger import RedisLedger, RedisSettings
 
 PREFIX = "SLMFLEET_LEDGER_"

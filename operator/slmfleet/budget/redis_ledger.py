@@ -35,11 +35,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .amounts import Amount
+from .inprocess import InProcessLedger
 from .ledger import (
     RETRY_SOON_S,
     Admission,
     BudgetLimits,
-    InProcessLedger,
     LedgerRead,
     Reservation,
     Settlement,
@@ -50,6 +50,7 @@ from .ledger import (
     new_id,
     overrun,
     refusal,
+    unique,
     window_calls,
 )
 from .redis_wire import LedgerUnavailable, RedisSettings, ReplyReader, load_script
@@ -218,7 +219,7 @@ class RedisLedger:
         r.done()
         self._known.update({k: WindowState(s.spent, s.reserved) for k, s in states.items()})
         if admitted:
-            return Admission(True, Reservation(rid, _unique(budgets), amount), states=states)
+            return Admission(True, Reservation(rid, unique(budgets), amount), states=states)
         refused = [i for i, c in enumerate(calls) if _full(c, states[c.key], amount)]
         if not refused:
             raise LedgerUnavailable("reserve refused with no full window")
@@ -397,10 +398,6 @@ class RedisLedger:
             except (TimeoutError, asyncio.CancelledError):
                 self._flusher.cancel()
         await self.redis.aclose()
-
-
-def _unique(budgets: Sequence[BudgetLimits]) -> tuple[BudgetLimits, ...]:
-    return tuple({b.id: b for b in budgets}.values())
 
 
 def _full(c: WindowCall, st: WindowState, amount: Amount) -> bool:

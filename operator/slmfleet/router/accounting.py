@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 from ..api.routerconfig import BudgetConfig
 from ..budget.amounts import Amount
+from ..budget.inprocess import InProcessLedger
 from ..budget.ladder import fraction, percent_of
 from ..budget.ledger import (
     Admission,
     BudgetLimits,
-    InProcessLedger,
     Ledger,
     Reservation,
     WindowKey,
