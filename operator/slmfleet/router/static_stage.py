@@ -18,7 +18,7 @@ distilled token vectors, ~30 us a short request instead of ~1.6 ms):
   out-of-domain request from being routed by a confident linear model alone.
 
 Otherwise the full classifier decides. Every hyperparameter was chosen on CLINC150
-train splits (benchmarks/_static_quality.py); see ``ClassifierParams``.
+train splits (benchmarks/static_stage_tuning.py); see ``ClassifierParams``.
 """
 
 from __future__ import annotations
