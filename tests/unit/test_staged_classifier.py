@@ -121,17 +121,21 @@ def test_without_the_minilm_encoder_there_is_no_static_stage():
     assert [staged.quick(normalise(t)) for t in BANKING] == [None] * len(BANKING)
 
 
+#: The cheap stage off and the static stage's cut, familiarity and agreement guards open:
+#: only its similarity guard (set per test) stands between a request and a decision.
+STATIC_ONLY = replace(
+    ClassifierParams(),
+    cheap_cut=1.01,
+    static_cut=0.0,
+    static_familiarity=0.0,
+    static_agreement=False,
+)
+
+
 @pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedding model")
 def test_the_static_stage_decides_between_cheap_and_full():
     # Cheap stage off, static guards open: every in-domain request is decided statically.
-    params = replace(
-        ClassifierParams(),
-        cheap_cut=1.01,
-        static_cut=0.0,
-        static_similarity=0.0,
-        static_familiarity=0.0,
-        static_agreement=False,
-    )
+    params = replace(STATIC_ONLY, static_similarity=0.0)
     staged = StagedClassifier.fit(FLEET, params=params)
     assert staged.static is not None
     for text in BANKING:
@@ -148,18 +152,11 @@ def test_the_static_stage_decides_between_cheap_and_full():
 
 @pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedding model")
 def test_the_static_similarity_guard_refuses_what_is_far_from_every_example():
-    params = replace(
-        ClassifierParams(),
-        cheap_cut=1.01,
-        static_cut=0.0,
-        static_familiarity=0.0,
-        static_agreement=False,
-    )
-    staged = StagedClassifier.fit(FLEET, params=replace(params, static_similarity=0.5))
+    staged = StagedClassifier.fit(FLEET, params=replace(STATIC_ONLY, static_similarity=0.5))
     assert staged.static is not None and staged.static.sim_floor > 0
     assert all(staged.quick(normalise(t)) is None for t in OUT_OF_DOMAIN)
     # The same requests pass when the guard is off (the LR alone is always "sure").
-    open_ = StagedClassifier.fit(FLEET, params=replace(params, static_similarity=0.0))
+    open_ = StagedClassifier.fit(FLEET, params=replace(STATIC_ONLY, static_similarity=0.0))
     assert all(open_.quick(normalise(t))[1] == "static" for t in OUT_OF_DOMAIN)
 
 
