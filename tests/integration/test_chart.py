@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,9 +29,13 @@ import pytest
 import yaml
 
 from slmfleet.api.fragments import FRAGMENT_LABEL
+from slmfleet.api.pool import SLMPoolSpec
 from slmfleet.api.routerconfig import RouterConfig
+from slmfleet.api.specialist import SLMSpecialistSpec
 from slmfleet.local.cluster import free_port
 from slmfleet.local.operator import OperatorProcess
+from slmfleet.render.pool import PoolMember, build_pool_children
+from slmfleet.render.specialist import Owner, build_children
 from tests.fixtures.chart import can_i, helm, review, sa_kubeconfig
 from tests.fixtures.cluster import specialist_manifest as specialist
 from tests.fixtures.cluster import wait_for
@@ -123,6 +128,60 @@ def test_templates_accepted_by_the_api_server(cluster, kube, namespace):
     assert not {"NetworkPolicy", "HorizontalPodAutoscaler", "ServiceMonitor"} & defaults
     assert "CustomResourceDefinition" not in defaults
     assert "PodDisruptionBudget" in defaults
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn) on labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        inside = labels.get(e["key"]) in e["values"]
+        if inside != (e["operator"] == "In"):
+            return False
+    return True
+
+
+def test_triton_pod_monitor_selects_the_operators_triton_pods(cluster):
+    """The chart's Triton PodMonitor scrapes the Pods the operator renders: specialists'
+    and pools' (not the router's), by the name of the port their container serves
+    metrics on, in the watched namespaces."""
+    api = ["--api-versions", "monitoring.coreos.com/v1/PodMonitor"]
+    on = ["--set", "monitoring.tritonPodMonitor.enabled=true"]
+    assert "PodMonitor" not in kinds(render(cluster, *api))  # off by default
+    assert "PodMonitor" not in kinds(render(cluster, *on))  # no Prometheus Operator
+    docs = render(cluster, *on, *api)
+    (mon,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert mon["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = mon["spec"]["podMetricsEndpoints"]
+
+    specialist_spec = SLMSpecialistSpec.model_validate(
+        {"model": {"uri": "hf://org/m", "backend": "python"}}
+    )
+    pool_spec = SLMPoolSpec.model_validate({"resources": {"memory": "4Gi"}})
+    member = SLMSpecialistSpec.model_validate(
+        {"model": {"uri": "hf://org/a", "backend": "python"}, "serving": {"pool": "p"}}
+    )
+    rendered = [
+        *build_children(Owner("m", "tenant", "u1"), specialist_spec),
+        *build_pool_children(Owner("p", "tenant", "u2", kind="SLMPool"), pool_spec,
+                             [PoolMember("a", member)]),
+    ]  # fmt: skip
+    deployments = [d for d in rendered if d["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for dep in deployments:
+        template = dep["spec"]["template"]
+        assert selects(mon["spec"]["selector"], template["metadata"]["labels"]), dep["metadata"]
+        ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"]
+                 for p in c.get("ports", [])}  # fmt: skip
+        assert ports[endpoint["port"]] == 8002
+    router = next(
+        d for d in docs if d["kind"] == "Deployment" and "router" in d["metadata"]["name"]
+    )
+    assert not selects(mon["spec"]["selector"], router["spec"]["template"]["metadata"]["labels"])
+
+    scoped = render(cluster, *on, *api, "--set", "operator.watchNamespaces={team-a,team-b}")
+    (mon,) = [d for d in scoped if d["kind"] == "PodMonitor"]
+    assert mon["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
 
 
 # -- installed -------------------------------------------------------------------------
@@ -222,10 +281,11 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("list", "namespaces", ""),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
         ("delete", "slmspecialists.slmfleet.io", namespace),
+        ("patch", "slmspecialists.slmfleet.io", namespace),  # only /status and /scale
+        ("patch", "slmpools.slmfleet.io", namespace),
         ("create", "slmspecialists.slmfleet.io", namespace),
         ("patch", "routerpolicies.slmfleet.io", namespace),
         ("watch", "endpointslices.discovery.k8s.io", namespace),
-        ("update", "slmspecialists.slmfleet.io/scale", namespace),
     ]:
         scope = ["-n", where] if where else []
         assert not can_i(kube, operator_sa, verb, what, *scope), f"operator may {verb} {what}"
@@ -237,8 +297,7 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("patch", f"roles.rbac.authorization.k8s.io/{secrets_role}", namespace),
         ("patch", f"rolebindings.rbac.authorization.k8s.io/{secrets_role}", namespace),
         ("delete", "configmaps", ns),  # stale fragments, in the release namespace only
-        # The built-in autoscaler: the replica count, where to scrape, its Events.
-        ("patch", "slmspecialists.slmfleet.io/scale", namespace),
+        # The built-in autoscaler: where to scrape, its Events (the count: below).
         ("list", "endpointslices.discovery.k8s.io", namespace),
         ("create", "events", namespace),
         # Modes hpa and keda: their object, and deleting the one a mode no longer uses.
@@ -246,6 +305,12 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         ("delete", "horizontalpodautoscalers.autoscaling", namespace),
     ]:
         assert can_i(kube, operator_sa, verb, what, "-n", where), f"operator may not {verb} {what}"
+    # Subresources (`kind/x` would name an object x): the replica count and the status
+    # are patched through theirs, never the objects themselves.
+    sub = ("slmspecialists.slmfleet.io", "-n", namespace, "--subresource")
+    assert can_i(kube, operator_sa, "patch", *sub, "scale")
+    assert can_i(kube, operator_sa, "patch", *sub, "status")
+    assert not can_i(kube, operator_sa, "update", *sub, "scale")
     for verb in ("create", "patch", "delete"):  # mode keda, whether KEDA is installed or not
         assert review(kube, operator_sa, verb, "keda.sh", "scaledobjects", namespace), verb
     assert not review(kube, operator_sa, "delete", "keda.sh", "scaledjobs", namespace)
@@ -287,6 +352,12 @@ def test_install_rbac_upgrade_uninstall(cluster, kube, namespace, release, tmp_p
         assert config.specialist(f"{namespace}/refunds").endpoint == (
             f"slm-refunds.{namespace}.svc:8001"
         )
+        # NOTES.txt's command shows that configuration, fragment by fragment.
+        notes = helm(cluster, "get", "notes", name, "-n", ns).stdout
+        (line,) = [ln for ln in notes.splitlines() if "kubectl" in ln and "router-config=" in ln]
+        shown = kube(*shlex.split(line.strip())[1:])
+        assert f"specialist/{namespace}/refunds" in shown, shown
+        assert f'"endpoint":"slm-refunds.{namespace}.svc:8001"' in shown.replace(" ", ""), shown
         if not shared_operator:  # nobody else could have created these children
             for kind in ("configmap/slm-refunds-model", "deployment/slm-refunds",
                          "service/slm-refunds", "poddisruptionbudget/slm-refunds",

@@ -53,4 +53,4 @@ def test_argocd_health_configmap_is_a_valid_configmap(kube, namespace):
     cm["metadata"]["namespace"] = namespace  # the real one lives in the argocd namespace
     kube.apply(cm, namespace)
     stored = kube.get("configmap", "argocd-cm", namespace)
-    assert len(stored["data"]) == 3
+    assert len(stored["data"]) == 4  # SLMSpecialist, RouterPolicy, Budget, SLMPool

@@ -180,6 +180,19 @@ def test_policy_budget_and_router_config(kube, operator, namespace):
     assert "ghost" in condition(kube.get("rp", "support", ns))["message"]
     assert condition(kube.get("rp", "support", ns), "Stalled")["status"] == "True"
 
+    # ...with one Warning Event naming the policy, posted on the transition only.
+    def stalled_events() -> list[dict]:
+        about = ("RouterPolicy", "support", "Warning", "TargetsNotFound")
+        return [e for e in kube.items("events", ns)
+                if (e["involvedObject"].get("kind"), e["involvedObject"]["name"], e["type"],
+                    e["reason"]) == about]  # fmt: skip
+
+    (event,) = wait_for(stalled_events, 15, "a Warning Event about the policy")
+    assert "ghost" in event["message"]
+    kube("annotate", "rp", "support", "-n", ns, "touched=1")  # a render, the same problem
+    time.sleep(3)
+    assert len(stalled_events()) == 1, stalled_events()
+
 
 def test_apply_failure_is_reported_as_event_and_condition(kube, operator, namespace, cluster):
     """An admission policy refuses our Deployment: Stalled, with a Warning event."""

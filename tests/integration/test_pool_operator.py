@@ -8,6 +8,7 @@ change, and the immutability of ``serving.pool``."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -70,6 +71,15 @@ def test_pool_children_fit_and_refusals(kube, operator, namespace):
         "spec.serving.resources.memory: 1Gi does not fit in pool shared: 2.5Gi of 3Gi already"
     )
     assert cond(kube.get("slm", "late", ns), "Stalled")["status"] == "True"
+
+    # A refusal is also a Warning Event about the member, once (the loop ticks every 2 s).
+    def warnings(name: str) -> list[dict]:
+        return [(e["reason"], e["message"]) for e in kube.items("events", ns)
+                if e["involvedObject"]["name"] == name and e["type"] == "Warning"]  # fmt: skip
+
+    wait_for(lambda: warnings("huge"), 15, "a Warning Event about huge")
+    time.sleep(5)
+    assert warnings("huge") == [("PoolMemberRefused", huge["message"])]
     lost = wait_for(lambda: cond(kube.get("slm", "lost", ns)) or None, 60, "lost's status")
     assert lost["reason"] == "PoolNotFound"
     assert lost["message"] == f"spec.serving.pool: no SLMPool named 'nowhere' in namespace {ns}"

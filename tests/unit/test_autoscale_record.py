@@ -87,3 +87,13 @@ def test_event_body_names_the_specialist():
     assert event["metadata"] == {"generateName": "billing.", "namespace": "shop"}
     assert (event["type"], event["reason"]) == ("Normal", "InFlightAboveTarget")
     assert event["source"] == {"component": "slmfleet-autoscaler"}
+
+
+def test_event_body_about_another_kind():
+    body = {"metadata": {"name": "support", "namespace": "shop", "uid": "u-2"}}
+    event = event_body(body, "Warning", "TargetsNotFound", "ghost", "op-0",
+                       kind="RouterPolicy", component="slmfleet-operator")  # fmt: skip
+    assert event["involvedObject"]["kind"] == "RouterPolicy"
+    assert event["involvedObject"]["name"] == "support"
+    assert event["reportingComponent"] == "slmfleet-operator"
+    assert event["source"] == {"component": "slmfleet-operator"}

@@ -16,7 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 GITOPS = REPO / "examples" / "gitops"
-KINDS = ("SLMSpecialist", "RouterPolicy", "Budget")
+KINDS = ("SLMSpecialist", "RouterPolicy", "Budget", "SLMPool")
 
 
 def load(path: Path) -> dict:
@@ -144,6 +144,22 @@ CASES = [
                         condition("Stalled", "False")]),
         "Healthy",
         "scaled to zero replicas",
+    ),
+    (
+        "pool member not loaded: at rest",
+        obj(conditions=[condition("Ready", "False", "Unloaded", "not loaded in pool p"),
+                        condition("Reconciling", "False", "Unloaded"),
+                        condition("Stalled", "False")]),
+        "Healthy",
+        "not loaded in pool p",
+    ),
+    (
+        "pool member draining: not at rest",
+        obj(conditions=[condition("Ready", "False", "Unloaded", "unloading"),
+                        condition("Reconciling", "True", "Unloaded"),
+                        condition("Stalled", "False")]),
+        "Progressing",
+        "unloading",
     ),
     (
         "starting from zero",

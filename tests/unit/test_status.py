@@ -2,7 +2,13 @@
 
 import pytest
 
-from slmfleet.render.conditions import merge_conditions, ready_set, status_changed
+from slmfleet.render.conditions import (
+    condition,
+    merge_conditions,
+    ready_set,
+    stalled_news,
+    status_changed,
+)
 from slmfleet.render.specialist_status import deployment_progress, specialist_status
 
 ROLLOUT = "RolloutInProgress"
@@ -167,3 +173,27 @@ def test_conditions_of_other_writers_survive_a_write_and_do_not_count_as_a_chang
     # A writer's new type is appended, the others keep their place.
     extra = merge_conditions(merged, [{"type": "Exceeded", "status": "False", "reason": "Ok"}])
     assert [c["type"] for c in extra][-2:] == ["Scaling", "Exceeded"]
+
+
+STALLED_NEWS = [
+    # (previous conditions, desired conditions, the Warning Event's (reason, message))
+    (None, ready_set(False, "NoTargets", "none", 1, stalled=True), ("NoTargets", "none")),
+    (ready_set(True, "Ready", "", 1), ready_set(False, "NoTargets", "none", 2, stalled=True),
+     ("NoTargets", "none")),
+    # Still Stalled for the same reason (a loop's next tick, a new message): no news.
+    (ready_set(False, "NoTargets", "a", 1, stalled=True),
+     ready_set(False, "NoTargets", "b", 1, stalled=True), None),
+    # Stalled for another reason: news.
+    (ready_set(False, "NoTargets", "a", 1, stalled=True),
+     ready_set(False, "SecretNotFound", "llm", 1, stalled=True), ("SecretNotFound", "llm")),
+    # Not Stalled: recovering, progressing or at rest is no Warning.
+    (ready_set(False, "NoTargets", "a", 1, stalled=True), ready_set(True, "Ready", "", 1), None),
+    (None, ready_set(False, "Progressing", "", 1), None),
+    (None, ready_set(False, "Unloaded", "", 1, at_rest=True), None),
+    (None, [condition("Exceeded", True, "Limit")], None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("previous", "desired", "news"), STALLED_NEWS)
+def test_stalled_news_once_per_transition(previous, desired, news):
+    assert stalled_news(previous, desired) == news

@@ -189,8 +189,9 @@ class ReplicasSpec(KubeModel):
     }
 
     min: int = Field(default=1, ge=0, le=1000)
-    """Fewest replicas; the Deployment starts here. 0 lets the built-in autoscaler (or
-    KEDA) scale to zero when idle."""
+    """Fewest replicas. A new specialist starts at max(min, 1) (spec.replicas defaults
+    to 1): with 0 it starts with one replica, and the built-in autoscaler (or KEDA) scales
+    it to zero when idle."""
     max: int = Field(default=1, ge=1, le=1000)
     """Most replicas the autoscaler may run."""
 
@@ -204,7 +205,14 @@ class ServingSpec(KubeModel):
                     "a pool member shares its pool's GPUs: declare resources.gpuMemory, "
                     "not resources.gpu",
                     ".resources.gpu",
-                )
+                ),
+                cel(
+                    "!has(self.pool) || !has(self.autoscaling) || !has(self.autoscaling.mode)"
+                    " || self.autoscaling.mode in ['builtin', 'none']",
+                    "a pool member has no replicas of its own (its pool's are shared): "
+                    "autoscaling.mode hpa or keda would scale nothing; leave it builtin or none",
+                    ".autoscaling.mode",
+                ),
             ]
         }
     }

@@ -69,9 +69,16 @@ def scaling_condition(
 
 
 def event_body(
-    body: Mapping[str, Any], type_: str, reason: str, message: str, instance: str
+    body: Mapping[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    instance: str,
+    *,
+    kind: str = "SLMSpecialist",
+    component: str = MANAGER,
 ) -> dict[str, Any]:
-    """A core/v1 Event about a specialist (what ``kubectl describe slm/x`` lists)."""
+    """A core/v1 Event about one of our objects (what ``kubectl describe`` lists)."""
     meta = body["metadata"]
     stamp = now_rfc3339()
     return {
@@ -80,7 +87,7 @@ def event_body(
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {
             "apiVersion": API_VERSION,
-            "kind": "SLMSpecialist",
+            "kind": kind,
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta.get("uid"),
@@ -88,8 +95,8 @@ def event_body(
         "reason": reason,
         "message": message[:1024],
         "type": type_,
-        "source": {"component": MANAGER},
-        "reportingComponent": MANAGER,
+        "source": {"component": component},
+        "reportingComponent": component,
         "reportingInstance": instance,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,

@@ -29,6 +29,7 @@ from ..render.router_objects import (
     fragment_selector,
     secret_reader,
 )
+from .events import warn_stalled
 from .runtime import Key, Runtime, key_of, remember, runtime
 from .specialist import schedule_refresh
 from .supervisor import Beat
@@ -174,7 +175,8 @@ async def write_secret_grants(rt: Runtime, rendered: FleetRender) -> None:
 async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, Any]]) -> None:
     """Write the fields and conditions this loop owns. Each write applies only to the
     version it was merged into; when another writer (the Budget status loop, ...) got
-    there first, the object is read again and merged again, never overwritten."""
+    there first, the object is read again and merged again, never overwritten. A write
+    that turns an object Stalled posts a Warning Event about it."""
     table: dict[Key, dict[str, Any]] = getattr(rt.store, KIND_TABLE[kind])
     for ident, owned in statuses.items():
         namespace, _, name = ident.partition("/")
@@ -194,6 +196,8 @@ async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, A
                 table[(namespace, name)] = await rt.kube.patch_status(
                     kind, namespace, name, desired, resource_version=rv
                 )
+                await warn_stalled(rt.kube, kind, body, current.get("conditions"),
+                                   owned["conditions"])  # fmt: skip
                 break
             except ApiError as err:
                 if err.status == 404:

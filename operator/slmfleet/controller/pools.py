@@ -43,6 +43,7 @@ from ..render.pool_status import (
     pool_status,
 )
 from ..render.specialist import Owner
+from .events import warn_stalled
 from .runtime import Key, Runtime
 from .supervisor import Beat
 
@@ -205,11 +206,11 @@ class PoolController:
                               members=list(views.values()))  # fmt: skip
         current = body.get("status") or {}
         if status_changed(current, desired):
-            desired["conditions"] = merge_conditions(
-                current.get("conditions"), desired["conditions"]
-            )
+            owned = desired["conditions"]
+            desired["conditions"] = merge_conditions(current.get("conditions"), owned)
             try:
                 await rt.kube.patch_status("SLMPool", ns, name, desired)
+                await warn_stalled(rt.kube, "SLMPool", body, current.get("conditions"), owned)
             except ApiError as err:
                 if err.status != 404:
                     raise
@@ -262,13 +263,15 @@ class PoolController:
         current = body.get("status") or {}
         if not status_changed(current, desired):
             return
-        desired["conditions"] = merge_conditions(current.get("conditions"), desired["conditions"])
+        owned = desired["conditions"]
+        desired["conditions"] = merge_conditions(current.get("conditions"), owned)
         try:
             updated = await rt.kube.patch_status("SLMSpecialist", ns, name, desired)
         except ApiError as err:
             if err.status == 404:
                 return
             raise
+        await warn_stalled(rt.kube, "SLMSpecialist", body, current.get("conditions"), owned)
         state = rt.store.specialists.get((ns, name))
         if state is not None:
             state.body = updated

@@ -22,6 +22,7 @@ from ..render.specialist import Owner, build_children
 from ..render.specialist_status import specialist_status
 from .adapters import adapter_keys, adapter_status_of, adapters_for, base_of
 from .autoscaling import autoscaler_children, delete_unused, missing_kind
+from .events import warn_stalled
 from .pools import pooled
 from .runtime import Key, Runtime, key_of, newer, runtime
 from .supervisor import Beat
@@ -133,13 +134,17 @@ async def refresh_status(key: Key) -> None:
             ready["reason"],
             sorted(k for k in desired if current.get(k) != desired[k] and k != "conditions"),
         )
-        desired["conditions"] = merge_conditions(current.get("conditions"), desired["conditions"])
+        owned = desired["conditions"]
+        desired["conditions"] = merge_conditions(current.get("conditions"), owned)
         try:
             updated = await rt.kube.patch_status("SLMSpecialist", key[0], key[1], desired)
         except ApiError as err:
             if err.status == 404:  # deleted meanwhile
                 return
             raise
+        # reconcile() posts ReconcileFailed itself, at every failed attempt.
+        await warn_stalled(rt.kube, "SLMSpecialist", body, current.get("conditions"), owned,
+                           already_reported=("ReconcileFailed",))  # fmt: skip
         if key in rt.store.specialists:
             rt.store.specialists[key].body = updated
         rt.fleet_dirty.set()

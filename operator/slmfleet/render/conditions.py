@@ -93,3 +93,22 @@ def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> b
 
     keys = set(desired)
     return strip({k: current.get(k) for k in keys if k in current}) != strip(desired)
+
+
+def _find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or () if c.get("type") == type_), None)
+
+
+def stalled_news(
+    previous: Iterable[dict[str, Any]] | None, desired: Iterable[dict[str, Any]]
+) -> tuple[str, str] | None:
+    """(reason, message) when a status write turns ``Stalled`` True, or changes why it is
+    True; None otherwise. What deserves a Warning Event: once per transition, never once
+    per tick of a loop that keeps finding the same problem."""
+    new = _find(desired, "Stalled")
+    if new is None or new.get("status") != "True":
+        return None
+    old = _find(previous, "Stalled")
+    if old is not None and old.get("status") == "True" and old.get("reason") == new["reason"]:
+        return None
+    return str(new["reason"]), str(new.get("message") or "")
