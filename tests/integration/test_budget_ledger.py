@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import random
 import signal
@@ -398,6 +399,89 @@ def test_fail_open_still_enforces_what_the_replica_knows(start_redis):
     assert asyncio.run(spent(server.url, b))[0].usd == pytest.approx(0.9)
 
 
+def test_fail_open_keeps_its_count_through_failed_probes(start_redis, caplog):
+    """Redis down for many retry intervals: every failed probe keeps what this replica
+    counted, so it never admits past the cap, and it warns once per outage."""
+    server = start_redis()
+    b = reject_budget(1.0, "outage")
+    caplog.set_level(logging.DEBUG, logger="slmfleet.budget")
+
+    async def run() -> int:
+        led = ledger(server.url, timeout_s=0.2, retry_interval_s=0.2)
+        adm = await led.reserve([b], Amount(0.4), ttl_s=30)
+        await led.settle(adm.reservation, Amount(0.4))
+        await asyncio.to_thread(server.kill)
+        admitted = 0
+        deadline = time.monotonic() + 1.6  # 8 retry intervals, each with a failed probe
+        while time.monotonic() < deadline:
+            adm = await led.reserve([b], Amount(0.3), ttl_s=30)
+            assert not adm.ledger_available
+            if adm.admitted:
+                admitted += 1
+                await led.settle(adm.reservation, Amount(0.3))
+            await asyncio.sleep(0.05)
+        server.start()
+        deadline = time.monotonic() + 10
+        while led.pending or not led.available:
+            assert time.monotonic() < deadline, "never reconciled"
+            await asyncio.sleep(0.1)
+            await led.flush()
+        await led.close()
+        return admitted
+
+    admitted = asyncio.run(run())
+    assert admitted == 2  # 0.4 + 2 x 0.3 = 1.0: the cap, not past it
+    assert "still unavailable" in caplog.text  # the probes did run, and failed
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ledger unavailable" in warnings[0].getMessage()
+    assert asyncio.run(spent(server.url, b))[0].usd == pytest.approx(1.0)
+
+
+def test_requests_during_an_outage_wait_for_no_probe(start_redis):
+    """Redis hung (SIGSTOP): once the first call has timed out, requests go straight to
+    the fail mode; the retry probes run in the background, one at a time, and the ledger
+    comes back by itself once Redis answers."""
+    server = start_redis()
+    b = reject_budget(1000.0, "hung")
+    timeout_s = 0.6  # what a call to a hung Redis waits (the socket timeout)
+
+    async def run() -> tuple[float, float, bool]:
+        led = ledger(server.url, timeout_s=timeout_s, retry_interval_s=0.2)
+        assert (await led.reserve([b], Amount(0.1), ttl_s=30)).ledger_available
+        server.pause()
+        try:
+            t0 = time.monotonic()
+            first = await led.reserve([b], Amount(0.1), ttl_s=30)
+            detect = time.monotonic() - t0
+            assert first.admitted and not first.ledger_available
+
+            async def timed() -> float:
+                t = time.monotonic()
+                adm = await led.reserve([b], Amount(0.1), ttl_s=30)
+                assert adm.admitted and not adm.ledger_available
+                return time.monotonic() - t
+
+            waits: list[float] = []
+            deadline = time.monotonic() + 2.0  # several retry intervals and probes
+            while time.monotonic() < deadline:
+                waits += await asyncio.gather(*(timed() for _ in range(8)))
+                await asyncio.sleep(0.05)
+        finally:
+            server.resume()
+        deadline = time.monotonic() + 10
+        back = False
+        while not back and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            back = (await led.reserve([b], Amount(0.1), ttl_s=30)).ledger_available
+        await led.close()
+        return detect, max(waits), back
+
+    detect, slowest, back = asyncio.run(run())
+    assert detect >= timeout_s  # the call in flight did wait for Redis
+    assert slowest < timeout_s / 3, slowest  # none after it did
+    assert back
+
+
 def test_hung_redis_times_out_into_the_fail_mode(start_redis):
     server = start_redis()
     b = reject_budget(1.0, mode="failClosed")
@@ -483,12 +567,13 @@ def test_garbage_replies_are_a_fail_mode_not_a_crash(reply):
     open_b, closed_b = reject_budget(1.0), reject_budget(1.0, "c", "failClosed")
 
     async def run():
-        led = ledger(f"redis://127.0.0.1:{server.port}/0", timeout_s=0.2)
-        a = await led.reserve([open_b], Amount(0.1), ttl_s=5)
-        led._down_until = 0  # probe again at once
-        c = await led.reserve([closed_b], Amount(0.1), ttl_s=5)
-        await led.close()
-        return a, c
+        url = f"redis://127.0.0.1:{server.port}/0"
+        out = []
+        for b in (open_b, closed_b):  # a ledger each: both try the server
+            led = ledger(url, timeout_s=0.2)
+            out.append(await led.reserve([b], Amount(0.1), ttl_s=5))
+            await led.close()
+        return out
 
     try:
         a, c = asyncio.run(run())

@@ -176,3 +176,31 @@ def test_unreachable_ledger_is_unknown_and_degraded_health(cluster, kube, namesp
     assert conditions(body)["LedgerAvailable"]["status"] == "False"
     status, message = health(body)
     assert status == "Degraded" and "unreachable" in message
+
+
+def test_a_budget_the_runtime_cannot_compute_leaves_the_others_alone(
+    cluster, kube, namespace, redis_server, monkeypatch
+):
+    """A Budget stored before the API refused windows over a year (9999d): the tick
+    leaves its status alone and still writes every other Budget's."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    ns = namespace
+    for name in ("fine", "stale"):
+        kube.apply(manifest(name), ns)
+        accept(kube, name, ns)
+
+    async def tick() -> int:
+        client = KubeClient.from_environment()
+        ledger = RedisLedger(RedisSettings(url=redis_server.url))
+        bodies = await client.list("Budget", ns)
+        for body in bodies:  # as an older CRD let it in
+            if body["metadata"]["name"] == "stale":
+                body["spec"]["spend"][0]["window"] = "9999d"
+        n = await StatusSync(client, ledger).tick(bodies)
+        await ledger.close()
+        await client.close()
+        return n
+
+    assert asyncio.run(tick()) == 1
+    assert kube.get("budget", "fine", ns)["status"]["state"] == "Ok"
+    assert "state" not in kube.get("budget", "stale", ns)["status"]

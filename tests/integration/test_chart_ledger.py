@@ -154,3 +154,33 @@ def test_rendered_redis_command_starts_the_real_redis_server(cluster, namespace,
         proc.terminate()
         proc.wait(timeout=10)
     assert list(data.rglob("*.aof*"))  # flushed on SIGTERM
+
+
+def notes(cluster, *args: str) -> str:
+    """What `helm install` prints after installing (NOTES.txt), rendered by real helm."""
+    out = helm(cluster, "install", "rel", str(CHART), "-n", "sys", "--dry-run=client", *args)
+    return out.stdout.split("NOTES:", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "warned"),
+    [
+        ((), "2 router replicas"),  # the defaults: 2 replicas, no shared ledger
+        (("--set", "router.autoscaling.enabled=true"), "up to 10 router replicas"),
+        (("--set", "router.replicas=1"), None),
+        (("--set", "router.replicas=1", "--set", "router.autoscaling.enabled=true"), "up to 10"),
+        (REDIS, None),
+        (EXTERNAL, None),
+    ],
+    ids=["defaults", "hpa", "one-replica", "one-replica-hpa", "redis", "external"],
+)
+def test_install_notes_warn_when_budgets_hold_per_replica(cluster, args, warned):
+    """Without a shared ledger each router replica enforces every Budget on its own:
+    the install says so whenever more than one replica can run."""
+    text = notes(cluster, *args)
+    assert "kubectl" in text  # the notes rendered at all
+    if warned is None:
+        assert "ledger.mode is none" not in text
+    else:
+        assert "WARNING: ledger.mode is none" in text and warned in text, text
+        assert "ledger.mode=redis" in text  # and says what to do

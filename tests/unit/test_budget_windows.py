@@ -120,3 +120,30 @@ def test_rfc3339_is_utc():
     assert datetime.fromisoformat(rfc3339(1.2).replace("Z", "+00:00")) == datetime(
         1970, 1, 1, 0, 0, 2, tzinfo=UTC
     )
+
+
+@pytest.mark.parametrize(
+    ("window", "accepted"),
+    [("366d", True), ("8784h", True), ("9999m", True), ("month", True),
+     ("367d", False), ("8785h", False), ("9999d", False)],
+)  # fmt: skip
+def test_the_api_accepts_exactly_the_windows_the_runtime_computes(window, accepted):
+    """Budget and router config refuse, naming the field, every window that would make
+    each ledger operation fail at runtime (a 500 per request, no status at all)."""
+    from pydantic import ValidationError
+
+    from slmfleet.api.budget import SpendWindow
+    from slmfleet.api.routerconfig import SpendWindowConfig
+
+    for model in (SpendWindow, SpendWindowConfig):
+        body = {"window": window, "limitUsd": 1}
+        if accepted:
+            spec = model.model_validate(body)
+            assert Window.of(spec).period(1.78e9).key_ttl_s > 0
+        else:
+            with pytest.raises(ValidationError, match="at most a year") as exc:
+                model.model_validate(body)
+            assert exc.value.errors()[0]["loc"] == ("window",)
+    if not accepted:
+        with pytest.raises(ValueError, match="longer than a year"):
+            Window(window, "UTC").period(1.78e9)

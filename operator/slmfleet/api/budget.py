@@ -13,7 +13,7 @@ import re
 import zoneinfo
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from .base import Condition, KubeModel, cel, list_map
 
@@ -23,8 +23,16 @@ WINDOW_PATTERN = r"^([1-9][0-9]{0,3}(m|h|d)|hour|day|week|month)$"
 _WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 #: Longest stretch a calendar unit can cover (a month of 31 days; a 25-hour day).
 _CALENDAR_MAX_SECONDS = {"hour": 7200, "day": 90000, "week": 608400, "month": 2682000}
-#: Longest rolling window: a year.
+#: Longest rolling window: a year (the ledger's buckets and key TTLs are sized for it).
 MAX_ROLLING_SECONDS = 366 * 86400
+ROLLING_MESSAGE = "a rolling window is at most a year (366d, 8784h)"
+#: The same bound on the API server: the pattern alone lets 9999d through.
+ROLLING_RULE = (
+    "!self.window.matches('^[0-9]+[mhd]$') || "
+    "int(self.window.substring(0, size(self.window) - 1)) * "
+    "(self.window.endsWith('d') ? 86400 : self.window.endsWith('h') ? 3600 : 60) "
+    f"<= {MAX_ROLLING_SECONDS}"
+)
 
 FailMode = Literal["failOpen", "failClosed"]
 WindowAction = Literal["degrade", "reject", "alert"]
@@ -36,6 +44,14 @@ MAX_LADDER_STEPS = 4
 
 def is_calendar(window: str) -> bool:
     return window in CALENDAR_UNITS
+
+
+def check_window(window: str) -> str:
+    """A window the runtime supports: a calendar unit or a rolling window of at most a
+    year (``windows.Window`` refuses longer ones at every operation)."""
+    if not is_calendar(window) and window_seconds(window) > MAX_ROLLING_SECONDS:
+        raise ValueError(f"window {window}: {ROLLING_MESSAGE}")
+    return window
 
 
 def window_seconds(window: str) -> int:
@@ -106,12 +122,15 @@ class SpendWindow(KubeModel):
                     "timeZone applies to calendar windows (hour, day, week, month) only",
                     ".timeZone",
                 ),
+                cel(ROLLING_RULE, ROLLING_MESSAGE, ".window"),
             ]
         }
     }
 
-    window: str = Field(pattern=WINDOW_PATTERN, max_length=8)
-    """Rolling: the last N minutes, hours or days (15m, 1h, 7d; at most 9999 of a unit).
+    window: Annotated[str, AfterValidator(check_window)] = Field(
+        pattern=WINDOW_PATTERN, max_length=8
+    )
+    """Rolling: the last N minutes, hours or days (15m, 1h, 7d), at most a year (366d).
     Calendar-aligned: hour, day, week (from Monday) or month, in timeZone."""
     time_zone: str | None = Field(
         default=None,

@@ -25,6 +25,7 @@ from .budget import (
     FailMode,
     LadderAction,
     WindowAction,
+    check_window,
 )
 from .learning import Calibration
 from .names import ConfigKey, DnsLabel, DnsSubdomain, Identifier, ModelName, ObjectId
@@ -321,8 +322,10 @@ class PerRequestConfig(KubeModel):
 class SpendWindowConfig(KubeModel):
     """One spend window, as the ledger enforces it (see ``slmfleet.budget.windows``)."""
 
-    window: str = Field(pattern=WINDOW_PATTERN, max_length=8)
-    """Rolling (15m, 1h, 7d) or calendar-aligned (hour, day, week, month)."""
+    window: Annotated[str, AfterValidator(check_window)] = Field(
+        pattern=WINDOW_PATTERN, max_length=8
+    )
+    """Rolling (15m, 1h, 7d; at most a year) or calendar-aligned (hour, day, week, month)."""
     time_zone: str | None = Field(default=None, max_length=64)
     """IANA zone of a calendar window (UTC when unset)."""
     limit_usd: float | None = Field(default=None, gt=0, le=1e6)

@@ -17,8 +17,12 @@ not the scripts' reply shape), nothing crashes and nothing is lost:
   during the outage are aggregated per window and bucket (bounded memory), each batch
   under its own id so a retried replay counts once.
 
-After a failure, operations go straight to the fallback for ``retry_interval_s``, then
-one probe tries Redis again: an outage costs each request nothing, not a timeout.
+Down is a state (``outage.Availability``): the first failed shared call turns it on,
+builds the fail-open baseline and logs one warning; operations then go straight to the
+fallback, and every ``retry_interval_s`` one probe in the background (never a request)
+tries Redis; the first shared call that answers ends the outage. Requests in flight
+when Redis stops answering wait for their timeout; requests arriving during the outage
+wait for nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,8 +57,8 @@ from .ledger import (
     unique,
     window_calls,
 )
-from .redis_wire import LedgerUnavailable, RedisSettings, ReplyReader, load_script
-from .specs import WindowSpec
+from .outage import Availability, Orphan, Pending, outage_baseline
+from .redis_wire import LedgerUnavailable, RedisSettings, ReplyReader, connect, load_script
 from .windows import Window
 
 log = logging.getLogger("slmfleet.budget")
@@ -63,29 +67,6 @@ log = logging.getLogger("slmfleet.budget")
 SETTLED_MEMORY_S = 86400
 #: Most reservations settled during an outage that are remembered for release.
 MAX_ORPHANS = 10_000
-
-
-@dataclass
-class _Pending:
-    """Spend counted while Redis was down, for one window and bucket."""
-
-    replay_id: str
-    budget_id: str
-    spec: WindowSpec
-    bucket: int
-    amount: Amount
-    sealed: bool = False
-    """Tried once: its id may have counted already, so it never grows again."""
-
-
-@dataclass(frozen=True)
-class _Orphan:
-    """A settle of a reservation Redis holds, made while Redis did not answer."""
-
-    reservation_id: str
-    actual: Amount
-    calls: list[WindowCall]
-    """The windows as they were at the settle (its bucket)."""
 
 
 class RedisLedger:
@@ -100,36 +81,19 @@ class RedisLedger:
         self.settings = settings
         self.clock = clock
         self.monotonic = monotonic
-        self.redis = client or self._connect(settings)
+        self.redis = client or connect(settings)
         self._reserve = self.redis.register_script(load_script("reserve.lua"))
         self._settle = self.redis.register_script(load_script("settle.lua"))
         self._read = self.redis.register_script(load_script("read.lua"))
-        self._down_until = 0.0
-        self.last_error = ""
+        self._state = Availability(settings.retry_interval_s, monotonic)
+        self._prober: asyncio.Task[None] | None = None
         self._local = InProcessLedger(clock=clock, monotonic=monotonic)
         self._known: dict[WindowKey, WindowState] = {}
-        self._pending: dict[tuple[str, str, int], _Pending] = {}
-        self._sealed: list[_Pending] = []
-        self._orphans: dict[str, _Orphan] = {}
+        self._pending: dict[tuple[str, str, int], Pending] = {}
+        self._sealed: list[Pending] = []
+        self._orphans: dict[str, Orphan] = {}
         """Settles of reservations Redis holds, made during an outage: replayed by id."""
         self._flusher: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def _connect(s: RedisSettings) -> aioredis.Redis:
-        kwargs: dict[str, Any] = {
-            "socket_timeout": s.timeout_s,
-            "socket_connect_timeout": s.timeout_s,
-            "max_connections": s.max_connections,
-            "retry_on_timeout": False,
-            "health_check_interval": 30,
-        }
-        if s.password is not None:
-            kwargs["password"] = s.password
-        if s.url.startswith("rediss://"):
-            kwargs["ssl_cert_reqs"] = "required"
-            if s.ca_file:
-                kwargs["ssl_ca_certs"] = s.ca_file
-        return aioredis.from_url(s.url, **kwargs)
 
     # -- keys --------------------------------------------------------------------------
 
@@ -141,17 +105,47 @@ class RedisLedger:
 
     @property
     def available(self) -> bool:
-        return self.monotonic() >= self._down_until
+        """False from the first failed shared call until one answers again."""
+        return not self._state.down
+
+    @property
+    def last_error(self) -> str:
+        return self._state.last_error
 
     def _failed(self, exc: BaseException) -> None:
-        if self.available:
-            log.warning("ledger unavailable (%s): using the fail modes", exc)
-            # What we last saw of the shared spend becomes the local baseline.
-            self._local = InProcessLedger(clock=self.clock, monotonic=self.monotonic)
-            for key, st in self._known.items():
-                self._local.set_baseline(key, st.spent + st.reserved)
-        self.last_error = str(exc) or type(exc).__name__
-        self._down_until = self.monotonic() + self.settings.retry_interval_s
+        if not self._state.failed(str(exc) or type(exc).__name__):
+            log.debug("ledger still unavailable (%s)", exc)
+            return
+        log.warning("ledger unavailable (%s): using the fail modes", exc)
+        # What we last saw of the shared spend, plus what Redis has not seen yet,
+        # becomes the local baseline, once per outage.
+        self._local = InProcessLedger(clock=self.clock, monotonic=self.monotonic)
+        batches = [*self._sealed, *self._pending.values()]
+        for key, spent in outage_baseline(self._known, batches, self._orphans.values()).items():
+            self._local.set_baseline(key, spent)
+
+    def _answered(self) -> None:
+        if self._state.succeeded():
+            log.info("ledger available again")
+
+    def _probe_soon(self) -> None:
+        """Down and due: one probe in the background (the caller does not wait)."""
+        if self._state.start_probe():
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        try:
+            r = ReplyReader(await self._call(self._read, [], [0]))
+            if r.int() != 0:
+                raise LedgerUnavailable("garbage probe reply")
+            r.done()
+        except LedgerUnavailable as exc:
+            self._failed(exc)
+        else:
+            self._answered()
+            self._recovered()
+        finally:
+            self._state.end_probe()
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -183,10 +177,13 @@ class RedisLedger:
         if self.available:
             try:
                 adm = await self._reserve_shared(calls, budgets, amount, ttl_s, request_id, now)
+                self._answered()
                 self._recovered()
                 return adm
             except LedgerUnavailable as exc:
                 self._failed(exc)
+        else:
+            self._probe_soon()
         return self._reserve_fallback(budgets, amount, ttl_s, request_id, now)
 
     async def _reserve_shared(
@@ -265,14 +262,17 @@ class RedisLedger:
         if self.available:
             try:
                 s = await self._settle_shared(reservation.id, calls, actual, now)
+                self._answered()
                 self._recovered()
                 return Settlement(s[0], s[1], overrun(reservation.amount, actual))
             except LedgerUnavailable as exc:
                 self._failed(exc)
+        else:
+            self._probe_soon()
         # Down: count it locally (the fail-open guard sees it) and keep it for replay.
         self._local.settle_now(reservation, actual, now=now)
         if not reservation.local and len(self._orphans) < MAX_ORPHANS:
-            self._orphans[reservation.id] = _Orphan(reservation.id, actual, calls)
+            self._orphans[reservation.id] = Orphan(reservation.id, actual, calls)
         else:
             for c in calls:
                 self._queue(c, actual)
@@ -311,7 +311,7 @@ class RedisLedger:
         key = (c.key[0], c.key[1], c.period.bucket)
         p = self._pending.get(key)
         if p is None:
-            self._pending[key] = _Pending(
+            self._pending[key] = Pending(
                 uuid.uuid4().hex, c.key[0], c.spec, c.period.bucket, actual
             )
         else:
@@ -335,6 +335,7 @@ class RedisLedger:
             call = WindowCall((p.budget_id, p.spec.window), p.spec, win, period, None, None)
             try:
                 await self._settle_shared(p.replay_id, [call], p.amount, self.clock())
+                self._answered()
                 done += 1
             except LedgerUnavailable as exc:
                 self._sealed.extend(batches[i:])
@@ -351,6 +352,7 @@ class RedisLedger:
         for rid, o in list(self._orphans.items()):
             try:
                 await self._settle_shared(rid, o.calls, o.actual, self.clock())
+                self._answered()
             except LedgerUnavailable as exc:
                 self._failed(exc)
                 break
@@ -379,7 +381,7 @@ class RedisLedger:
         except LedgerUnavailable as exc:
             self._failed(exc)
             return LedgerRead({}, available=False, error=self.last_error)
-        self._down_until = 0.0
+        self._answered()
         self._known.update({k: WindowState(s.spent, s.reserved) for k, s in states.items()})
         self._recovered()
         return LedgerRead(states)
@@ -392,6 +394,8 @@ class RedisLedger:
         return {k: s for k, s in self._known.items() if k in keys}
 
     async def close(self) -> None:
+        if self._prober is not None and not self._prober.done():
+            self._prober.cancel()
         if self._flusher is not None and not self._flusher.done():
             try:
                 await asyncio.wait_for(self._flusher, timeout=self.settings.timeout_s * 4)

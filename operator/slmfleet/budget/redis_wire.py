@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from .amounts import Amount
 from .ledger import WindowState
 
@@ -85,3 +87,22 @@ class ReplyReader:
     def done(self) -> None:
         if self.pos != len(self.items):
             raise LedgerUnavailable("long ledger reply")
+
+
+def connect(s: RedisSettings) -> aioredis.Redis:
+    """A client whose every wait is bounded by ``timeout_s`` (no retries: the ledger's
+    fail modes decide what a failure means)."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": s.timeout_s,
+        "socket_connect_timeout": s.timeout_s,
+        "max_connections": s.max_connections,
+        "retry_on_timeout": False,
+        "health_check_interval": 30,
+    }
+    if s.password is not None:
+        kwargs["password"] = s.password
+    if s.url.startswith("rediss://"):
+        kwargs["ssl_cert_reqs"] = "required"
+        if s.ca_file:
+            kwargs["ssl_ca_certs"] = s.ca_file
+    return aioredis.from_url(s.url, **kwargs)
