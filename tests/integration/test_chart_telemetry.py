@@ -142,6 +142,8 @@ def test_defaults_render_no_telemetry(cluster, namespace):
         (["--set", "telemetry.decisionLog.content=everything"], "content"),
         (["--set", "telemetry.tracing.protocol=thrift"], "protocol"),
         (["--set", "telemetry.review.queues.bad name.slaSeconds=5"], "bad name"),
+        # the chart mounts no Secret for a webhook key: a path would point at nothing
+        (["--set", "telemetry.review.queues.q.webhookSecretFile=/k"], "webhookSecretFile"),
         (["--set", "telemetry.postgres.url=mysql://x"], "url"),
         (["--set", "telemetry.decisionLog.store=sqlite"], "router.replicas=1"),
         (

@@ -38,6 +38,10 @@ def rec(rid: str, text: str | None = None) -> DecisionRecord:
     return DecisionRecord(rid, time.time(), "support", error=text)
 
 
+def backlog() -> float | None:
+    return REGISTRY.get_sample_value("slmfleet_router_decision_buffer_records")
+
+
 def wait_until(pred, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -75,8 +79,10 @@ def test_batches_are_written_and_close_flushes(url):
         assert w.submit(rec(f"r{i}"))
     time.sleep(0.3)
     assert len(flushed) == 200  # a partial batch waits for the interval ...
+    assert backlog() == 50  # the gauge shows the backlog as records arrive, not on a write
     w.close()  # ... or for close, which flushes it
     assert store.count_decisions() == 250 and len(flushed) == 250
+    assert backlog() == 0
     assert threads == {"slmfleet-decision-writer"}
     assert w.health()["ok"] and w.health()["dropped"]["shutdown"] == 0
     store.close()

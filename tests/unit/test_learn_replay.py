@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+import random
 from dataclasses import dataclass
 
 import pytest
 
+from slmfleet.api.policy import RouterPolicySpec
 from slmfleet.api.routerconfig import DomainConfig
+from slmfleet.api.specialist import SLMSpecialistSpec
 from slmfleet.learn.outcomes import OUT_OF_DOMAIN, OutcomeRecord
 from slmfleet.learn.propose import Proposal, revise, status_patch
 from slmfleet.learn.recommend import Recommendation
-from slmfleet.learn.relearn import MAX_EXAMPLES, candidates, cross_fitted, extended, split
+from slmfleet.learn.relearn import (
+    MAX_EXAMPLE_CHARS,
+    MAX_EXAMPLES,
+    MAX_NEGATIVE_CHARS,
+    MAX_NEGATIVES,
+    candidates,
+    cross_fitted,
+    extended,
+    split,
+)
 from slmfleet.learn.replay import observed_costs, replay, replayable
 
 
@@ -195,3 +208,70 @@ def test_revise_and_status():
         revise(
             POLICY, {}, Proposal(policy="support", recommendations=[], new_examples={"zz": ["t"]})
         )
+
+
+def test_the_bounds_are_the_apis():
+    """Read from the models the CRDs are generated from (2,000 items of 1,024 characters
+    today): a changed bound in the API moves these with it."""
+    assert (MAX_EXAMPLES, MAX_EXAMPLE_CHARS) == (2000, 1024)
+    assert (MAX_NEGATIVES, MAX_NEGATIVE_CHARS) == (2000, 1024)
+
+
+def at(i: int) -> str:
+    return f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+
+
+def test_a_bound_that_binds_keeps_the_newest_and_the_revision_validates():
+    """The audit's case: 1,990 examples and 50 candidates, the newest of them 1,439
+    characters long; 1,997 out-of-domain examples and 6 candidates. The long text is
+    skipped (never trimmed), the newest candidates that fit are kept, and the revised
+    documents validate against the API models."""
+    have = [f"e{i}" for i in range(MAX_EXAMPLES - 10)]
+    negs = [f"n{i}" for i in range(MAX_NEGATIVES - 3)]
+    long_text = "long text " * 144
+    recs = [rec(i, f"new {i}", "a", time=at(i)) for i in range(49)]
+    recs += [rec(49, long_text, "a", time=at(49))]
+    recs += [rec(50 + i, f"off {i}", OUT_OF_DOMAIN, time=at(50 + i)) for i in range(6)]
+    random.Random(0).shuffle(recs)  # decision time decides, not input order
+    c = candidates(recs, {"a": DomainConfig(examples=have)}, negs)
+    assert c.examples == {"a": [f"new {i}" for i in range(39, 49)]}  # in decision order
+    assert c.negatives == ["off 3", "off 4", "off 5"]
+    assert c.skipped == {"longer than the API's 1024 characters": 1, "bound reached": 39 + 3}
+
+    policy = copy.deepcopy(POLICY)
+    policy["spec"]["routing"] = {"semantic": {"outOfDomainExamples": negs}}
+    specialist = {
+        "apiVersion": "slmfleet.io/v1alpha1",
+        "kind": "SLMSpecialist",
+        "metadata": {"name": "a"},
+        "spec": {
+            "model": {"uri": "pvc://models/a", "backend": "python"},
+            "domain": {"examples": have},
+        },
+    }
+    p = Proposal(
+        policy="support", recommendations=[], new_examples=c.examples, new_negatives=c.negatives
+    )
+    pol, spec_a = revise(policy, {"a": specialist}, p)
+    assert len(spec_a["spec"]["domain"]["examples"]) == MAX_EXAMPLES
+    assert len(pol["spec"]["routing"]["semantic"]["outOfDomainExamples"]) == MAX_NEGATIVES
+    SLMSpecialistSpec.model_validate(spec_a["spec"])
+    RouterPolicySpec.model_validate(pol["spec"])
+
+
+@pytest.mark.parametrize(
+    ("have", "new", "per_run", "kept"),
+    [
+        (0, 5, 1000, 5),  # room for all
+        (MAX_EXAMPLES - 2, 5, 1000, 2),  # the API's bound binds
+        (MAX_EXAMPLES, 5, 1000, 0),  # full
+        (MAX_EXAMPLES + 3, 5, 1000, 0),  # over (examplesFrom lines count): nothing added
+        (0, 5, 3, 3),  # the per-run bound binds
+    ],
+)
+def test_room_table(have, new, per_run, kept):
+    domains = {"a": DomainConfig(examples=[f"e{i}" for i in range(have)])}
+    recs = [rec(i, f"new {i}", "a", time=at(i)) for i in range(new)]
+    c = candidates(recs, domains, max_per_domain=per_run)
+    assert c.examples.get("a", []) == [f"new {i}" for i in range(new - kept, new)]
+    assert c.skipped.get("bound reached", 0) == new - kept

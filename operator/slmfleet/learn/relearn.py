@@ -6,7 +6,10 @@ judged by replay on held-out traffic against the current configuration.
 2. ``candidates``: from the older part, every record with a routing text and a known
    route (a reviewer's or an eval file's ``true_route``, or feedback saying a routed
    answer was correct) becomes an example of that specialist; ``out_of_domain`` ones
-   become out-of-domain examples. Texts already known are skipped; additions are bounded.
+   become out-of-domain examples. Texts already known are skipped; so are texts longer
+   than the API allows an example (not trimmed: a cut text is a request nobody sent).
+   Additions are bounded per run and by the API's bound on the list; where a bound
+   binds, the newest candidates are the ones kept (traffic drifts).
 3. ``cross_fitted``: the routing threshold of the refitted classifier must come from
    confidences it did not learn from, so the older part is cut into folds, each scored
    by a classifier fitted without that fold's candidates; the recommender then picks
@@ -19,7 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
+from ..api.policy import SemanticRouting
 from ..api.routerconfig import DomainConfig
+from ..api.specialist import DomainSpec
 from ..router.classify import domain_texts
 from .outcomes import OutcomeRecord, in_order
 from .replay import ReplayResult, observed_costs, replay, replayable
@@ -29,8 +36,20 @@ Fit = Callable[[Mapping[str, DomainConfig], Sequence[str]], object]
 
 MAX_NEW_PER_DOMAIN = 1000
 MAX_NEW_NEGATIVES = 1000
-MAX_EXAMPLES = 5000
-"""The API's bound on ``domain.examples`` and ``outOfDomainExamples``."""
+
+
+def api_bounds(model: type[BaseModel], field_name: str) -> tuple[int, int]:
+    """(most items, most characters an item) the API allows in a list of texts, read from
+    the model's JSON schema: the schema the CRD is generated from, so a revision within
+    these bounds is one the API server accepts, and no number is copied here."""
+    prop = model.model_json_schema(by_alias=False)["properties"][field_name]
+    return int(prop["maxItems"]), int(prop["items"]["maxLength"])
+
+
+MAX_EXAMPLES, MAX_EXAMPLE_CHARS = api_bounds(DomainSpec, "examples")
+"""An SLMSpecialist's ``spec.domain.examples``: most items, most characters each."""
+MAX_NEGATIVES, MAX_NEGATIVE_CHARS = api_bounds(SemanticRouting, "out_of_domain_examples")
+"""A RouterPolicy's ``spec.routing.semantic.outOfDomainExamples``: the same, for it."""
 
 
 def split(
@@ -64,15 +83,26 @@ def candidates(
     max_per_domain: int = MAX_NEW_PER_DOMAIN,
     max_negatives: int = MAX_NEW_NEGATIVES,
 ) -> Candidates:
+    """New examples from ``records``, each list in decision order, every one within the
+    API's bounds (``MAX_EXAMPLES`` items, ``MAX_EXAMPLE_CHARS`` characters; the same for
+    out-of-domain examples) so the revision written from them is accepted as it is.
+
+    Records are read newest first, so where a bound binds the newest candidates are kept
+    and the older ones skipped ("bound reached"); the examples already there are never
+    displaced (someone chose them). The room a specialist has counts every example the
+    router knows of it, ``examplesFrom`` lines included: more than the inline list the
+    bound applies to, so never too much.
+    """
     known = {t for d in domains.values() for t in domain_texts(d)} | {n.strip() for n in negatives}
     out = Candidates()
 
     def skip(why: str) -> None:
         out.skipped[why] = out.skipped.get(why, 0) + 1
 
-    for r in records:
+    for r in reversed(in_order(records)):
         text = (r.routing_text or "").strip()
         truth = r.known_route
+        limit = MAX_NEGATIVE_CHARS if r.out_of_domain else MAX_EXAMPLE_CHARS
         if not text:
             skip("no routing text")
         elif truth is None:
@@ -81,25 +111,27 @@ def candidates(
             skip("confirmed only a rule's route")
         elif text in known:
             skip("already an example")
+        elif len(text) > limit:
+            skip(f"longer than the API's {limit} characters")
         elif r.out_of_domain:
-            if len(out.negatives) >= max_negatives or len(negatives) + len(out.negatives) >= (
-                MAX_EXAMPLES
-            ):
+            room = min(max_negatives, MAX_NEGATIVES - len(negatives))
+            if len(out.negatives) >= room:
                 skip("bound reached")
                 continue
             out.negatives.append(text)
             known.add(text)
         elif truth in domains:
             have = out.examples.setdefault(truth, [])
-            if len(have) >= max_per_domain or len(domains[truth].examples) + len(have) >= (
-                MAX_EXAMPLES
-            ):
+            if len(have) >= min(max_per_domain, MAX_EXAMPLES - len(domains[truth].examples)):
                 skip("bound reached")
                 continue
             have.append(text)
             known.add(text)
         else:
             skip("route is not one of the policy's specialists")
+    out.negatives.reverse()  # back to decision order
+    for have in out.examples.values():
+        have.reverse()
     return out
 
 

@@ -27,7 +27,7 @@ DECISIONS_DROPPED = Counter(
 )
 DECISION_BUFFER = Gauge(
     "slmfleet_router_decision_buffer_records",
-    "Decision records waiting in the writer's buffer.",
+    "Decision records submitted and not yet written or dropped (read when scraped).",
     registry=REGISTRY,
 )
 DECISION_STORE_UP = Gauge(
