@@ -81,6 +81,7 @@ def test_candidates_rules():
         rec(6, "cancel plan", None, outcome="correct", route="a", route_source="rule:x"),
         rec(7, "", "a"),
         rec(8, "elsewhere", "c"),
+        rec(9, "refund for order 12 and also", "a", routing_text_cut=True),
     ]
     c = candidates(recs, domains, negatives=["weather"])
     assert c.examples == {"a": ["money back"], "b": ["parcel late"]}
@@ -90,6 +91,7 @@ def test_candidates_rules():
         "route not known": 1,
         "confirmed only a rule's route": 1,
         "no routing text": 1,
+        "routing text cut by the decision log": 1,
         "route is not one of the policy's specialists": 1,
     }
     big = {"a": DomainConfig(examples=[f"e{i}" for i in range(MAX_EXAMPLES - 1)])}

@@ -79,7 +79,16 @@ def row(source="feedback", rating=None, label=None, **dec) -> dict:
                 answer={"text": "Refund: on its way", "chars": 18, "cut": False},
                 routing_text={"text": "money back please", "chars": 17, "cut": False},
             ),
-            {"answer_label": "refund", "routing_text": "money back please"},
+            {
+                "answer_label": "refund",
+                "routing_text": "money back please",
+                "routing_text_cut": False,
+            },
+        ),
+        # a routing text the log cut at its maxChars: kept for replay, marked cut
+        (
+            row(rating=1, routing_text={"text": "money back", "chars": 4000, "cut": True}),
+            {"routing_text": "money back", "routing_text_cut": True},
         ),
         (
             row(rating=1, answer={"sha256": "ab", "chars": 3}),

@@ -60,6 +60,9 @@ class OutcomeRecord(BaseModel):
     """The specialist id that should have answered, or ``out_of_domain``."""
     routing_text: str | None = Field(default=None, max_length=MAX_TEXT)
     """The text the router routed on, when the policy stores prompts."""
+    routing_text_cut: bool = False
+    """The decision log kept only the start of ``routing_text`` (its ``maxChars``): fine
+    to replay a route on, not a whole request to learn from."""
     source: Literal["feedback", "review", "eval"] | None = None
     """Where the outcome came from."""
 

@@ -109,6 +109,8 @@ def candidates(
             skip("route not known")
         elif not r.classified and r.true_route is None:
             skip("confirmed only a rule's route")
+        elif r.routing_text_cut:
+            skip("routing text cut by the decision log")
         elif text in known:
             skip("already an example")
         elif len(text) > limit:

@@ -59,7 +59,8 @@ def outcome_of(row: Mapping[str, Any]) -> OutcomeRecord | None:
     if isinstance(rating, int | float) and rating != 0:
         verdict = "correct" if rating > 0 else "incorrect"
     off_topic = label is not None and label.lower() == OUT_OF_DOMAIN
-    text = _text(d.get("routing_text"))
+    routing = d.get("routing_text")
+    text = _text(routing)
     raw_route = route.get("raw_confidence", route.get("confidence"))
     raw_answer = d.get("raw_answer_confidence", d.get("answer_confidence"))
     t = d.get("time")
@@ -80,6 +81,8 @@ def outcome_of(row: Mapping[str, Any]) -> OutcomeRecord | None:
         true_label=None if off_topic else label,
         true_route=OUT_OF_DOMAIN if off_topic else None,
         routing_text=text[:MAX_TEXT] if text else None,
+        routing_text_cut=bool(text)
+        and (len(text) > MAX_TEXT or (isinstance(routing, Mapping) and routing.get("cut") is True)),
         source=row.get("source") if row.get("source") in ("feedback", "review") else None,
     )
 
