@@ -117,7 +117,9 @@ def guard_settings(args: argparse.Namespace) -> guard.GuardSettings:
 
 
 def wrap(app: Any, args: argparse.Namespace) -> guard.Guard:
-    return guard.Guard(app, guard_settings(args))
+    """The guard around the router; with API keys its rate limit keys by valid key."""
+    keyed = app.settings.api_keys is not None
+    return guard.Guard(app, guard_settings(args), authorized=app.authorized if keyed else None)
 
 
 def http_protocol(args: argparse.Namespace) -> type:
