@@ -245,9 +245,11 @@ class RouterThread:
         external: Any = None,
         telemetry: Any = None,
         source: Any = None,
+        counter: Any = None,
     ) -> None:
         """``source``: where the configuration comes from instead of ``config_path``
-        (e.g. the operator's ConfigMaps)."""
+        (e.g. the operator's ConfigMaps); ``counter``: the router's token counter
+        (``__main__`` hands it the MiniLM tokenizer; None: the byte bound)."""
         self.port = free_port()
         self.app = RouterApp(
             settings=settings,
@@ -256,6 +258,7 @@ class RouterThread:
             discovery=discovery,
             external=external,  # egress policy and Secret resolver of external tiers
             telemetry=telemetry,  # decision log, review queue, tracing (off when None)
+            counter=counter,
         )
         cfg = uvicorn.Config(
             self.app,

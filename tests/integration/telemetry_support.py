@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def client_auth(scope: Mapping[str, Any]) -> bool:
-    """The router's check, as RouterApp._authorized does it."""
+    """The router's check, as RouterApp.authorized does it."""
     for k, v in scope["headers"]:
         if k == b"authorization":
             return v.decode() == f"Bearer {CLIENT_KEY}"

@@ -236,7 +236,9 @@ def test_slowloris_and_slow_bodies_are_cut_off(hostile_fleet):
 def test_in_flight_cap_and_rate_limits(hostile_fleet):
     """Class: hang. Sixteen requests holding their slots (bodies that never finish) fill
     the in-flight cap: the next request gets 503 with Retry-After, not a queue; a
-    flooding key gets 429 with Retry-After while another key is served."""
+    flooding key gets 429 with Retry-After while another key is served; tokens the
+    router does not hold, a new one each request, share one bucket: they are limited
+    too, and do not touch a valid key's."""
     fleet = hostile_fleet
     port = int(fleet.router_url.rsplit(":", 1)[1])
     holders = []
@@ -271,6 +273,18 @@ def test_in_flight_cap_and_rate_limits(hostile_fleet):
     assert int(limited[0].headers["retry-after"]) >= 1
     assert limited[0].json()["error"]["type"] == "rate_limit_error"
     fleet.still_serving()  # another key is not limited
+
+    with httpx.Client(base_url=fleet.router_url) as http:
+        junk = [
+            http.post(
+                "/v1/chat/completions",
+                json={"model": "none"},
+                headers={"authorization": f"Bearer junk-{i}"},
+            ).status_code
+            for i in range(400)
+        ]
+    assert set(junk) == {401, 429} and junk[0] == 401, junk[-10:]
+    fleet.still_serving()  # a valid key's bucket is its own
 
 
 def _served(fleet) -> bool:

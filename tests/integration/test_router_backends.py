@@ -18,6 +18,7 @@ import numpy as np
 import openai
 import pytest
 
+from slmfleet.budget.tokens import TokenizerCounter
 from slmfleet.local import TritonServer, write_model_repository
 from slmfleet.local.models import BILLING_EXAMPLES, SHIPPING_EXAMPLES, StandIn
 from slmfleet.local.models.onnx_classifier import write_onnx_classifier
@@ -42,6 +43,8 @@ def served(tmp_path_factory):
         {
             "vllm-billing": StandIn("domain", billing),
             "trt-billing": StandIn("domain", billing, "tensorrtllm"),
+            # refuses prompt + max_tokens > 64, as TensorRT-LLM past max_seq_len
+            "trt-short": StandIn("domain", billing | {"max_seq_len": "64"}, "tensorrtllm"),
         },
     )
     artifact = work / "artifacts" / "shop" / "models" / "intent"  # <root>/<ns>/<claim>/<path>
@@ -84,6 +87,7 @@ def router(served):
         "specialists": [
             spec("vllm", "vllm-billing", "vllm"),
             spec("trt", "trt-billing", "tensorrtllm", contextLength=2048),
+            spec("trt-short", "trt-short", "tensorrtllm", contextLength=64),
             # the same models, declaring their labels: the label rule applies
             spec("trt-labelled", "trt-billing", "tensorrtllm", domain={"labels": LABELS}),
             spec("vllm-labelled", "vllm-billing", "vllm", domain={"labels": LABELS}),
@@ -111,6 +115,16 @@ def router(served):
             logprob_policy("trt-sequence", "shop/trt"),
             logprob_policy("trt-calibrated", "shop/trt-labelled", calibration=CALIBRATION),
             {
+                "modelName": "long-or-short",
+                "id": "shop/long-or-short",
+                "specialists": ["shop/trt-short"],
+                "routing": {"semantic": {"enabled": False}},
+                "cascade": [
+                    {"name": "short", "specialist": "shop/trt-short"},
+                    {"name": "long", "specialist": "shop/trt"},
+                ],
+            },
+            {
                 "modelName": "fragile",
                 "id": "shop/fragile",
                 "specialists": ["shop/orphan"],
@@ -125,6 +139,17 @@ def router(served):
     path = work / "router.json"
     write_config(path, cfg)
     with RouterThread(path, settings=Settings(artifact_root=str(work / "artifacts"))) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def counting_router(router, served):
+    """The same configuration, counting prompts with the MiniLM tokenizer (as
+    ``slmfleet-router`` does by default): it knows a prompt's tokens."""
+    with RouterThread(
+        served[1] / "router.json",
+        counter=TokenizerCounter.from_file(model_dir() / "tokenizer.json"),
+    ) as r:
         yield r
 
 
@@ -207,6 +232,31 @@ def test_tensorrtllm_bad_sampling_is_a_400(client):
     with pytest.raises(openai.BadRequestError) as err:
         chat(client, "shop/trt", "x", extra_body={"sampling_parameters": {"top_k": 1.5}})
     assert err.value.body["param"] == "top_k"
+
+
+LONG = "refund " * 70  # 70 tokens to the stand-in, more to MiniLM: past a context of 64
+
+
+def test_the_output_cap_fits_the_context(router, counting_router):
+    """No max_tokens, no Budget: the router sends what the context leaves after the
+    prompt, not the whole context (which TensorRT-LLM and vLLM refuse); a prompt that
+    fills the context alone is the caller's 400 when the router counts its tokens, and
+    a cascade with a longer-context tier escalates to it first."""
+    for r in (router, counting_router):
+        client = openai.OpenAI(base_url=r.url + "/v1", api_key="unused", max_retries=0)
+        for kw in ({}, {"max_tokens": 1000}):
+            resp, h = chat(client, "shop/trt-short", "please refund the duplicate charge", **kw)
+            assert resp.choices[0].message.content == "refund: This is a refund request."
+    client = openai.OpenAI(base_url=counting_router.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(client, "shop/trt-short", LONG)
+    body = err.value.body
+    assert (body["code"], body["param"], body["type"]) == (
+        "context_length_exceeded", "messages", "invalid_request_error")  # fmt: skip
+    assert "maximum context length is 64 tokens" in body["message"]
+    resp, h = chat(client, "long-or-short", LONG)
+    assert h["x-slmfleet-escalations"] == "short:context_length_exceeded"
+    assert h["x-slmfleet-tier"] == "long" and resp.choices[0].message.content.startswith("refund:")
 
 
 def _expected(artifact, text: str, labels: list[str]) -> tuple[str, float]:

@@ -142,6 +142,9 @@ def test_wait_holds_the_caller_for_the_reviewer_then_times_out_to_202(router):
     assert raw.http_response.status_code == 202  # onTimeout: async
     assert 1.0 <= time.monotonic() - begin < 5
     assert store.get_case(raw.http_response.json()["id"]).status == "open"
+    # The wait for a reviewer is the tier's upstream time, not latency the router added.
+    latency = wait_decision(store, raw.headers["x-slmfleet-request-id"])["latency_ms"]
+    assert latency["upstream"] >= 1000 > latency["router"], latency
 
 
 @pytest.fixture

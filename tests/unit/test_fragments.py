@@ -193,3 +193,24 @@ def test_deep_schemas_are_refused_and_ordinary_ones_pass():
         "additionalProperties": {"$ref": "#/$defs/a"},
     }
     assert schema_problems(ok) == []
+
+
+def test_a_replica_price_is_the_autoscalers_not_the_routers():
+    """The router never reads cost.replicaHourUsd: it is not in the fragment; one that an
+    older operator wrote with it still assembles (dropped), so an upgrade loses nothing."""
+    from slmfleet.api.specialist import SLMSpecialistSpec
+    from slmfleet.render.translate import specialist_config
+
+    spec = SLMSpecialistSpec.model_validate(
+        {
+            "model": {"backend": "python", "uri": "hf://org/m"},
+            "cost": {"replicaHourUsd": 1.5, "inputPerMillionUsd": 0.2, "outputPerMillionUsd": 0.4},
+        }
+    )
+    cfg = specialist_config("a", "a", spec, ready=True, extra_examples=[])
+    assert cfg.cost.wire() == {"inputPerMillionUsd": 0.2, "outputPerMillionUsd": 0.4}
+    old = spec_frag("a", "a")
+    old["specialist"]["cost"] = {"replicaHourUsd": 1.5, "inputPerMillionUsd": 0.2}
+    got = assemble({"c1": raw(old)})
+    assert got.rejected == {}
+    assert got.config.specialists[0].cost.input_per_million_usd == 0.2

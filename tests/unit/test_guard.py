@@ -8,7 +8,14 @@ import asyncio
 import orjson
 import pytest
 
-from slmfleet.router.guard import Guard, GuardSettings, RateLimiter, TokenBucket, caller_key
+from slmfleet.router.guard import (
+    UNAUTHENTICATED,
+    Guard,
+    GuardSettings,
+    RateLimiter,
+    TokenBucket,
+    caller_key,
+)
 
 
 class Clock:
@@ -79,14 +86,63 @@ def test_rate_limiter_keys_are_bounded_and_digested():
     for i in range(10):
         limiter.wait(f"k{i}")
     assert len(limiter.buckets) == 3
-    key = caller_key(scope(key=b"Bearer sk-very-secret"))
+    key = caller_key(scope(key=b"Bearer sk-very-secret"), valid)
     assert key.startswith("key:") and "secret" not in key
-    assert caller_key(scope(key=None)) == "addr:10.0.0.1"
+    assert caller_key(scope(key=b"Bearer  sk-very-secret "), valid) == key  # as checked
+
+
+KEYS = {"k1", "k2", "sk-very-secret"}
+
+
+def valid(s) -> bool:
+    """The router's check (RouterApp.authorized) over KEYS."""
+    auth = dict(s["headers"]).get(b"authorization", b"").decode("latin-1")
+    return auth[:7].lower() == "bearer " and auth[7:].strip() in KEYS
+
+
+@pytest.mark.parametrize(
+    ("key", "authorized", "expected"),
+    [
+        (b"Bearer k1", valid, "key:"),  # a valid key: its own bucket
+        (b"Bearer junk-1", valid, UNAUTHENTICATED),  # any other token: the shared one
+        (b"Basic k1", valid, UNAUTHENTICATED),
+        (None, valid, UNAUTHENTICATED),
+        (b"Bearer k1", None, "addr:10.0.0.1"),  # no API keys: the client's address
+        (None, None, "addr:10.0.0.1"),
+    ],
+)
+def test_caller_key(key, authorized, expected):
+    assert caller_key(scope(key=key), authorized).startswith(expected)
+
+
+async def statuses_of(guard, keys) -> list[int]:
+    out = []
+    for key in keys:
+        rec = Recorder()
+        await guard(scope(key=key), body_once(), rec)
+        out.append(rec.status)
+    return out
+
+
+async def test_junk_tokens_share_one_bucket_and_cannot_evict_a_valid_key():
+    """Rotating bogus tokens get no fresh budget each, and 10,000 of them (the bucket
+    limit) do not evict a real key's emptied bucket (which would refill it)."""
+    clock = Clock()
+    guard = Guard(ok_app, GuardSettings(rate_per_second=1.0, burst=5), clock=clock,
+                  authorized=valid)  # fmt: skip
+    assert await statuses_of(guard, [b"Bearer k1"] * 6) == [200] * 5 + [429]
+    junk = [f"Bearer junk-{i}".encode() for i in range(10_000)]
+    assert await statuses_of(guard, junk[:6]) == [200] * 5 + [429]  # one shared bucket
+    await statuses_of(guard, junk)
+    assert len(guard.limiter.buckets) == 2
+    assert await statuses_of(guard, [b"Bearer k1"]) == [429]  # still empty: not evicted
+    assert await statuses_of(guard, [b"Bearer k2"]) == [200]  # other keys unaffected
 
 
 async def test_rate_limit_answers_429_with_retry_after_per_key():
     clock = Clock()
-    guard = Guard(ok_app, GuardSettings(rate_per_second=1.0, burst=2), clock=clock)
+    guard = Guard(ok_app, GuardSettings(rate_per_second=1.0, burst=2), clock=clock,
+                  authorized=valid)  # fmt: skip
     statuses = []
     for _ in range(3):
         out = Recorder()

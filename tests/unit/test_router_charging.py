@@ -105,8 +105,9 @@ async def test_a_hold_counts_against_the_windows_until_it_is_settled():
 async def test_a_request_in_flight_holds_its_worst_case_against_concurrent_ones():
     config = cfg_with(
         policies=[one_tier("money", "ns/a", budgets=["ns/cash"])],
-        # worst case of one call: 17 prompt tokens (byte bound) x 1 + 4096 output tokens
-        # (the context length: no cap) x 2 per 1M; two do not fit in $0.01
+        # worst case of one call: 17 prompt tokens (byte bound) x 1 + 4079 output tokens
+        # (what the 4096 context leaves after them: no cap) x 2 per 1M; two do not fit
+        # in $0.01
         budgets=[
             {"id": "ns/cash", "spend": [{"window": "1h", "limitUsd": 0.01, "action": "reject"}]}
         ],
@@ -123,7 +124,7 @@ async def test_a_request_in_flight_holds_its_worst_case_against_concurrent_ones(
     eng.specialist_tier.pool = Gated({"ma": words("ok", 0.99)})
     first = asyncio.create_task(run(eng, snap, "x", "money"))
     await asyncio.sleep(0.01)
-    assert held(eng, "ns/cash") == pytest.approx((17 + 4096 * 2) / 1e6)
+    assert held(eng, "ns/cash") == pytest.approx((17 + (4096 - 17) * 2) / 1e6)
     with pytest.raises(RouterError) as e:
         await run(eng, snap, "x", "money")
     assert e.value.status == 429

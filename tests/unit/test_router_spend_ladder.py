@@ -171,7 +171,7 @@ async def test_a_request_too_large_for_the_window_is_429_at_once():
     await run(eng, snap, "hello", "money")
     config["budgets"][0]["ladder"] = [{"atPercent": 100, "action": "reject"}]
     snap, _pool, eng = make({"ma": words("ok", 0.99)}, config)
-    with pytest.raises(RouterError) as e:  # 5 + 16 prompt tokens at worst, 4096 output
+    with pytest.raises(RouterError) as e:  # 5 + 16 prompt tokens at worst, 4075 output
         await run(eng, snap, "hello", "money")
     assert e.value.status == 429 and "on its own" in e.value.message
 
@@ -184,9 +184,10 @@ async def test_a_caller_cannot_raise_what_the_reservation_covers():
     hostile = {"max_tokens": 10**6, "n": 8, "best_of": 8, "min_tokens": 10**5}
     await run(eng, snap, "x", "money", max_tokens=500, sampling_parameters=hostile)
     assert pool.calls[-1][2] == {"max_tokens": 8, "min_tokens": 8}  # the Budget's cap
-    # No cap anywhere: the model's context length, never the caller's number.
+    # No cap anywhere: what the model's context leaves after the prompt (its byte
+    # bound, 5 + 16), never the caller's number.
     await run(eng, snap, "alpha", "p", sampling_parameters={"max_tokens": 10**6})
-    assert pool.calls[-1][2] == {"max_tokens": 4096}
+    assert pool.calls[-1][2] == {"max_tokens": 4096 - 21}
 
 
 # ---- counting when the backend does not count ------------------------------------------

@@ -10,7 +10,9 @@ from slmfleet.router.embed import model_dir
 from slmfleet.router.tiers.plan import (
     EXTERNAL_DEFAULT_OUTPUT_TOKENS,
     PER_MESSAGE_TOKENS,
+    ContextExceeded,
     bounded_sampling,
+    context_room,
     continuation_bound,
     external_plan,
     input_tokens,
@@ -46,8 +48,8 @@ def test_bounded_sampling(sampling, max_tokens, expected):
 @pytest.mark.parametrize(
     ("caps", "reasons", "halve", "out_cap", "rcap", "halved", "worst_in", "worst_out"),
     [
-        # no caps: up to the context length; the prompt bounded by its bytes
-        (Caps(), False, False, 4096, None, False, 5 + ALLOW, 4096),
+        # no caps: what the context leaves after the prompt (bounded by its bytes)
+        (Caps(), False, False, 4096 - 5 - ALLOW, None, False, 5 + ALLOW, 4096 - 5 - ALLOW),
         (Caps(max_output_tokens=100), False, False, 100, None, False, 5 + ALLOW, 100),
         # halveReasoning does nothing to a model that does not reason
         (Caps(max_output_tokens=100), False, True, 100, None, False, 5 + ALLOW, 100),
@@ -95,6 +97,55 @@ def test_specialist_plan(caps, reasons, halve, out_cap, rcap, halved, worst_in, 
     assert p.worst.usd == pytest.approx((worst_in * 1 + worst_out * 2) / 1e6)
     if rcap is not None:
         assert continuation_bound(p) == p.input_bound + rcap + 8
+
+
+MINILM = TokenizerCounter.from_file(model_dir() / "tokenizer.json")
+N = 3  # "refund please" in MiniLM's WordPiece: ref ##und please
+
+
+@pytest.mark.parametrize(
+    ("prompt", "context", "counter", "room"),
+    [
+        # a tokenizer: the context minus the prompt's tokens and the template allowance
+        ("refund please", 4096, MINILM, 4096 - N - ALLOW),
+        ("refund please", N + ALLOW + 1, MINILM, 1),
+        # no tokenizer: the byte bound when it leaves room (never too much)
+        ("refund please", 4096, ByteBound(), 4096 - 13 - ALLOW),
+        ("x" * 100, 117, ByteBound(), 1),
+        # past the byte bound the router cannot tell: ~4 bytes a token, the backend decides
+        ("x" * 100, 116, ByteBound(), 116 - 25),
+        ("x" * 1000, 116, ByteBound(), 1),
+    ],
+)
+def test_context_room(prompt, context, counter, room):
+    assert context_room(prompt, context, counter) == room
+
+
+@pytest.mark.parametrize("context", [N + ALLOW, N, 1])
+def test_a_prompt_that_fills_the_context_is_refused(context):
+    with pytest.raises(ContextExceeded) as err:
+        context_room("refund please", context, MINILM)
+    assert (err.value.prompt_tokens, err.value.context_length) == (N, context)
+    assert f"maximum context length is {context} tokens" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("caps", "counter", "out_cap"),
+    [
+        (Caps(), MINILM, 64 - N - ALLOW),  # all the context leaves
+        (Caps(max_output_tokens=10), MINILM, 10),  # a smaller cap stands
+        (Caps(max_output_tokens=1000), MINILM, 64 - N - ALLOW),  # a larger one cannot
+        (Caps(max_output_tokens=1000), ByteBound(), 64 - 13 - ALLOW),
+    ],
+)
+def test_the_output_cap_fits_the_context(caps, counter, out_cap):
+    """prompt + max_tokens <= context: what vLLM and TensorRT-LLM accept."""
+    p = specialist_plan(
+        "refund please", caps, reasons=False, halve_reasoning=False, context_length=64,
+        prices=PRICES, counter=counter,
+    )  # fmt: skip
+    assert p.output_cap == out_cap
+    assert p.worst.tokens == 13 + ALLOW + out_cap  # the reservation follows the cap
 
 
 def test_the_byte_bound_holds_for_a_real_tokenizer():

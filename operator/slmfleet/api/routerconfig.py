@@ -38,12 +38,22 @@ CONFIG_KEY = "router.json"
 
 
 class CostConfig(KubeModel):
-    replica_hour_usd: float = Field(default=0.0, ge=0)
-    """Price of one replica for one hour, in USD."""
+    """What the router charges a call with (the Budgets' spend). A replica's hourly
+    price (the CRD's ``cost.replicaHourUsd``) is the autoscaler's, not sent here."""
+
     input_per_million_usd: float = Field(default=0.0, ge=0)
     """Price per million input tokens, in USD."""
     output_per_million_usd: float = Field(default=0.0, ge=0)
     """Price per million output tokens, in USD."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_replica_price(cls, data: Any) -> Any:
+        """Fragments an older operator wrote (until it renders them again) carry
+        ``replicaHourUsd``: accepted and dropped, so an upgrade loses no specialist."""
+        if isinstance(data, dict) and "replicaHourUsd" in data:
+            data = {k: v for k, v in data.items() if k != "replicaHourUsd"}
+        return data
 
 
 class ReasoningConfig(KubeModel):

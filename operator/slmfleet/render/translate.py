@@ -81,7 +81,10 @@ def specialist_config(
             examples=[*spec.domain.examples, *extra_examples],
             labels=list(spec.domain.labels),
         ),
-        cost=CostConfig.model_validate(spec.cost.wire()),
+        cost=CostConfig(
+            input_per_million_usd=spec.cost.input_per_million_usd,
+            output_per_million_usd=spec.cost.output_per_million_usd,
+        ),
         reasoning=(
             ReasoningConfig.model_validate(spec.model.reasoning.wire())
             if spec.model.reasoning

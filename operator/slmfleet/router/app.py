@@ -46,7 +46,7 @@ from .httpio import (
     send_json,
 )
 from .protocol import ParsedRequest, parse_chat, parse_completion
-from .settings import Settings, load_api_keys, settings_from_env
+from .settings import Settings, load_api_keys
 from .snapshot import ClassifierFactory, Snapshot, build_snapshot, digest_of, parse_config
 from .tiers import Outcome
 from .triton import TritonPool
@@ -54,7 +54,7 @@ from .triton import TritonPool
 log = logging.getLogger("slmfleet.router")
 access = logging.getLogger("slmfleet.router.access")
 
-__all__ = ["ClientGone", "RouterApp", "Settings", "load_api_keys", "settings_from_env"]
+__all__ = ["ClientGone", "RouterApp", "Settings", "load_api_keys"]
 
 
 class RouterApp:
@@ -74,7 +74,7 @@ class RouterApp:
         self.settings = settings or Settings()
         # Decision log, feedback, review queue and tracing (off unless configured).
         self.telemetry = telemetry or Telemetry()
-        self.telemetry.bind_client_auth(self._authorized)
+        self.telemetry.bind_client_auth(self.authorized)
         self.source = source
         self.classifier_factory = classifier_factory
         self.discovery = discovery
@@ -187,7 +187,7 @@ class RouterApp:
                 return
             await self._completion(scope, receive, send, chat=path.endswith("chat/completions"))
         elif path == "/v1/models" and method == "GET":
-            if not self._authorized(scope):
+            if not self.authorized(scope):
                 await send_json(send, 401, auth_error().body())
                 return
             snap = self.snapshot
@@ -218,7 +218,9 @@ class RouterApp:
         else:
             await send_json(send, 404, error_body(404, f"no route {path}", code="not_found"))
 
-    def _authorized(self, scope: Scope) -> bool:
+    def authorized(self, scope: Scope) -> bool:
+        """Whether the request carries a valid API key (always, without keys); the
+        guard's rate limit asks too (guard.caller_key)."""
         keys = self.settings.api_keys
         if keys is None:
             return True
@@ -240,7 +242,7 @@ class RouterApp:
         out: Outcome | None = None
         snap: Snapshot | None = None
         try:
-            if not self._authorized(scope):
+            if not self.authorized(scope):
                 raise auth_error()
             raw = await self._read_body(scope, receive)
             try:

@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-in-flight", int, "SLMFLEET_MAX_IN_FLIGHT", "1024",
          "API requests served at once (more: 503 + Retry-After); 0: no cap"),
         ("--rate-limit", float, "SLMFLEET_RATE_LIMIT_RPS", "0",
-         "requests per second per API key (more: 429 + Retry-After); 0: off"),
+         "requests per second per valid API key, and for all requests without one "
+         "together (more: 429 + Retry-After); 0: off"),
         ("--rate-burst", int, "SLMFLEET_RATE_LIMIT_BURST", "0",
          "burst per API key (0: twice the rate)"),
         ("--body-timeout", float, "SLMFLEET_BODY_TIMEOUT_SECONDS", "30",
@@ -117,7 +118,9 @@ def guard_settings(args: argparse.Namespace) -> guard.GuardSettings:
 
 
 def wrap(app: Any, args: argparse.Namespace) -> guard.Guard:
-    return guard.Guard(app, guard_settings(args))
+    """The guard around the router; with API keys its rate limit keys by valid key."""
+    keyed = app.settings.api_keys is not None
+    return guard.Guard(app, guard_settings(args), authorized=app.authorized if keyed else None)
 
 
 def http_protocol(args: argparse.Namespace) -> type:

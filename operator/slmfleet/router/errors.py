@@ -58,6 +58,7 @@ PUBLIC_REASONS = {
     "circuit_open": "the upstream is unavailable (circuit open)",
     "unready": "the specialist is not ready",
     "no_replica": "no replica of the specialist became ready in time (it is starting)",
+    "context_length_exceeded": "the prompt does not fit the model's context",
 }
 
 
@@ -77,7 +78,8 @@ class UpstreamError(Exception):
         self.timeout = timeout
         self.retryable = retryable
         self.reason = "timeout" if timeout else reason
-        """Escalation reason: error | timeout | circuit_open | unready | no_replica."""
+        """Escalation reason: error | timeout | circuit_open | unready | no_replica |
+        context_length_exceeded (the prompt alone fills the model's context)."""
         self.public = public
         """A message safe to show callers (no URL, endpoint, body or key), when set."""
 

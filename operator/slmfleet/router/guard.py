@@ -8,8 +8,11 @@
   408 and the connection closes.
 * **In-flight cap**: at most ``max_in_flight`` API requests at once (streams included);
   more get 503 with ``Retry-After`` instead of queueing without bound.
-* **Per-key rate limit** (optional): a token bucket per API key (per client address
-  without one), 429 with ``Retry-After`` when empty; the buckets are LRU-bounded.
+* **Per-key rate limit** (optional): a token bucket per valid API key, 429 with
+  ``Retry-After`` when empty. Requests without a valid key (none, or one the router
+  does not hold) share one bucket, so rotating junk tokens neither gets a fresh
+  budget each nor evicts a real key's bucket; a router without API keys buckets by
+  client address. Checked before the body is read; the buckets are LRU-bounded.
 * **/metrics off the API port**: metric labels name every tenant's policies, so the
   router serves them on a port of its own (``--metrics-port``) and answers 404 here.
 
@@ -104,14 +107,25 @@ class RateLimiter:
         return bucket.take(now)
 
 
-def caller_key(scope: Scope) -> str:
-    """Who is calling: a digest of the bearer token (keys are never kept in clear), else
-    the client address."""
+#: The one bucket every request without a valid API key shares.
+UNAUTHENTICATED = "unauthenticated"
+
+
+def caller_key(scope: Scope, authorized: Callable[[Scope], bool] | None = None) -> str:
+    """Whose bucket a request takes from. With API keys (``authorized`` checks one): a
+    digest of a valid key (keys are never kept in clear), else ``UNAUTHENTICATED``, one
+    bucket for all the rest: a header is not an identity until it is checked. Without
+    API keys (``authorized`` None) the client address."""
+    if authorized is None:
+        client = scope.get("client") or ("?", 0)
+        return f"addr:{client[0]}"
+    if not authorized(scope):
+        return UNAUTHENTICATED
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            return "key:" + hashlib.sha256(value).hexdigest()[:24]
-    client = scope.get("client") or ("?", 0)
-    return f"addr:{client[0]}"
+            token = value[7:].strip()  # "Bearer <key>", as authorized() read it
+            return "key:" + hashlib.sha256(token).hexdigest()[:24]
+    return UNAUTHENTICATED  # authorized without a header: not a keyed router after all
 
 
 def error_body(message: str, type_: str, code: str) -> bytes:
@@ -137,11 +151,19 @@ class Guard:
     """Wraps the router's ASGI app; every other path (health, readiness) passes through."""
 
     def __init__(
-        self, app: ASGIApp, settings: GuardSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        app: ASGIApp,
+        settings: GuardSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        authorized: Callable[[Scope], bool] | None = None,
     ) -> None:
+        """``authorized``: whether a request carries a valid API key (the router's own
+        check, a set lookup), when the router has keys; None when it has none."""
         self.app = app
         self.settings = settings
         self.clock = clock
+        self.authorized = authorized
         self.in_flight = 0
         self.limiter = (
             RateLimiter(settings.rate_per_second, settings.burst, settings.max_keys, clock)
@@ -166,7 +188,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         if self.limiter is not None:
-            wait = self.limiter.wait(caller_key(scope))
+            wait = self.limiter.wait(caller_key(scope, self.authorized))
             if wait > 0:
                 REJECTED.labels("rate_limit").inc()
                 body = error_body("rate limit exceeded; retry later", "rate_limit_error",

@@ -1,8 +1,8 @@
-"""The router's own settings (limits, API keys, shared streams), from flags or environment."""
+"""The router's own settings (limits, API keys, shared streams); ``__main__`` fills them
+from its flags, whose defaults read the environment (the one place defaults live)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +34,3 @@ def load_api_keys(path: str | None = None, inline: str | None = None) -> frozens
     if inline:
         keys |= {k.strip() for k in inline.split(",") if k.strip()}
     return frozenset(keys) if keys else None
-
-
-def settings_from_env() -> Settings:
-    return Settings(
-        max_body_bytes=int(os.environ.get("SLMFLEET_MAX_BODY_BYTES", 2 * 1024 * 1024)),
-        max_messages=int(os.environ.get("SLMFLEET_MAX_MESSAGES", 256)),
-        api_keys=load_api_keys(
-            os.environ.get("SLMFLEET_API_KEYS_FILE"), os.environ.get("SLMFLEET_API_KEYS")
-        ),
-        shared_stream_max_tokens=int(os.environ.get("SLMFLEET_SHARED_STREAM_MAX_TOKENS", 0)),
-        artifact_root=os.environ.get("SLMFLEET_ARTIFACT_ROOT") or None,
-    )

@@ -17,8 +17,9 @@ of its tokens' vectors: a tokenizer call, a gather and a dot product (tens of us
   ``$XDG_CACHE_HOME/slmfleet/static``, else ``~/.cache/slmfleet/static``) and in the
   process. Where the directory cannot be written (a read-only root filesystem) the
   table lives in memory only and is distilled again at the next process start. The
-  router image sets ``HOME=/tmp``, the Pod's emptyDir: the Pod's first configuration
-  distils it, a container restart within the Pod reads it back.
+  router image distils it at build time (``python -m slmfleet.router.static_embed
+  /opt/slmfleet/static``) and sets ``SLMFLEET_STATIC_CACHE`` there, so a Pod starts
+  with the table (read-only is enough) and distils nothing.
 * **Sentences** (:class:`StaticEmbedder`): token ids without ``[CLS]``/``[SEP]``,
   ``sum(w[id] * T[id]) / sum(w[id])`` with per-token weights chosen by the caller
   (:func:`token_weights`), L2-normalised.
@@ -244,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m slmfleet.router.static_embed [DIR]``: distil the packaged encoder's
     table into DIR (default: :func:`cache_dir`) and print its path. The router image runs
     it at build time and names the directory in ``SLMFLEET_STATIC_CACHE``, so a Pod
-    starts with the table instead of spending ~12 s of CPU on it."""
+    starts with the table instead of spending ~10 s of CPU on it."""
     import argparse
 
     from .embed import default_encoder
@@ -256,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = Path(args.directory) if args.directory else cache_dir()
     if d is None:
         ap.error("no directory: name one, or set SLMFLEET_STATIC_CACHE or HOME")
-    try:  # before ~12 s of distilling: can the table be written there at all?
+    try:  # before ~10 s of distilling: can the table be written there at all?
         d.mkdir(parents=True, exist_ok=True)
         probe = d / f".probe.{os.getpid()}"
         probe.write_bytes(b"")

@@ -1,7 +1,8 @@
 """How a request that no tier served ends, and what spend did to it, pure: the error
-the caller gets (429 with Retry-After for a refused Budget, 503/504/502 for upstream
-failures) and the ladder steps and refusals written on its Decision (headers, log line).
-Shared by the engine, the split runner and the rollouts."""
+the caller gets (429 with Retry-After for a refused Budget, 400 for a prompt longer than
+the model's context, 503/504/502 for other upstream failures) and the ladder steps and
+refusals written on its Decision (headers, log line). Shared by the engine, the split
+runner and the rollouts."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ def failure_error(
             type="server_error",
             code="no_replica",
             headers={"retry-after": str(NO_REPLICA_RETRY_AFTER_S)},
+        )
+    if (
+        last_error is not None
+        and last_error.reason == "context_length_exceeded"
+        and not out_of_time
+    ):  # the caller's to fix, as OpenAI answers it
+        return RouterError(
+            400,
+            last_error.public_message,
+            code="context_length_exceeded",
+            param="messages",
         )
     if out_of_time or (last_error is not None and last_error.timeout):
         return RouterError(

@@ -2,7 +2,7 @@
 environment. How the router plugs it in (router/app.py, one call site each)::
 
     tel = Telemetry.from_env()                                   # router/__main__.py
-    tel.bind_client_auth(app._authorized)                        # RouterApp.__init__
+    tel.bind_client_auth(app.authorized)                         # RouterApp.__init__
     Engine(..., review=tel.review)                               # the human tier files there
     await tel.start()                                            # startup
     await tel.close()                                            # shutdown (flushes)

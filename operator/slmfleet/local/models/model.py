@@ -12,7 +12,9 @@ the vLLM backend's (``text_input``, ``stream``, ``sampling_parameters``; out
 ``max_tokens`` input: ``text_input``, ``max_tokens``, ``stream``,
 ``exclude_input_in_output``, ``stop_words``, ``bad_words``, ``return_log_probs``; out
 ``text_output`` and ``cum_log_probs``, with the batch dimension the batching config
-implies).
+implies). With a ``max_seq_len`` parameter a TensorRT-LLM-contract stand-in refuses a
+request whose prompt (``standin.count_tokens``) plus ``max_tokens`` exceeds it, as
+TensorRT-LLM refuses one past the engine's maximum sequence length.
 
 Token counts and log-probabilities as the vLLM backend reports them (its
 docs/additional_outputs.md): when a request sets ``return_num_output_tokens``, every
@@ -119,6 +121,7 @@ class TritonPythonModel:
             else ("return_cumulative_logprob", "cumulative_logprob")
         )
         self.loras = _loras(args)
+        self.max_seq_len = int(params["max_seq_len"]) if "max_seq_len" in params else None
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -150,6 +153,12 @@ class TritonPythonModel:
             "bad_words": _strings(request, "bad_words"),
         }
         exclude = bool(_first(request, "exclude_input_in_output") or False)
+        prompt_len = standin.count_tokens(prompt)
+        if self.max_seq_len is not None and prompt_len + sampling["max_tokens"] > self.max_seq_len:
+            raise standin.StandInError(
+                f"input length ({prompt_len}) + max_tokens ({sampling['max_tokens']}) exceeds "
+                f"the maximum sequence length ({self.max_seq_len})"
+            )
         return prompt, stream, sampling, not stream and not exclude
 
     def _answer(self, request: Any, sender: Any) -> None:

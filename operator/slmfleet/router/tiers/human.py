@@ -113,6 +113,7 @@ class HumanTier:
             if mode == "async" and c.req.stream:
                 mode = "hold"  # a stream cannot become a 202; the message names the case
             policy = human if mode == human.mode else human.model_copy(update={"mode": mode})
+            t0 = self.clock()
             try:
                 outcome = await self.review.answer(
                     case_input(c, human.queue), policy, max_wait_s=time_left
@@ -124,6 +125,10 @@ class HumanTier:
                     reason="review_unavailable",
                     public="the review queue is unavailable",
                 ) from None
+            finally:
+                # Filing the case and waiting for a reviewer (up to waitSeconds) is this
+                # tier's upstream, as a model's generation is: not router-added latency.
+                d.upstream_s += self.clock() - t0
             d.case_id = outcome.case.id
             m.bound(m.HUMAN_REVIEWS, c.policy.model_name, human.queue).inc()
             if outcome.status == 202:

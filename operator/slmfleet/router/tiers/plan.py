@@ -9,6 +9,10 @@ multiply the output (``n``, ``best_of``, beam search), whatever the caller asked
 never make more tokens than bytes. Actual amounts come from the backend's counts when it
 reports them, else from the router's tokenizer, never above the bound the reservation
 used (the backend's ``max_tokens`` already holds the true output to it).
+
+The output cap also fits the model's context: vLLM and TensorRT-LLM refuse a request
+whose prompt plus ``max_tokens`` exceeds the model's length, so the cap is at most the
+context length minus the prompt's tokens (``context_room``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,40 @@ EXTERNAL_DEFAULT_OUTPUT_TOKENS = 4096
 PER_MESSAGE_TOKENS = 8
 
 _BYTES = ByteBound()
+
+
+class ContextExceeded(ValueError):
+    """The prompt alone leaves no room for an answer in the model's context."""
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {context_length} tokens; the prompt "
+            f"has {prompt_tokens} tokens (plus up to {SPECIAL_TOKENS_ALLOWANCE} a chat "
+            "template adds), which leaves no room for an answer. Shorten the messages."
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+def context_room(prompt: str, context_length: int, counter: TokenCounter = _BYTES) -> int:
+    """Output tokens the model's context leaves after ``prompt``.
+
+    With a tokenizer (``counter.exact``) the prompt's tokens are known: the room is the
+    context minus their upper bound (count plus template allowance), and a prompt that
+    leaves none raises ``ContextExceeded`` (the caller's error, not the upstream's).
+    Without one, the byte bound is a true upper bound on the tokens: the room after it
+    when it leaves some; past that the router cannot tell whether the prompt fits, so it
+    leaves the backend to decide, with a cap from ~4 bytes a token (the estimate the
+    TensorRT-LLM codec uses for a bare call)."""
+    if counter.exact:
+        tokens = counter.count(prompt)
+        if tokens + SPECIAL_TOKENS_ALLOWANCE >= context_length:
+            raise ContextExceeded(tokens, context_length)
+        return context_length - tokens - SPECIAL_TOKENS_ALLOWANCE
+    bound = _BYTES.upper_bound(prompt)
+    if bound < context_length:
+        return context_length - bound
+    return max(1, context_length - (len(prompt.encode("utf-8")) + 3) // 4)
 
 
 def bounded_sampling(sampling: Mapping[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -66,12 +104,15 @@ def specialist_plan(
     halve_reasoning: bool,
     context_length: int,
     prices: tuple[float, float],
+    counter: TokenCounter = _BYTES,
 ) -> SpecialistPlan:
-    """Caps -> the call's limits and worst case. Without an output cap the model may
-    generate up to its context length. ``halve_reasoning`` (a ladder step) halves the
-    reasoning cap in force (or, with none, the output cap) of a reasoning model."""
+    """Caps -> the call's limits and worst case. The output cap is the caps' one, never
+    more than the context leaves after the prompt (``context_room``; without a cap, all
+    of that). ``halve_reasoning`` (a ladder step) halves the reasoning cap in force (or,
+    with none, the output cap) of a reasoning model. Raises ``ContextExceeded``."""
     bound = _BYTES.upper_bound(prompt)
-    out_cap = caps.max_output_tokens if caps.max_output_tokens is not None else context_length
+    room = context_room(prompt, context_length, counter)
+    out_cap = room if caps.max_output_tokens is None else min(caps.max_output_tokens, room)
     rcap = caps.reasoning_cap if reasons else None
     halved = False
     if halve_reasoning and reasons:

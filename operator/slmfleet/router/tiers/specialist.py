@@ -35,6 +35,7 @@ from ..logprobs import answer_confidence, wants_logprobs
 from ..tracebudget import continuation_prompt, new_state
 from .base import Answer, Outcome, TierCall
 from .plan import (
+    ContextExceeded,
     actual,
     bounded_sampling,
     continuation_bound,
@@ -113,14 +114,20 @@ class SpecialistTier:
         )
         answer: Progress | None = None
         prices = (spec.cost.input_per_million_usd, spec.cost.output_per_million_usd)
-        plan = specialist_plan(
-            req.prompt,
-            caps,
-            reasons=markers is not None,
-            halve_reasoning=c.spend.halve_reasoning,
-            context_length=spec.context_length,
-            prices=prices,
-        )
+        try:
+            plan = specialist_plan(
+                req.prompt,
+                caps,
+                reasons=markers is not None,
+                halve_reasoning=c.spend.halve_reasoning,
+                context_length=spec.context_length,
+                prices=prices,
+                counter=self.counter,
+            )
+        except ContextExceeded as exc:  # another tier may have the room; else a 400
+            raise UpstreamError(
+                str(exc), reason="context_length_exceeded", public=str(exc)
+            ) from None
         rcap, ocap = plan.reasoning_cap, plan.output_cap
         d.reasoning_halved = d.reasoning_halved or plan.reasoning_halved
         sampling = bounded_sampling(req.sampling, ocap)

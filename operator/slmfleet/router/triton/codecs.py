@@ -210,8 +210,9 @@ class TensorRTLLMCodec(NoMetadata):
         add_input(req, "text_input", "BYTES", [1, 1], [prompt])
         max_tokens = sampling.get("max_tokens")
         if max_tokens is None:
-            # The specialist tier always sets max_tokens (its reservation's output cap);
-            # a bare call gets what a prompt of ~4 characters a token leaves.
+            # The specialist tier always sets max_tokens (its reservation's output cap,
+            # within what the context leaves: tiers/plan.context_room); a bare call gets
+            # what a prompt of ~4 characters a token leaves.
             max_tokens = max(1, self.context_length - (len(prompt) + 3) // 4)
         add_input(req, "max_tokens", "INT32", [1, 1], [_number("max_tokens", max_tokens, "INT32")])
         add_input(req, "stream", "BOOL", [1, 1], [True])
