@@ -106,11 +106,12 @@ N = 3  # "refund please" in MiniLM's WordPiece: ref ##und please
 @pytest.mark.parametrize(
     ("prompt", "context", "counter", "room"),
     [
-        # a tokenizer: the context minus the prompt's tokens and the template allowance
-        ("refund please", 4096, MINILM, 4096 - N - ALLOW),
-        ("refund please", N + ALLOW + 1, MINILM, 1),
-        # no tokenizer: the byte bound when it leaves room (never too much)
+        # the byte bound when it leaves room (never too much), tokenizer or not
+        ("refund please", 4096, MINILM, 4096 - 13 - ALLOW),
         ("refund please", 4096, ByteBound(), 4096 - 13 - ALLOW),
+        # the bytes fill the context: a tokenizer counts (context - tokens - allowance)
+        ("refund please", 13 + ALLOW, MINILM, 13 + ALLOW - N - ALLOW),
+        ("refund please", N + ALLOW + 1, MINILM, 1),
         ("x" * 100, 117, ByteBound(), 1),
         # past the byte bound the router cannot tell: ~4 bytes a token, the backend decides
         ("x" * 100, 116, ByteBound(), 116 - 25),
@@ -132,9 +133,9 @@ def test_a_prompt_that_fills_the_context_is_refused(context):
 @pytest.mark.parametrize(
     ("caps", "counter", "out_cap"),
     [
-        (Caps(), MINILM, 64 - N - ALLOW),  # all the context leaves
+        (Caps(), MINILM, 64 - 13 - ALLOW),  # all the context leaves after the bytes
         (Caps(max_output_tokens=10), MINILM, 10),  # a smaller cap stands
-        (Caps(max_output_tokens=1000), MINILM, 64 - N - ALLOW),  # a larger one cannot
+        (Caps(max_output_tokens=1000), MINILM, 64 - 13 - ALLOW),  # a larger one cannot
         (Caps(max_output_tokens=1000), ByteBound(), 64 - 13 - ALLOW),
     ],
 )
@@ -146,6 +147,26 @@ def test_the_output_cap_fits_the_context(caps, counter, out_cap):
     )  # fmt: skip
     assert p.output_cap == out_cap
     assert p.worst.tokens == 13 + ALLOW + out_cap  # the reservation follows the cap
+
+
+class CountingCounter(TokenizerCounter):
+    def __init__(self) -> None:
+        super().__init__(MINILM.tokenizer)
+        self.calls = 0
+
+    def count(self, text: str) -> int:
+        self.calls += 1
+        return super().count(text)
+
+
+def test_the_tokenizer_runs_only_when_the_bytes_fill_the_context():
+    """Counting is the request path's cost (~1 ms for 3,000 characters, on the loop)."""
+    counter = CountingCounter()
+    long = "how do I get my money back for order 1234? " * 70  # ~3,000 characters
+    assert context_room(long, 4096, counter) == 4096 - len(long) - ALLOW
+    assert counter.calls == 0
+    assert context_room(long, 2048, counter) == 2048 - MINILM.count(long) - ALLOW
+    assert counter.calls == 1
 
 
 def test_the_byte_bound_holds_for_a_real_tokenizer():

@@ -55,21 +55,23 @@ class ContextExceeded(ValueError):
 def context_room(prompt: str, context_length: int, counter: TokenCounter = _BYTES) -> int:
     """Output tokens the model's context leaves after ``prompt``.
 
-    With a tokenizer (``counter.exact``) the prompt's tokens are known: the room is the
-    context minus their upper bound (count plus template allowance), and a prompt that
-    leaves none raises ``ContextExceeded`` (the caller's error, not the upstream's).
-    Without one, the byte bound is a true upper bound on the tokens: the room after it
-    when it leaves some; past that the router cannot tell whether the prompt fits, so it
-    leaves the backend to decide, with a cap from ~4 bytes a token (the estimate the
-    TensorRT-LLM codec uses for a bare call)."""
+    First the byte bound: a prompt never has more tokens than UTF-8 bytes (plus the
+    template allowance), so when that bound leaves room, the room after it is safe and
+    costs nothing: no tokenizer runs on the request path (it costs ~40 us for a short
+    prompt and ~1 ms for 3,000 characters, on the event loop). Only a prompt whose bytes
+    fill the context is counted: with a tokenizer (``counter.exact``) the room is the
+    context minus its count and the allowance, and a prompt that leaves none raises
+    ``ContextExceeded`` (the caller's error, not the upstream's); without one the router
+    cannot tell whether it fits, so it leaves the backend to decide, with a cap from ~4
+    bytes a token (the estimate the TensorRT-LLM codec uses for a bare call)."""
+    bound = _BYTES.upper_bound(prompt)
+    if bound < context_length:
+        return context_length - bound
     if counter.exact:
         tokens = counter.count(prompt)
         if tokens + SPECIAL_TOKENS_ALLOWANCE >= context_length:
             raise ContextExceeded(tokens, context_length)
         return context_length - tokens - SPECIAL_TOKENS_ALLOWANCE
-    bound = _BYTES.upper_bound(prompt)
-    if bound < context_length:
-        return context_length - bound
     return max(1, context_length - (len(prompt.encode("utf-8")) + 3) // 4)
 
 
