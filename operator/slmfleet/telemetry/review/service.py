@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -102,6 +103,8 @@ class ReviewService:
         self._task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self._webhook_keys: dict[str, bytes] = {}
+        self._gauges_at = float("-inf")
+        self._gauges_lock = threading.Lock()
         self.webhook_queues = frozenset(q for q, c in self.s.queues.items() if c.webhook_url)
 
     # -- filing (the human tier) ---------------------------------------------------------
@@ -296,10 +299,15 @@ class ReviewService:
             t[1] += s.claimed
             if s.oldest_created_at is not None:
                 t[2] = max(t[2], now - s.oldest_created_at)
-        for q, (open_, claimed, oldest) in totals.items():
-            m.REVIEW_OPEN.labels(q, "open").set(open_)
-            m.REVIEW_OPEN.labels(q, "claimed").set(claimed)
-            m.REVIEW_OLDEST.labels(q).set(oldest)
+        with self._gauges_lock:
+            # Sweeps can overlap (the loop's and an explicit one, possibly from another
+            # thread's event loop): the gauges keep the newest view, never a stale one.
+            if now >= self._gauges_at:
+                self._gauges_at = now
+                for q, (open_, claimed, oldest) in totals.items():
+                    m.REVIEW_OPEN.labels(q, "open").set(open_)
+                    m.REVIEW_OPEN.labels(q, "claimed").set(claimed)
+                    m.REVIEW_OLDEST.labels(q).set(oldest)
         if self.webhook_queues:
             await self._deliver(now)
 
