@@ -11,7 +11,7 @@ import pytest
 
 from slmfleet.router import metrics as m
 from slmfleet.router.engine import Decision
-from slmfleet.router.errors import UpstreamError
+from slmfleet.router.errors import RouterError, UpstreamError
 from slmfleet.router.protocol import parse_chat
 from slmfleet.router.rollout import (
     ArmStats,
@@ -43,7 +43,7 @@ def test_picked_depends_on_the_rollout():
     ("escalations", "failed", "outcome"),
     [
         ([], False, "ok"),
-        ([], True, "error"),
+        ([], True, None),  # the request failed before the tier ran
         (["routed:error"], False, "error"),
         (["routed:timeout", "large:error"], True, "error"),
         (["routed:codec"], False, "error"),
@@ -51,6 +51,7 @@ def test_picked_depends_on_the_rollout():
         (["routed:validator:json", "routed:low_answer_confidence"], False, "escalated"),
         (["routed:low_routing_confidence"], False, None),  # never ran: not the model's
         (["routed:budget_exceeded"], True, None),
+        (["small:budget_exceeded"], True, None),  # ended before reaching routed: not its error
         (["routing:out_of_domain"], False, "ok"),  # other prefixes are not this tier's
         (["large:error"], False, "ok"),
     ],
@@ -298,3 +299,78 @@ async def test_shadow_share_errors_and_the_cap(shadows):
     gate.set()
     await asyncio.gather(*eng.rollouts.shadows)
     eng.close()
+
+
+# -- Budgets and rollouts ------------------------------------------------------------------
+
+
+def _sample(name, labels):
+    return m.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _arm_count(arm, outcome):
+    return _sample(
+        "slmfleet_router_rollout_requests_total",
+        {
+            "policy": "r",
+            "specialist": "ns/a",
+            "candidate": "ns/a2",
+            "mode": "canary",
+            "arm": arm,
+            "outcome": outcome,
+        },
+    )
+
+
+def budgeted_rollout(limit_usd, *, covers, action="reject", **rollout):
+    """A rollout whose Budget (limit per hour, capped output) covers ``covers``: the
+    candidate alone ("candidate") or the policy ("policy"); the candidate has prices."""
+    cfg = rollout_config(**rollout)
+    cfg["specialists"] = [
+        *[s for s in SPECIALISTS if s["id"] != "ns/a2"],
+        spec("a2", "ma2", cost={"inputPerMillionUsd": 1, "outputPerMillionUsd": 1}),
+    ]
+    budget = {
+        "id": "ns/cand",
+        "spend": [{"window": "1h", "limitUsd": limit_usd, "action": action}],
+        "perRequest": {"maxOutputTokens": 8},
+    }
+    if covers == "candidate":
+        budget["specialists"] = ["ns/a2"]
+    else:
+        cfg["policies"][0]["budgets"] = ["ns/cand"]
+    cfg["budgets"] = [budget]
+    return cfg
+
+
+async def test_a_candidate_budget_refusal_runs_the_incumbent_and_is_no_error():
+    # The candidate's worst case (8 output tokens at $1/M) is over its Budget's $1e-9 on
+    # its own: the router's view shows no step, the ledger refuses the reservation.
+    snap, pool, eng = make(SCRIPT, budgeted_rollout(1e-9, covers="candidate", percent=100))
+    errors = _arm_count("candidate", "error")
+    for i in range(12):
+        out, d = await ask(eng, snap, f"b{i}")
+        assert out.text == "incumbent says " and d.accepted and d.target == "ns/a"
+        assert d.escalations == ["routed:budget_exceeded"]
+        assert d.extra_headers["rollout"] == "canary:incumbent"
+        assert d.extra["rollout"]["arm"] == "incumbent"
+        assert [(a.tier, a.outcome) for a in d.attempts] == [
+            ("routed", "skipped"),
+            ("routed", "accepted"),
+        ]
+    assert [c[0] for c in pool.calls] == ["ma"] * 12
+    st = next(iter(eng.rollouts.states.values()))
+    assert st.candidate.n == st.incumbent.n == 0 and not st.rolled_back  # counted for neither
+    assert _arm_count("candidate", "error") == errors
+
+
+async def test_a_policy_budget_refusal_is_429_and_no_arm_error():
+    snap, pool, eng = make(SCRIPT, budgeted_rollout(1e-9, covers="policy", percent=100))
+    errors = _arm_count("candidate", "error")
+    with pytest.raises(RouterError) as e:
+        await ask(eng, snap, "p1")
+    assert e.value.status == 429 and e.value.code == "budget_exceeded"
+    assert pool.calls == []
+    st = next(iter(eng.rollouts.states.values()))
+    assert st.candidate.n == st.incumbent.n == 0
+    assert _arm_count("candidate", "error") == errors

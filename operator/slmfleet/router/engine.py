@@ -183,7 +183,13 @@ class Engine:
         m.bound(m.ROUTING_CONFIDENCE, policy.model_name).observe(route.confidence)
         return route, degrade
 
-    async def _cascade(self, run: RequestRun, route: RouteDecision) -> Outcome:
+    async def _cascade(
+        self,
+        run: RequestRun,
+        route: RouteDecision,
+        *,
+        stand_in: Callable[[], RouteDecision] | None = None,
+    ) -> Outcome:
         """The policy's tiers in order for ``run`` routed to ``route``: skip, call, judge
         the answer, escalate; the first accepted answer (else the last one) is returned.
 
@@ -191,7 +197,11 @@ class Engine:
         before anything else. A refusal that holds for the whole request (a Budget of the
         policy or of the routed specialist, or a fail-closed Budget without its ledger)
         stops the cascade: the answer already generated and paid for is returned (not
-        accepted), as when time runs out; a 429 only when there is none."""
+        accepted), as when time runs out; a 429 only when there is none. ``stand_in``:
+        ``route`` puts a canary's candidate in the routed specialist's place; when a Budget
+        that is not the policy's refuses the candidate, it is called once for the route to
+        run the routed tier on instead (the incumbent's), so the candidate's own Budgets
+        never refuse a request the incumbent has room for."""
         snap, policy, req, d = run.snap, run.policy, run.req, run.d
         deadline = run.deadline
         tiers = policy.tier_cfgs
@@ -264,8 +274,17 @@ class Engine:
                 hop.attempt.outcome = "skipped"  # not called: its reservation was refused
                 note_refusal(d, exc)
                 self._escalate(d, policy, cfg.name, "budget_exceeded", called=True)
+                routed_here = sid is not None and sid == route.specialist
+                if (
+                    stand_in is not None
+                    and cfg.routed
+                    and routed_here
+                    and not refused_by_request(exc, policy, False)
+                ):
+                    route, stand_in = stand_in(), None  # the same tier again, on the incumbent
+                    continue
                 if exc.admission.reason == "ledger_unavailable" or refused_by_request(
-                    exc, policy, sid == route.specialist
+                    exc, policy, routed_here
                 ):
                     if last is None:
                         raise budget_rejection(policy, exc) from None

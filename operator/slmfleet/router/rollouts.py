@@ -5,12 +5,16 @@ For a request routed to a specialist that a policy rollout names as its incumben
 
 * **canary** - ``percent`` of those requests run the cascade with the candidate in
   the routed tier's place. How the routed tier did (ok, escalated, error) is counted
-  per arm; once both arms have ``minSamples``, ``rollback_decision`` runs after every
+  per arm (a request whose routed tier a Budget refused counts for neither); once both
+  arms have ``minSamples``, ``rollback_decision`` runs after every
   outcome, and when the candidate is worse by more than ``margin`` the canary is
   *rolled back by this router*: from then on every request goes to the incumbent,
   ``slmfleet_router_rollout_rolled_back`` is 1 and the decision says
   ``x-slmfleet-rollout: canary:rolled-back``, until the rollout's spec changes (a new
   spec starts a new canary) or the router restarts. Counts are per router replica.
+  The candidate's own Budgets never refuse the request: one that rejects (in the
+  router's view before the call, or the ledger's refused reservation) runs the routed
+  tier on the incumbent (``canary:incumbent``).
 * **shadow** - ``percent`` of those requests are also sent to the candidate in the
   background (its own deadline, never streamed, never returned; at most
   ``MAX_SHADOWS`` at once, the rest dropped and counted). When both answers are in,
@@ -172,16 +176,28 @@ class Rollouts:
         else:
             arm = "incumbent"
         used = replace(route, specialist=ro.candidate) if arm == "candidate" else route
-        d.extra_headers["rollout"] = "canary:rolled-back" if st.rolled_back else f"canary:{arm}"
-        d.extra["rollout"] = {
-            "mode": "canary",
-            "specialist": ro.specialist,
-            "candidate": ro.candidate,
-            "arm": arm,
-            "rolled_back": st.rolled_back,
-        }
+
+        def mark(arm: str) -> None:
+            d.extra_headers["rollout"] = "canary:rolled-back" if st.rolled_back else f"canary:{arm}"
+            d.extra["rollout"] = {
+                "mode": "canary",
+                "specialist": ro.specialist,
+                "candidate": ro.candidate,
+                "arm": arm,
+                "rolled_back": st.rolled_back,
+            }
+
+        def incumbent_instead() -> RouteDecision:
+            """The ledger refused the candidate's reservation on a Budget of its own."""
+            nonlocal arm
+            arm = "incumbent"
+            mark(arm)
+            return route
+
+        mark(arm)
+        stand_in = incumbent_instead if arm == "candidate" else None
         try:
-            out = await eng._cascade(run, used)
+            out = await eng._cascade(run, used, stand_in=stand_in)
         except (RouterError, UpstreamError):
             self._record(
                 policy, ro, st, arm, arm_outcome(d.escalations, routed.cfg.name, failed=True)
