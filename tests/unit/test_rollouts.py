@@ -374,3 +374,58 @@ async def test_a_policy_budget_refusal_is_429_and_no_arm_error():
     st = next(iter(eng.rollouts.states.values()))
     assert st.candidate.n == st.incumbent.n == 0
     assert _arm_count("candidate", "error") == errors
+
+
+def _shadow_result(result):
+    return _sample(
+        "slmfleet_router_shadow_comparisons_total",
+        {"policy": "r", "specialist": "ns/a", "candidate": "ns/a2", "result": result},
+    )
+
+
+async def test_a_refused_shadow_is_compared_as_budget_exceeded(shadows):
+    snap, pool, eng = make(
+        SCRIPT, budgeted_rollout(1e-9, covers="candidate", mode="shadow", percent=100)
+    )
+    before = _shadow_result("candidate_error")
+    out, d = await ask(eng, snap, "s1")
+    assert out.text == "incumbent says " and d.extra_headers["rollout"] == "shadow:mirrored"
+    assert await asyncio.gather(*eng.rollouts.shadows, return_exceptions=True) == [None]
+    (rec,) = shadows
+    assert rec["candidate_arm"]["error"] == "budget_exceeded" and rec["agree"] is None
+    assert rec["candidate_arm"]["outcome"] is None and rec["candidate_arm"]["tokens"] == 0
+    assert _shadow_result("candidate_error") == before + 1
+    assert [c[0] for c in pool.calls] == ["ma"]
+
+
+async def test_a_shadow_is_skipped_while_the_candidates_budget_is_exceeded(shadows):
+    # A degrade window never refuses: the first shadow spends past it, the next is skipped.
+    cfg = budgeted_rollout(1e-9, covers="candidate", action="degrade", mode="shadow", percent=100)
+    snap, pool, eng = make(SCRIPT, cfg)
+    _out, d = await ask(eng, snap, "s1")
+    assert d.extra_headers["rollout"] == "shadow:mirrored"
+    await asyncio.gather(*eng.rollouts.shadows)
+    assert len(shadows) == 1 and shadows[0]["candidate_arm"]["outcome"] == "ok"
+    _out, d = await ask(eng, snap, "s2")
+    assert d.extra_headers["rollout"] == "shadow:-" and not d.extra["rollout"]["mirrored"]
+    assert not d.budget_exceeded  # the candidate's Budget is not the request's
+    assert [c[0] for c in pool.calls] == ["ma", "ma2", "ma"]
+
+
+async def test_a_shadow_that_breaks_still_logs_its_comparison(shadows, caplog):
+    snap, _pool, eng = make(SCRIPT, rollout_config(mode="shadow", percent=100))
+    real = eng.specialist_tier.call
+
+    async def call(c):
+        if c.tier.cfg.name == "shadow":
+            raise RuntimeError("bug")
+        return await real(c)
+
+    eng.specialist_tier.call = call
+    with caplog.at_level(logging.ERROR, logger="slmfleet.router"):
+        await ask(eng, snap, "s1")
+        assert await asyncio.gather(*eng.rollouts.shadows, return_exceptions=True) == [None]
+    (rec,) = shadows
+    assert rec["candidate_arm"]["error"] == "internal_error"
+    assert rec["candidate_arm"]["outcome"] == "error"
+    assert any("shadow of s1 failed" in r.getMessage() for r in caplog.records)

@@ -21,7 +21,9 @@ For a request routed to a specialist that a policy rollout names as its incumben
   one JSON line on the ``slmfleet.router.shadow`` log gives both answers (clipped to
   ``MAX_LOGGED_CHARS``), their latencies, outcomes and agreement; metrics count
   agreement and latency per arm. Shadow calls use tokens: they are charged to the
-  policy's Budgets like any call, and skipped while a Budget is degraded or exceeded.
+  policy's and the candidate's Budgets like any call, and skipped while one of those or
+  a Budget of the request is degraded or exceeded; a refused reservation is the
+  candidate's error ``budget_exceeded`` in the comparison.
 
 Every request of a rollout carries ``x-slmfleet-rollout`` (``canary:incumbent``,
 ``canary:candidate``, ``canary:rolled-back``, ``shadow:mirrored``, ``shadow:-``) and a
@@ -43,6 +45,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ..api.routerconfig import RolloutConfig
 from . import metrics as m
 from .acceptance import evaluate
+from .accounting import SpendRefused
 from .calibration import answer_confidence as calibrated_answer
 from .decision import Decision
 from .errors import RouterError, UpstreamError
@@ -110,6 +113,12 @@ class RolloutState:
     candidate: ArmStats = field(default_factory=ArmStats)
     rolled_back: bool = False
     verdict: RollbackVerdict | None = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A shadow task that failed outside its call is logged, never left unretrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("shadow comparison failed", exc_info=exc)
 
 
 def _clip(text: str | None) -> str | None:
@@ -261,6 +270,9 @@ class Rollouts:
         labels = (policy.model_name, ro.specialist, ro.candidate)
         salt = f"{policy.model_name}|{ro.specialist}|{ro.candidate}"
         wanted = picked(d.request_id, ro.percent, salt) and not (run.degrade or d.budget_exceeded)
+        if wanted:  # the candidate's own Budgets too (read, not noted: not this request's)
+            own = eng.accounting.verdict(budgets_for(run.snap, policy, ro.candidate))
+            wanted = not (own.degrade or own.reject or own.exceeded)
         mirrored = wanted and len(self.shadows) < MAX_SHADOWS
         if wanted and not mirrored:
             SHADOW_RESULTS.labels(*labels, "dropped").inc()
@@ -278,6 +290,7 @@ class Rollouts:
         task = loop.create_task(self._shadow(run, ro, routed, route, incumbent))
         self.shadows.add(task)
         task.add_done_callback(self.shadows.discard)
+        task.add_done_callback(_log_failure)
         t0 = self.clock()
         try:
             out = await eng._cascade(run, route)
@@ -324,9 +337,16 @@ class Rollouts:
             error = exc.reason
         except RouterError as exc:
             error = exc.code or "bad_request"
+        except SpendRefused as exc:  # its reservation: the candidate's or policy's Budget
+            error = "budget_exceeded"
+            log.debug("shadow of %s refused: %s", run.d.request_id, exc)
+        except Exception as exc:  # a bug must not end the comparison unseen
+            error = "internal_error"
+            log.exception("shadow of %s failed: %s", run.d.request_id, exc)
         cand_s = self.clock() - t0
-        if error is not None:
-            cand_outcome = "error"
+        cand_outcome: str | None
+        if error is not None:  # a refused reservation: it did not run (as arm_outcome)
+            cand_outcome = None if error == "budget_exceeded" else "error"
         else:
             reasons = evaluate(
                 routed.accept, routing_confidence=route.confidence, answer=answer or "",
@@ -335,7 +355,8 @@ class Rollouts:
             cand_outcome = "escalated" if reasons else "ok"
         inc = await incumbent
         SHADOW_LATENCY.labels(*labels, "candidate").observe(cand_s)
-        ROLLOUT_REQUESTS.labels(*labels, "shadow", "candidate", cand_outcome).inc()
+        if cand_outcome is not None:
+            ROLLOUT_REQUESTS.labels(*labels, "shadow", "candidate", cand_outcome).inc()
         if inc is None:
             result, agree = "incumbent_error", None
             inc_text = inc_s = inc_outcome = inc_tier = None
