@@ -9,9 +9,13 @@ import logging
 import orjson
 import pytest
 
+from slmfleet.api.routerconfig import RouterConfig
+from slmfleet.budget.inprocess import InProcessLedger
 from slmfleet.router import metrics as m
-from slmfleet.router.engine import Decision
+from slmfleet.router.accounting import LedgerAccounting
+from slmfleet.router.engine import Decision, Engine
 from slmfleet.router.errors import RouterError, UpstreamError
+from slmfleet.router.external import ExternalClients
 from slmfleet.router.protocol import parse_chat
 from slmfleet.router.rollout import (
     ArmStats,
@@ -21,7 +25,8 @@ from slmfleet.router.rollout import (
     rollback_decision,
 )
 from slmfleet.router.rollouts import shadow_log
-from tests.unit.router_fakes import CONFIG, make, spec, words
+from slmfleet.router.snapshot import build_snapshot
+from tests.unit.router_fakes import CONFIG, FakePool, counted, make, spec, words
 
 
 @pytest.mark.parametrize("percent", [0, 10, 25, 50, 90, 100])
@@ -429,3 +434,50 @@ async def test_a_shadow_that_breaks_still_logs_its_comparison(shadows, caplog):
     assert rec["candidate_arm"]["error"] == "internal_error"
     assert rec["candidate_arm"]["outcome"] == "error"
     assert any("shadow of s1 failed" in r.getMessage() for r in caplog.records)
+
+
+class RecordingLedger(InProcessLedger):
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    async def settle(self, reservation, actual):
+        self.events.append(("settle", actual.usd > 0))
+        return await super().settle(reservation, actual)
+
+    async def close(self):
+        self.events.append(("close", None))
+        await super().close()
+
+
+class HangingCandidate(FakePool):
+    """The candidate generates one token, then hangs until cancelled."""
+
+    async def stream(self, endpoint, model, prompt, sampling, *, timeout_s, **kw):
+        if model != "ma2":
+            async for piece in super().stream(
+                endpoint, model, prompt, sampling, timeout_s=timeout_s, **kw
+            ):
+                yield piece
+            return
+        self.calls.append((model, prompt, dict(sampling)))
+        yield counted("partial", None, prompt, kw.get("counts"))
+        await asyncio.Event().wait()
+
+
+async def test_shutdown_settles_the_cancelled_shadows_before_closing_the_ledger():
+    cfg = budgeted_rollout(1.0, covers="policy", mode="shadow", percent=100)
+    snap = build_snapshot(RouterConfig.model_validate(cfg))
+    ledger = RecordingLedger()
+    acc = LedgerAccounting(ledger, settle_in_background=True)  # as with Redis
+    pool = HangingCandidate(SCRIPT)
+    eng = Engine(pool, ExternalClients(), accounting=acc)
+    await ask(eng, snap, "s1")
+    await asyncio.sleep(0)  # the shadow is generating
+    assert [c[0] for c in pool.calls] == ["ma", "ma2"] and len(eng.rollouts.shadows) == 1
+    await acc.drain()  # the answer's settle is done: no settle is under way at shutdown
+    assert ledger.events == [("settle", True)]
+    await eng.aclose()
+    # Both calls (the answer and the shadow's one token) settled, then the ledger closed.
+    assert ledger.events == [("settle", True), ("settle", True), ("close", None)]
+    assert not eng.rollouts.shadows

@@ -99,8 +99,10 @@ class Engine:
         self.rollouts.close()
 
     async def aclose(self) -> None:
-        """Close the classifier, finish the settles in flight, close the ledger."""
+        """Close the classifier, cancel the shadow calls and wait for them to end (their
+        settles start as they unwind), finish the settles in flight, close the ledger."""
         self.close()
+        await self.rollouts.wait_closed()
         await self.accounting.close()
 
     # ---- request ----------------------------------------------------------------------

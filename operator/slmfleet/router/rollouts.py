@@ -138,6 +138,12 @@ class Rollouts:
         for t in list(self.shadows):
             t.cancel()
 
+    async def wait_closed(self) -> None:
+        """Wait for the cancelled shadow calls to unwind: their settles start as they do,
+        so the ledger is closed only after (``Engine.aclose``)."""
+        while self.shadows:
+            await asyncio.gather(*list(self.shadows), return_exceptions=True)
+
     # -- which rollout --------------------------------------------------------------------
     @staticmethod
     def routed_tier(policy: PolicyRuntime) -> TierRuntime | None:
