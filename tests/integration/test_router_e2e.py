@@ -19,6 +19,36 @@ pytestmark = pytest.mark.integration
 
 KEY = "test-key"
 
+#: "extract" under a Budget whose cap the generalist's worst case (64 output tokens at
+#: $15/M) exceeds on its own and the extractor's does not: every escalation is refused.
+CAPPED = {
+    "modelName": "capped",
+    "id": "shop/capped",
+    "specialists": ["shop/extractor"],
+    "routing": {"semantic": {"enabled": False}},
+    "budgets": ["shop/capped-budget"],
+    "cascade": [
+        {
+            "name": "small",
+            "routed": True,
+            "accept": {
+                "validators": [
+                    {
+                        "name": "order-json",
+                        "jsonSchema": {"type": "object", "required": ["order_id"]},
+                    }
+                ]
+            },
+        },
+        {"name": "large", "specialist": "shop/generalist"},
+    ],
+}
+CAPPED_BUDGET = {
+    "id": "shop/capped-budget",
+    "spend": [{"window": "1h", "limitUsd": 0.0005, "action": "reject"}],
+    "perRequest": {"maxOutputTokens": 64},
+}
+
 
 @pytest.fixture(scope="module")
 def router(triton, tmp_path_factory, request):
@@ -36,7 +66,15 @@ def router(triton, tmp_path_factory, request):
             egress_policy=egress, secret_resolver=DirectorySecretResolver(secrets)
         ),
     )
-    write_config(path, fleet_config(triton.grpc_url, router_url=port_holder.url + "/v1"))
+    write_config(
+        path,
+        fleet_config(
+            triton.grpc_url,
+            router_url=port_holder.url + "/v1",
+            extra_policies=[CAPPED],
+            budgets=[CAPPED_BUDGET],
+        ),
+    )
     with port_holder as r:
         yield r
 
@@ -97,6 +135,18 @@ def test_json_validator_failure_escalates(client):
     resp, h = chat(client, "extract", "no fields in this text")
     assert h["x-slmfleet-escalations"] == "small:validator:order-json"
     assert h["x-slmfleet-tier"] == "large"
+
+
+def test_a_refused_escalation_returns_the_answer_already_paid_for(client):
+    resp, h = chat(client, "capped", "order id AB-12345 from bob@example.com")
+    assert h["x-slmfleet-tier"] == "small" and "x-slmfleet-accepted" not in h
+    # Not JSON: the validator escalates, the Budget refuses the generalist's reservation,
+    # and the extractor's answer (generated and charged) is returned, not a 429.
+    resp, h = chat(client, "capped", "no fields in this text")
+    assert h["x-slmfleet-escalations"] == "small:validator:order-json,large:budget_exceeded"
+    assert h["x-slmfleet-tier"] == "small" and h["x-slmfleet-accepted"] == "false"
+    assert h["x-slmfleet-target"] == "shop/extractor"
+    assert resp.choices[0].message.content and float(h["x-slmfleet-cost-usd"]) > 0
 
 
 def test_reasoner_is_cut_at_the_cap_and_still_answers(client):

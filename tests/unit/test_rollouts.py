@@ -9,9 +9,13 @@ import logging
 import orjson
 import pytest
 
+from slmfleet.api.routerconfig import RouterConfig
+from slmfleet.budget.inprocess import InProcessLedger
 from slmfleet.router import metrics as m
-from slmfleet.router.engine import Decision
-from slmfleet.router.errors import UpstreamError
+from slmfleet.router.accounting import LedgerAccounting
+from slmfleet.router.engine import Decision, Engine
+from slmfleet.router.errors import RouterError, UpstreamError
+from slmfleet.router.external import ExternalClients
 from slmfleet.router.protocol import parse_chat
 from slmfleet.router.rollout import (
     ArmStats,
@@ -21,7 +25,8 @@ from slmfleet.router.rollout import (
     rollback_decision,
 )
 from slmfleet.router.rollouts import shadow_log
-from tests.unit.router_fakes import CONFIG, make, spec, words
+from slmfleet.router.snapshot import build_snapshot
+from tests.unit.router_fakes import CONFIG, FakePool, counted, make, spec, words
 
 
 @pytest.mark.parametrize("percent", [0, 10, 25, 50, 90, 100])
@@ -43,7 +48,7 @@ def test_picked_depends_on_the_rollout():
     ("escalations", "failed", "outcome"),
     [
         ([], False, "ok"),
-        ([], True, "error"),
+        ([], True, None),  # the request failed before the tier ran
         (["routed:error"], False, "error"),
         (["routed:timeout", "large:error"], True, "error"),
         (["routed:codec"], False, "error"),
@@ -51,6 +56,7 @@ def test_picked_depends_on_the_rollout():
         (["routed:validator:json", "routed:low_answer_confidence"], False, "escalated"),
         (["routed:low_routing_confidence"], False, None),  # never ran: not the model's
         (["routed:budget_exceeded"], True, None),
+        (["small:budget_exceeded"], True, None),  # ended before reaching routed: not its error
         (["routing:out_of_domain"], False, "ok"),  # other prefixes are not this tier's
         (["large:error"], False, "ok"),
     ],
@@ -298,3 +304,180 @@ async def test_shadow_share_errors_and_the_cap(shadows):
     gate.set()
     await asyncio.gather(*eng.rollouts.shadows)
     eng.close()
+
+
+# -- Budgets and rollouts ------------------------------------------------------------------
+
+
+def _sample(name, labels):
+    return m.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _arm_count(arm, outcome):
+    return _sample(
+        "slmfleet_router_rollout_requests_total",
+        {
+            "policy": "r",
+            "specialist": "ns/a",
+            "candidate": "ns/a2",
+            "mode": "canary",
+            "arm": arm,
+            "outcome": outcome,
+        },
+    )
+
+
+def budgeted_rollout(limit_usd, *, covers, action="reject", **rollout):
+    """A rollout whose Budget (limit per hour, capped output) covers ``covers``: the
+    candidate alone ("candidate") or the policy ("policy"); the candidate has prices."""
+    cfg = rollout_config(**rollout)
+    cfg["specialists"] = [
+        *[s for s in SPECIALISTS if s["id"] != "ns/a2"],
+        spec("a2", "ma2", cost={"inputPerMillionUsd": 1, "outputPerMillionUsd": 1}),
+    ]
+    budget = {
+        "id": "ns/cand",
+        "spend": [{"window": "1h", "limitUsd": limit_usd, "action": action}],
+        "perRequest": {"maxOutputTokens": 8},
+    }
+    if covers == "candidate":
+        budget["specialists"] = ["ns/a2"]
+    else:
+        cfg["policies"][0]["budgets"] = ["ns/cand"]
+    cfg["budgets"] = [budget]
+    return cfg
+
+
+async def test_a_candidate_budget_refusal_runs_the_incumbent_and_is_no_error():
+    # The candidate's worst case (8 output tokens at $1/M) is over its Budget's $1e-9 on
+    # its own: the router's view shows no step, the ledger refuses the reservation.
+    snap, pool, eng = make(SCRIPT, budgeted_rollout(1e-9, covers="candidate", percent=100))
+    errors = _arm_count("candidate", "error")
+    for i in range(12):
+        out, d = await ask(eng, snap, f"b{i}")
+        assert out.text == "incumbent says " and d.accepted and d.target == "ns/a"
+        assert d.escalations == ["routed:budget_exceeded"]
+        assert d.extra_headers["rollout"] == "canary:incumbent"
+        assert d.extra["rollout"]["arm"] == "incumbent"
+        assert [(a.tier, a.outcome) for a in d.attempts] == [
+            ("routed", "skipped"),
+            ("routed", "accepted"),
+        ]
+    assert [c[0] for c in pool.calls] == ["ma"] * 12
+    st = next(iter(eng.rollouts.states.values()))
+    assert st.candidate.n == st.incumbent.n == 0 and not st.rolled_back  # counted for neither
+    assert _arm_count("candidate", "error") == errors
+
+
+async def test_a_policy_budget_refusal_is_429_and_no_arm_error():
+    snap, pool, eng = make(SCRIPT, budgeted_rollout(1e-9, covers="policy", percent=100))
+    errors = _arm_count("candidate", "error")
+    with pytest.raises(RouterError) as e:
+        await ask(eng, snap, "p1")
+    assert e.value.status == 429 and e.value.code == "budget_exceeded"
+    assert pool.calls == []
+    st = next(iter(eng.rollouts.states.values()))
+    assert st.candidate.n == st.incumbent.n == 0
+    assert _arm_count("candidate", "error") == errors
+
+
+def _shadow_result(result):
+    return _sample(
+        "slmfleet_router_shadow_comparisons_total",
+        {"policy": "r", "specialist": "ns/a", "candidate": "ns/a2", "result": result},
+    )
+
+
+async def test_a_refused_shadow_is_compared_as_budget_exceeded(shadows):
+    snap, pool, eng = make(
+        SCRIPT, budgeted_rollout(1e-9, covers="candidate", mode="shadow", percent=100)
+    )
+    before = _shadow_result("candidate_error")
+    out, d = await ask(eng, snap, "s1")
+    assert out.text == "incumbent says " and d.extra_headers["rollout"] == "shadow:mirrored"
+    assert await asyncio.gather(*eng.rollouts.shadows, return_exceptions=True) == [None]
+    (rec,) = shadows
+    assert rec["candidate_arm"]["error"] == "budget_exceeded" and rec["agree"] is None
+    assert rec["candidate_arm"]["outcome"] is None and rec["candidate_arm"]["tokens"] == 0
+    assert _shadow_result("candidate_error") == before + 1
+    assert [c[0] for c in pool.calls] == ["ma"]
+
+
+async def test_a_shadow_is_skipped_while_the_candidates_budget_is_exceeded(shadows):
+    # A degrade window never refuses: the first shadow spends past it, the next is skipped.
+    cfg = budgeted_rollout(1e-9, covers="candidate", action="degrade", mode="shadow", percent=100)
+    snap, pool, eng = make(SCRIPT, cfg)
+    _out, d = await ask(eng, snap, "s1")
+    assert d.extra_headers["rollout"] == "shadow:mirrored"
+    await asyncio.gather(*eng.rollouts.shadows)
+    assert len(shadows) == 1 and shadows[0]["candidate_arm"]["outcome"] == "ok"
+    _out, d = await ask(eng, snap, "s2")
+    assert d.extra_headers["rollout"] == "shadow:-" and not d.extra["rollout"]["mirrored"]
+    assert not d.budget_exceeded  # the candidate's Budget is not the request's
+    assert [c[0] for c in pool.calls] == ["ma", "ma2", "ma"]
+
+
+async def test_a_shadow_that_breaks_still_logs_its_comparison(shadows, caplog):
+    snap, _pool, eng = make(SCRIPT, rollout_config(mode="shadow", percent=100))
+    real = eng.specialist_tier.call
+
+    async def call(c):
+        if c.tier.cfg.name == "shadow":
+            raise RuntimeError("bug")
+        return await real(c)
+
+    eng.specialist_tier.call = call
+    with caplog.at_level(logging.ERROR, logger="slmfleet.router"):
+        await ask(eng, snap, "s1")
+        assert await asyncio.gather(*eng.rollouts.shadows, return_exceptions=True) == [None]
+    (rec,) = shadows
+    assert rec["candidate_arm"]["error"] == "internal_error"
+    assert rec["candidate_arm"]["outcome"] == "error"
+    assert any("shadow of s1 failed" in r.getMessage() for r in caplog.records)
+
+
+class RecordingLedger(InProcessLedger):
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    async def settle(self, reservation, actual):
+        self.events.append(("settle", actual.usd > 0))
+        return await super().settle(reservation, actual)
+
+    async def close(self):
+        self.events.append(("close", None))
+        await super().close()
+
+
+class HangingCandidate(FakePool):
+    """The candidate generates one token, then hangs until cancelled."""
+
+    async def stream(self, endpoint, model, prompt, sampling, *, timeout_s, **kw):
+        if model != "ma2":
+            async for piece in super().stream(
+                endpoint, model, prompt, sampling, timeout_s=timeout_s, **kw
+            ):
+                yield piece
+            return
+        self.calls.append((model, prompt, dict(sampling)))
+        yield counted("partial", None, prompt, kw.get("counts"))
+        await asyncio.Event().wait()
+
+
+async def test_shutdown_settles_the_cancelled_shadows_before_closing_the_ledger():
+    cfg = budgeted_rollout(1.0, covers="policy", mode="shadow", percent=100)
+    snap = build_snapshot(RouterConfig.model_validate(cfg))
+    ledger = RecordingLedger()
+    acc = LedgerAccounting(ledger, settle_in_background=True)  # as with Redis
+    pool = HangingCandidate(SCRIPT)
+    eng = Engine(pool, ExternalClients(), accounting=acc)
+    await ask(eng, snap, "s1")
+    await asyncio.sleep(0)  # the shadow is generating
+    assert [c[0] for c in pool.calls] == ["ma", "ma2"] and len(eng.rollouts.shadows) == 1
+    await acc.drain()  # the answer's settle is done: no settle is under way at shutdown
+    assert ledger.events == [("settle", True)]
+    await eng.aclose()
+    # Both calls (the answer and the shadow's one token) settled, then the ledger closed.
+    assert ledger.events == [("settle", True), ("settle", True), ("close", None)]
+    assert not eng.rollouts.shadows

@@ -113,3 +113,72 @@ async def test_fixed_tier_specialist_budget_rejects_that_tier_only():
     out, d = await run(eng, snap, "x", "p")
     assert d.tier == "small" and d.escalations == ["big:budget_exceeded"]
     assert out.text.strip() == "small"
+
+
+def _escalating_policy(limit_usd):
+    """routed answers below its minAnswerConfidence, so the cascade escalates to large,
+    whose worst case alone exceeds the policy's Budget (or not, with a large limit)."""
+    return cfg_with(
+        policies=[
+            {
+                "modelName": "p",
+                "id": "ns/p",
+                "specialists": ["ns/a"],
+                "routing": {"semantic": {"enabled": False}},
+                "budgets": ["ns/cash"],
+                "cascade": [
+                    {"name": "routed", "routed": True, "accept": {"minAnswerConfidence": 0.8}},
+                    {"name": "large", "specialist": "ns/big"},
+                ],
+            }
+        ],
+        budgets=[
+            {
+                "id": "ns/cash",
+                "spend": [{"window": "1h", "limitUsd": limit_usd, "action": "reject"}],
+                "perRequest": CAP8,
+            }
+        ],
+        specialists=[
+            spec("a", "ma", cost={"inputPerMillionUsd": 1, "outputPerMillionUsd": 2}),
+            spec("big", "mbig", cost={"inputPerMillionUsd": 10, "outputPerMillionUsd": 20}),
+        ],
+    )
+
+
+async def test_a_refused_escalation_returns_the_answer_already_paid_for():
+    # large reserves ~$0.0003 (30 prompt bytes x $10 + 8 x $20 per million) > $0.0002.
+    snap, pool, eng = make(
+        {"ma": words("small answer", 0.5), "mbig": words("big answer", 0.99)},
+        _escalating_policy(0.0002),
+    )
+    out, d = await run(eng, snap, "hello alpha " * 3, model="p")
+    assert out.text == "small answer " and d.accepted is False and d.tier == "routed"
+    assert d.escalations == ["routed:low_answer_confidence", "large:budget_exceeded"]
+    assert [(a.tier, a.outcome) for a in d.attempts] == [
+        ("routed", "returned"),
+        ("large", "skipped"),
+    ]
+    assert d.budget_step == "reject" and d.budget_refusal is not None
+    assert [c[0] for c in pool.calls] == ["ma"]
+    assert d.cost_usd > 0 and spent(eng, "ns/cash") == pytest.approx(d.cost_usd)
+    # With room, the same request escalates and large answers.
+    snap, pool, eng = make(
+        {"ma": words("small answer", 0.5), "mbig": words("big answer", 0.99)},
+        _escalating_policy(1.0),
+    )
+    out, d = await run(eng, snap, "hello alpha " * 3, model="p")
+    assert out.text == "big answer " and d.accepted and d.tier == "large"
+
+
+async def test_a_refused_first_tier_is_429_with_its_escalation():
+    # routed (a) reserves ~$0.00005 on its own: over the $0.00004 cap, nothing to return.
+    snap, pool, eng = make(
+        {"ma": words("small answer", 0.5), "mbig": words("big answer", 0.99)},
+        _escalating_policy(0.00004),
+    )
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "hello alpha " * 3, model="p")
+    assert e.value.status == 429 and e.value.code == "budget_exceeded"
+    assert e.value.decision.escalations == ["routed:budget_exceeded"]
+    assert pool.calls == []

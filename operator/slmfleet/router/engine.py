@@ -7,8 +7,9 @@ file puts them in order and records the outcome in the request's Decision.
 Spend: the degrade ladder (``accounting.verdict``) shapes the request before routing
 (cheapest route, no costly tiers, halved reasoning); each tier reserves its worst case
 and is refused atomically by the ledger (``SpendRefused``): a Budget of the policy, or
-of the routed specialist, answers 429 with Retry-After at once; a Budget of another
-tier's specialist only sends the request on to the next tier.
+of the routed specialist, ends the cascade at once (the last answer if an earlier tier
+produced one, else 429 with Retry-After); a Budget of another tier's specialist only
+sends the request on to the next tier.
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ class Engine:
         self.rollouts.close()
 
     async def aclose(self) -> None:
-        """Close the classifier, finish the settles in flight, close the ledger."""
+        """Close the classifier, cancel the shadow calls and wait for them to end (their
+        settles start as they unwind), finish the settles in flight, close the ledger."""
         self.close()
+        await self.rollouts.wait_closed()
         await self.accounting.close()
 
     # ---- request ----------------------------------------------------------------------
@@ -182,9 +185,25 @@ class Engine:
         m.bound(m.ROUTING_CONFIDENCE, policy.model_name).observe(route.confidence)
         return route, degrade
 
-    async def _cascade(self, run: RequestRun, route: RouteDecision) -> Outcome:
+    async def _cascade(
+        self,
+        run: RequestRun,
+        route: RouteDecision,
+        *,
+        stand_in: Callable[[], RouteDecision] | None = None,
+    ) -> Outcome:
         """The policy's tiers in order for ``run`` routed to ``route``: skip, call, judge
-        the answer, escalate; the first accepted answer (else the last one) is returned."""
+        the answer, escalate; the first accepted answer (else the last one) is returned.
+
+        A refused reservation is recorded as the tier's escalation (``budget_exceeded``)
+        before anything else. A refusal that holds for the whole request (a Budget of the
+        policy or of the routed specialist, or a fail-closed Budget without its ledger)
+        stops the cascade: the answer already generated and paid for is returned (not
+        accepted), as when time runs out; a 429 only when there is none. ``stand_in``:
+        ``route`` puts a canary's candidate in the routed specialist's place; when a Budget
+        that is not the policy's refuses the candidate, it is called once for the route to
+        run the routed tier on instead (the incumbent's), so the candidate's own Budgets
+        never refuse a request the incumbent has room for."""
         snap, policy, req, d = run.snap, run.policy, run.req, run.d
         deadline = run.deadline
         tiers = policy.tier_cfgs
@@ -256,12 +275,23 @@ class Engine:
                 hop.failed("budget_exceeded", exc)
                 hop.attempt.outcome = "skipped"  # not called: its reservation was refused
                 note_refusal(d, exc)
-                if exc.admission.reason == "ledger_unavailable" or refused_by_request(
-                    exc, policy, sid == route.specialist
-                ):
-                    raise budget_rejection(policy, exc) from None
-                rejected = exc
                 self._escalate(d, policy, cfg.name, "budget_exceeded", called=True)
+                routed_here = sid is not None and sid == route.specialist
+                if (
+                    stand_in is not None
+                    and cfg.routed
+                    and routed_here
+                    and not refused_by_request(exc, policy, False)
+                ):
+                    route, stand_in = stand_in(), None  # the same tier again, on the incumbent
+                    continue
+                if exc.admission.reason == "ledger_unavailable" or refused_by_request(
+                    exc, policy, routed_here
+                ):
+                    if last is None:
+                        raise budget_rejection(policy, exc) from None
+                    break  # no more tiers; the answer already paid for is returned
+                rejected = exc
                 idx = nxt
                 continue
             except UpstreamError as exc:

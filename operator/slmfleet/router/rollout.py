@@ -7,7 +7,8 @@ canary is rolled back, whether two answers agree.
 * ``arm_outcome`` - how the routed tier did, from the request's escalations: ``error``
   (it failed: error, timeout, open circuit, unready, codec), ``escalated`` (its answer
   was not accepted), ``ok``, or None when it never ran for reasons that are not the
-  model's (routing confidence below the tier's minimum, budgets).
+  model's (routing confidence below the tier's minimum, budgets) or the request ended
+  in an error before reaching it.
 * ``rollback_decision`` - a one-sided two-proportion test with the Agresti-Caffo
   adjustment (one bad and one good outcome added to each arm, which keeps the test
   honest at rates near 0 or 1): roll back when the candidate's bad-outcome rate exceeds
@@ -48,8 +49,10 @@ def picked(request_id: str, percent: float, salt: str) -> bool:
 def arm_outcome(escalations: Sequence[str], tier: str, *, failed: bool = False) -> str | None:
     """ok | escalated | error for the tier named ``tier``, or None when it did not run.
 
-    ``failed``: the request ended in an error before any escalation of this tier was
-    recorded (counted as an error of the arm)."""
+    ``failed``: the request ended in an error. Every way the tier itself ends a request
+    (an upstream error, a refused reservation) records its escalation first, so a failed
+    request without one never reached the tier: not counted for the arm (a Budget of the
+    policy refusing an earlier tier is not the candidate's error)."""
     prefix = tier + ":"
     reasons = [e[len(prefix) :] for e in escalations if e.startswith(prefix)]
     if any(r in ERROR_REASONS for r in reasons):
@@ -58,7 +61,7 @@ def arm_outcome(escalations: Sequence[str], tier: str, *, failed: bool = False) 
         return None
     if reasons:
         return "escalated"
-    return "error" if failed else "ok"
+    return None if failed else "ok"
 
 
 @dataclass(frozen=True, slots=True)

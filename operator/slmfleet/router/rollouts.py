@@ -5,19 +5,25 @@ For a request routed to a specialist that a policy rollout names as its incumben
 
 * **canary** - ``percent`` of those requests run the cascade with the candidate in
   the routed tier's place. How the routed tier did (ok, escalated, error) is counted
-  per arm; once both arms have ``minSamples``, ``rollback_decision`` runs after every
+  per arm (a request whose routed tier a Budget refused counts for neither); once both
+  arms have ``minSamples``, ``rollback_decision`` runs after every
   outcome, and when the candidate is worse by more than ``margin`` the canary is
   *rolled back by this router*: from then on every request goes to the incumbent,
   ``slmfleet_router_rollout_rolled_back`` is 1 and the decision says
   ``x-slmfleet-rollout: canary:rolled-back``, until the rollout's spec changes (a new
   spec starts a new canary) or the router restarts. Counts are per router replica.
+  The candidate's own Budgets never refuse the request: one that rejects (in the
+  router's view before the call, or the ledger's refused reservation) runs the routed
+  tier on the incumbent (``canary:incumbent``).
 * **shadow** - ``percent`` of those requests are also sent to the candidate in the
   background (its own deadline, never streamed, never returned; at most
   ``MAX_SHADOWS`` at once, the rest dropped and counted). When both answers are in,
   one JSON line on the ``slmfleet.router.shadow`` log gives both answers (clipped to
   ``MAX_LOGGED_CHARS``), their latencies, outcomes and agreement; metrics count
   agreement and latency per arm. Shadow calls use tokens: they are charged to the
-  policy's Budgets like any call, and skipped while a Budget is degraded or exceeded.
+  policy's and the candidate's Budgets like any call, and skipped while one of those or
+  a Budget of the request is degraded or exceeded; a refused reservation is the
+  candidate's error ``budget_exceeded`` in the comparison.
 
 Every request of a rollout carries ``x-slmfleet-rollout`` (``canary:incumbent``,
 ``canary:candidate``, ``canary:rolled-back``, ``shadow:mirrored``, ``shadow:-``) and a
@@ -39,6 +45,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ..api.routerconfig import RolloutConfig
 from . import metrics as m
 from .acceptance import evaluate
+from .accounting import SpendRefused
 from .calibration import answer_confidence as calibrated_answer
 from .decision import Decision
 from .errors import RouterError, UpstreamError
@@ -108,6 +115,12 @@ class RolloutState:
     verdict: RollbackVerdict | None = None
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A shadow task that failed outside its call is logged, never left unretrieved."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("shadow comparison failed", exc_info=exc)
+
+
 def _clip(text: str | None) -> str | None:
     if text is None or len(text) <= MAX_LOGGED_CHARS:
         return text
@@ -124,6 +137,12 @@ class Rollouts:
     def close(self) -> None:
         for t in list(self.shadows):
             t.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the cancelled shadow calls to unwind: their settles start as they do,
+        so the ledger is closed only after (``Engine.aclose``)."""
+        while self.shadows:
+            await asyncio.gather(*list(self.shadows), return_exceptions=True)
 
     # -- which rollout --------------------------------------------------------------------
     @staticmethod
@@ -172,16 +191,28 @@ class Rollouts:
         else:
             arm = "incumbent"
         used = replace(route, specialist=ro.candidate) if arm == "candidate" else route
-        d.extra_headers["rollout"] = "canary:rolled-back" if st.rolled_back else f"canary:{arm}"
-        d.extra["rollout"] = {
-            "mode": "canary",
-            "specialist": ro.specialist,
-            "candidate": ro.candidate,
-            "arm": arm,
-            "rolled_back": st.rolled_back,
-        }
+
+        def mark(arm: str) -> None:
+            d.extra_headers["rollout"] = "canary:rolled-back" if st.rolled_back else f"canary:{arm}"
+            d.extra["rollout"] = {
+                "mode": "canary",
+                "specialist": ro.specialist,
+                "candidate": ro.candidate,
+                "arm": arm,
+                "rolled_back": st.rolled_back,
+            }
+
+        def incumbent_instead() -> RouteDecision:
+            """The ledger refused the candidate's reservation on a Budget of its own."""
+            nonlocal arm
+            arm = "incumbent"
+            mark(arm)
+            return route
+
+        mark(arm)
+        stand_in = incumbent_instead if arm == "candidate" else None
         try:
-            out = await eng._cascade(run, used)
+            out = await eng._cascade(run, used, stand_in=stand_in)
         except (RouterError, UpstreamError):
             self._record(
                 policy, ro, st, arm, arm_outcome(d.escalations, routed.cfg.name, failed=True)
@@ -245,6 +276,9 @@ class Rollouts:
         labels = (policy.model_name, ro.specialist, ro.candidate)
         salt = f"{policy.model_name}|{ro.specialist}|{ro.candidate}"
         wanted = picked(d.request_id, ro.percent, salt) and not (run.degrade or d.budget_exceeded)
+        if wanted:  # the candidate's own Budgets too (read, not noted: not this request's)
+            own = eng.accounting.verdict(budgets_for(run.snap, policy, ro.candidate))
+            wanted = not (own.degrade or own.reject or own.exceeded)
         mirrored = wanted and len(self.shadows) < MAX_SHADOWS
         if wanted and not mirrored:
             SHADOW_RESULTS.labels(*labels, "dropped").inc()
@@ -262,6 +296,7 @@ class Rollouts:
         task = loop.create_task(self._shadow(run, ro, routed, route, incumbent))
         self.shadows.add(task)
         task.add_done_callback(self.shadows.discard)
+        task.add_done_callback(_log_failure)
         t0 = self.clock()
         try:
             out = await eng._cascade(run, route)
@@ -308,9 +343,16 @@ class Rollouts:
             error = exc.reason
         except RouterError as exc:
             error = exc.code or "bad_request"
+        except SpendRefused as exc:  # its reservation: the candidate's or policy's Budget
+            error = "budget_exceeded"
+            log.debug("shadow of %s refused: %s", run.d.request_id, exc)
+        except Exception as exc:  # a bug must not end the comparison unseen
+            error = "internal_error"
+            log.exception("shadow of %s failed: %s", run.d.request_id, exc)
         cand_s = self.clock() - t0
-        if error is not None:
-            cand_outcome = "error"
+        cand_outcome: str | None
+        if error is not None:  # a refused reservation: it did not run (as arm_outcome)
+            cand_outcome = None if error == "budget_exceeded" else "error"
         else:
             reasons = evaluate(
                 routed.accept, routing_confidence=route.confidence, answer=answer or "",
@@ -319,7 +361,8 @@ class Rollouts:
             cand_outcome = "escalated" if reasons else "ok"
         inc = await incumbent
         SHADOW_LATENCY.labels(*labels, "candidate").observe(cand_s)
-        ROLLOUT_REQUESTS.labels(*labels, "shadow", "candidate", cand_outcome).inc()
+        if cand_outcome is not None:
+            ROLLOUT_REQUESTS.labels(*labels, "shadow", "candidate", cand_outcome).inc()
         if inc is None:
             result, agree = "incumbent_error", None
             inc_text = inc_s = inc_outcome = inc_tier = None
