@@ -122,7 +122,11 @@ class Decision:
     attempts: list[Attempt] = field(default_factory=list)
     """Every tier the request reached, in order (the decision log's ``attempts``)."""
     case_id: str | None = None
-    """The review case the human tier filed."""
+    """The review case the human tier filed (a split request: its parts', comma-joined)."""
+    split_part: bool = False
+    """This Decision is one part of a split request (``split_run``): its human tier
+    answers with the holding message, since one part cannot turn the response into a
+    202."""
     trace: Any = NOOP
     """The request's span (telemetry.tracing); cascade hops are its children."""
 
@@ -162,6 +166,12 @@ class Decision:
         for name, value in self.extra_headers.items():
             h.append((b"x-slmfleet-" + name.encode(), value.encode()))
         return h
+
+    @property
+    def metric_tier(self) -> str:
+        """The ``tier`` label of the request metrics: ``split`` for a split request (its
+        ``tier`` lists every part's, a combination the config never names)."""
+        return "split" if "split" in self.extra_headers else self.tier
 
     @property
     def total_tokens(self) -> int:
