@@ -89,7 +89,9 @@ class Decision:
     reasoning_tokens: int = 0
     cost_usd: float = 0.0
     truncated: bool = False
-    accepted: bool = True
+    accepted: bool = False
+    """A tier's answer passed its acceptance (set by the cascade). False until then, so a
+    request that fails (an error status, no answer at all) is never recorded accepted."""
     escalations: list[str] = field(default_factory=list)
     human_queue: str | None = None
     degraded: bool = False

@@ -104,7 +104,6 @@ class HumanTier:
         human = c.tier.cfg.human
         assert human is not None
         d = c.d
-        d.human_queue = human.queue
         d.target = f"human:{human.queue}"
         if self.review is None:
             text = self._log_case(c, human)
@@ -134,6 +133,7 @@ class HumanTier:
                 # tier's upstream, as a model's generation is: not router-added latency.
                 d.upstream_s += self.clock() - t0
             d.case_id = outcome.case.id
+            d.human_queue = human.queue  # only a filed case: a failed tier is no review
             m.bound(m.HUMAN_REVIEWS, c.policy.model_name, human.queue).inc()
             if outcome.status == 202:
                 return Answer(
@@ -160,7 +160,7 @@ class HumanTier:
             )
         d = c.d
         case_id = uuid.uuid4().hex
-        d.case_id = case_id
+        d.case_id, d.human_queue = case_id, human.queue
         m.bound(m.HUMAN_REVIEWS, c.policy.model_name, human.queue).inc()
         cases.warning(
             orjson.dumps(
