@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import httpx
 import orjson
+import pytest
 
 from slmfleet.router import metrics as m
 from slmfleet.router.app import RouterApp, Settings
 from slmfleet.router.decision import Attempt, Decision
-from slmfleet.router.errors import UpstreamError
+from slmfleet.router.errors import RouterError, UpstreamError
 from slmfleet.router.routing import RouteDecision
 from slmfleet.router.split_run import fold
 from slmfleet.router.splitting import Part, Segment
@@ -149,3 +150,26 @@ async def test_a_split_request_is_counted_under_tier_split():
     assert r.headers["x-slmfleet-tier"] == "routed,routed"  # the header lists the parts
     assert orjson.loads(r.content)["choices"][0]["message"]["content"].count("answer") == 2
     assert count("split") == before + 1 and count("routed,routed") == 0.0
+
+
+async def test_a_part_refused_by_its_budget_records_the_refusal():
+    policy = {**ASYNC_REVIEW, "cascade": [{"name": "routed", "routed": True}]}
+    budget = {
+        "id": "ns/a-cash",
+        "specialists": ["ns/a"],
+        "spend": [{"window": "1h", "limitUsd": 0.000000001, "action": "reject"}],
+        "perRequest": {"maxOutputTokens": 8},
+    }
+    cfg = cfg_with(policies=[policy], budgets=[budget], specialists=CONFIG["specialists"])
+    snap, pool, eng = make({"ma": words("alpha answer"), "mb": words("beta answer")}, cfg)
+    with pytest.raises(RouterError) as err:
+        await run(eng, snap, TWO, model="s")
+    d = err.value.decision
+    assert err.value.status == 429 and "ma" not in [c[0] for c in pool.calls]
+    assert d.budget_step == "reject" and "ns/a-cash/1h:reject" in d.budget_steps
+    assert d.budget_refusal is not None and "ns/a-cash/1h" in d.budget_exceeded
+    assert dict(d.headers())[b"x-slmfleet-budget-step"] == b"reject"
+    assert [
+        a["tier"]
+        for a in record_json(record_from_decision(d, started_at=0.0, duration_s=0.1))["attempts"]
+    ][:1] == ["part1/routed"]
