@@ -41,6 +41,22 @@ def review_policy(name: str, **human: Any) -> dict[str, Any]:
     }
 
 
+def split_review_policy() -> dict[str, Any]:
+    """``review-split``: splits a request into a parcel part (shipping answers) and a
+    lawyer part (the ``failing`` stand-in, then an async human tier)."""
+    p = review_policy("review-split", mode="async")
+    p["specialists"] = ["shop/shipping", "shop/failing"]
+    p["routing"] = {
+        "semantic": {"enabled": False},
+        "split": {"enabled": True},
+        "rules": [
+            {"name": "parcels", "keywords": ["parcel"], "specialist": "shop/shipping"},
+            {"name": "lawyers", "keywords": ["lawyer"], "specialist": "shop/failing"},
+        ],
+    }
+    return p
+
+
 def telemetry_config(triton_url: str, router_url: str | None = None) -> dict[str, Any]:
     cfg = fleet_config(
         triton_url,
@@ -50,6 +66,7 @@ def telemetry_config(triton_url: str, router_url: str | None = None) -> dict[str
             review_policy("review-async", mode="async"),
             review_policy("review-wait", mode="wait", waitSeconds=20),
             review_policy("review-wait-1s", mode="wait", waitSeconds=1, onTimeout="async"),
+            split_review_policy(),
         ],
     )
     for p in cfg["policies"]:

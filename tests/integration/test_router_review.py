@@ -69,6 +69,32 @@ def test_hold_files_the_case_before_answering(router):
         assert cid in [c["id"] for c in listed]
 
 
+def test_a_split_part_that_reaches_an_async_review_is_held_and_names_its_case(router):
+    client = client_for(router)
+    store = router.app.telemetry.store
+    raw = raw_chat(client, "review-split", "where is my parcel now; I want a lawyer")
+    assert raw.http_response.status_code == 200  # the other part answers too: no 202
+    cid = raw.headers["x-slmfleet-review-case"]
+    assert raw.headers["x-slmfleet-split"] == "2"
+    assert raw.headers["x-slmfleet-tier"] == "routed,review"
+    assert raw.headers["x-slmfleet-human-review"] == "tier2"
+    text = raw.parse().choices[0].message.content
+    assert text.endswith(f"\n\nheld as case {cid}") and len(text) > len(cid) + 20
+    case = store.get_case(cid)
+    rid = raw.headers["x-slmfleet-request-id"]
+    assert case.queue == "tier2" and case.request_id == f"{rid}.2"
+    assert case.conversation == ({"role": "user", "content": "I want a lawyer"},)
+    rec = wait_decision(store, rid)
+    assert rec["review"] == {"queue": "tier2", "case_id": cid}
+    assert [(a["tier"], a["outcome"]) for a in rec["attempts"]] == [
+        ("part1/routed", "accepted"),
+        ("part2/routed", "failed"),
+        ("part2/review", "accepted"),
+    ]
+    parts = raw.http_response.json()["slmfleet"]["split"]
+    assert [p["review_case"] for p in parts] == [None, cid]
+
+
 def test_async_answers_202_the_caller_polls_and_gets_the_reviewers_answer(router):
     client = client_for(router)
     store = router.app.telemetry.store

@@ -36,6 +36,26 @@ from .tiers import Outcome
 log = logging.getLogger("slmfleet.router")
 
 
+def midstream_error(exc: UpstreamError | RouterError) -> RouterError:
+    """The error event of a stream that failed after its 200 went out: the status it
+    would have answered (what the decision record keeps), a timeout told from a failure."""
+    if isinstance(exc, RouterError):
+        return RouterError(
+            exc.status,
+            f"upstream failure mid-stream: {exc.message}",
+            type="upstream_error",
+            code=exc.code,
+        )
+    timeout = exc.timeout
+    return RouterError(
+        504 if timeout else 502,
+        ("upstream timeout mid-stream: " if timeout else "upstream failure mid-stream: ")
+        + exc.public_message,
+        type="upstream_error",
+        code="upstream_timeout" if timeout else "upstream_error",
+    )
+
+
 async def answer_unary(
     engine: Engine, snap: Snapshot, req: ParsedRequest, d: Decision, watch: Disconnect, send: Send
 ) -> Outcome:
@@ -96,20 +116,14 @@ async def answer_stream(
         if isinstance(exc, RouterError) and not started:
             raise  # nothing sent yet: a proper status code and error body
         watch.stop()
-        # Failed after the first token: the status is gone, end the stream cleanly.
-        d.status = 502
+        # Failed after the first token: the status is gone, end the stream cleanly. The
+        # record keeps the status the failure would have had (504 for a timeout).
+        err = midstream_error(exc)
+        d.status = err.status
         d.error = str(exc)
         if not started:
             await start()
-        await send_sse(
-            send,
-            RouterError(
-                502,
-                "upstream failure mid-stream: "
-                + (exc.public_message if isinstance(exc, UpstreamError) else exc.message),
-                type="upstream_error",
-            ).body(),
-        )
+        await send_sse(send, err.body())
         await send({"type": "http.response.body", "body": DONE})
         return None
     except (ClientGone, asyncio.CancelledError):

@@ -301,7 +301,7 @@ class RouterApp:
 
     def _observe(self, d: Decision, total: float) -> None:
         policy = d.metric_policy
-        m.bound(m.REQUESTS, policy, d.tier, str(d.status)).inc()
+        m.bound(m.REQUESTS, policy, d.metric_tier, str(d.status)).inc()
         m.bound(m.DURATION, policy).observe(total)
         m.bound(m.ADDED, policy).observe(max(0.0, total - d.upstream_s))
         if access.isEnabledFor(logging.INFO):

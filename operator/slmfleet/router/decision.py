@@ -89,7 +89,9 @@ class Decision:
     reasoning_tokens: int = 0
     cost_usd: float = 0.0
     truncated: bool = False
-    accepted: bool = True
+    accepted: bool = False
+    """A tier's answer passed its acceptance (set by the cascade). False until then, so a
+    request that fails (an error status, no answer at all) is never recorded accepted."""
     escalations: list[str] = field(default_factory=list)
     human_queue: str | None = None
     degraded: bool = False
@@ -122,7 +124,11 @@ class Decision:
     attempts: list[Attempt] = field(default_factory=list)
     """Every tier the request reached, in order (the decision log's ``attempts``)."""
     case_id: str | None = None
-    """The review case the human tier filed."""
+    """The review case the human tier filed (a split request: its parts', comma-joined)."""
+    split_part: bool = False
+    """This Decision is one part of a split request (``split_run``): its human tier
+    answers with the holding message, since one part cannot turn the response into a
+    202."""
     trace: Any = NOOP
     """The request's span (telemetry.tracing); cascade hops are its children."""
 
@@ -162,6 +168,12 @@ class Decision:
         for name, value in self.extra_headers.items():
             h.append((b"x-slmfleet-" + name.encode(), value.encode()))
         return h
+
+    @property
+    def metric_tier(self) -> str:
+        """The ``tier`` label of the request metrics: ``split`` for a split request (its
+        ``tier`` lists every part's, a combination the config never names)."""
+        return "split" if "split" in self.extra_headers else self.tier
 
     @property
     def total_tokens(self) -> int:

@@ -7,13 +7,17 @@ budgets. The answers are joined in order, separated by a blank line; a streamed 
 gets them once every part is done (the headers must describe all of them). When one
 part fails the others are cancelled and the request fails as that part did. The
 request's Decision records every part: ``x-slmfleet-route``, ``-tier`` and ``-target``
-list them in order, ``-split`` is the number of parts, escalations are prefixed
-``part<n>/``, and the ``split`` field of the body and log line holds one record per part.
+list them in order, ``-split`` is the number of parts, escalations and the decision
+log's attempts are prefixed ``part<n>/``, the parts' review cases are comma-joined, and
+the ``split`` field of the body and log line holds one record per part. A part's human
+tier answers with the holding message (never a 202: the other parts answer too), so
+the case id is in the text, the headers and the record.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,7 @@ from .routing import RouteDecision
 from .snapshot import PolicyRuntime, Snapshot, budgets_for
 from .splitting import Part, plan_split, segment
 from .tiers import Outcome, RequestRun
-from .verdicts import note_ladder
+from .verdicts import SEVERITY, note_ladder
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -87,7 +91,7 @@ class SplitRunner:
         snap, policy, d, emit = run.snap, run.policy, run.d, run.emit
         children = []
         for i in range(len(parts)):
-            c = Decision(f"{d.request_id}.{i + 1}")
+            c = Decision(f"{d.request_id}.{i + 1}", split_part=True)
             c.policy, c.metric_policy = d.policy, d.metric_policy
             children.append(c)
         runs = []
@@ -127,7 +131,9 @@ class SplitRunner:
 
 
 def fold(d: Decision, parts: list[Part], children: list[Decision]) -> None:
-    """Record every part in the request's Decision (see the module docstring)."""
+    """Record every part in the request's Decision (see the module docstring): a fact
+    any part's answer carries (a review case, a local ledger count, halved reasoning, a
+    ladder step or refusal) holds for the response that carries them all."""
     d.route = ",".join(c.route for c in children)
     d.route_source = "split"
     d.confidence = min(p.route.confidence for p in parts)
@@ -140,10 +146,31 @@ def fold(d: Decision, parts: list[Part], children: list[Decision]) -> None:
     d.truncated = any(c.truncated for c in children)
     d.accepted = all(c.accepted for c in children)
     d.escalations = [f"part{i + 1}/{e}" for i, c in enumerate(children) for e in c.escalations]
-    d.human_queue = next((c.human_queue for c in children if c.human_queue), d.human_queue)
+    d.attempts = [
+        *d.attempts,
+        *(
+            replace(a, tier=f"part{i + 1}/{a.tier}")
+            for i, c in enumerate(children)
+            for a in c.attempts
+        ),
+    ]
+    d.human_queue = _joined(c.human_queue for c in children) or d.human_queue
+    d.case_id = _joined(c.case_id for c in children) or d.case_id
     d.degraded = d.degraded or any(c.degraded for c in children)
+    d.reasoning_halved = d.reasoning_halved or any(c.reasoning_halved for c in children)
+    d.ledger_available = d.ledger_available and all(c.ledger_available for c in children)
+    d.budget_refusal = d.budget_refusal or next(
+        (c.budget_refusal for c in children if c.budget_refusal is not None), None
+    )
     for c in children:
         d.budget_exceeded = tuple(dict.fromkeys((*d.budget_exceeded, *c.budget_exceeded)))
+        d.budget_steps = tuple(dict.fromkeys((*d.budget_steps, *c.budget_steps)))
+        if c.budget_step is not None:
+            d.budget_step = max(
+                (s for s in (d.budget_step, c.budget_step) if s is not None), key=SEVERITY.index
+            )
+        if c.budget_percent is not None:
+            d.budget_percent = max(d.budget_percent or 0, c.budget_percent)
     d.upstream_s = max((c.upstream_s for c in children), default=0.0)  # concurrent parts
     confs = [c.answer_confidence for c in children if c.answer_confidence is not None]
     d.answer_confidence = min(confs) if confs else None
@@ -167,7 +194,14 @@ def _part_record(i: int, p: Part, c: Decision) -> dict[str, Any]:
         "accepted": c.accepted,
         "answer_confidence": c.answer_confidence,
         "escalations": list(c.escalations),
+        "human_review": c.human_queue,
+        "review_case": c.case_id,
         "tokens": c.total_tokens,
         "cost_usd": round(c.cost_usd, 10),
         "rollout": c.extra.get("rollout"),
     }
+
+
+def _joined(values: Iterable[str | None]) -> str | None:
+    """The distinct values, in order, comma-joined (None: there are none)."""
+    return ",".join(dict.fromkeys(v for v in values if v)) or None

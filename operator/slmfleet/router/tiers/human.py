@@ -5,9 +5,11 @@ the earlier tiers' answers, why it escalated) is committed *before* the caller g
 anything, so a case id a caller sees always survives a crash; a store that cannot take
 it fails the tier like any other (reason ``review_unavailable``). Then the tier's
 ``mode``: ``hold`` answers with the holding message (``{case_id}`` filled in), ``async``
-with 202 and the case URL to poll (a streamed request, which cannot get a 202, gets the
-holding message), ``wait`` holds the request for a reviewer's answer up to
-``waitSeconds`` (and the tier's time), then ``onTimeout``.
+with 202 and the case URL to poll (a streamed request, which cannot get a 202, and a
+part of a split request, whose siblings answer too, get the holding message), ``wait``
+holds the request for a reviewer's answer up to ``waitSeconds`` (and the tier's time),
+then ``onTimeout``. The Decision names the queue (``x-slmfleet-human-review``) only once
+the case is filed: a review tier that failed leaves a later tier's answer unmarked.
 
 Without a store the review queue is a log stream, as before the decision store: one
 JSON line per case on stderr, from a logger of its own that does not propagate, at INFO
@@ -102,7 +104,6 @@ class HumanTier:
         human = c.tier.cfg.human
         assert human is not None
         d = c.d
-        d.human_queue = human.queue
         d.target = f"human:{human.queue}"
         if self.review is None:
             text = self._log_case(c, human)
@@ -110,8 +111,10 @@ class HumanTier:
             caps, _ = c.caps(None)
             time_left, _own = c.timeout(caps, self.clock())
             mode = human.mode
-            if mode == "async" and c.req.stream:
-                mode = "hold"  # a stream cannot become a 202; the message names the case
+            if mode == "async" and (c.req.stream or d.split_part):
+                # A stream cannot become a 202, nor can one part of a split request (the
+                # other parts' answers go out with it): the message names the case.
+                mode = "hold"
             policy = human if mode == human.mode else human.model_copy(update={"mode": mode})
             t0 = self.clock()
             try:
@@ -130,6 +133,7 @@ class HumanTier:
                 # tier's upstream, as a model's generation is: not router-added latency.
                 d.upstream_s += self.clock() - t0
             d.case_id = outcome.case.id
+            d.human_queue = human.queue  # only a filed case: a failed tier is no review
             m.bound(m.HUMAN_REVIEWS, c.policy.model_name, human.queue).inc()
             if outcome.status == 202:
                 return Answer(
@@ -156,7 +160,7 @@ class HumanTier:
             )
         d = c.d
         case_id = uuid.uuid4().hex
-        d.case_id = case_id
+        d.case_id, d.human_queue = case_id, human.queue
         m.bound(m.HUMAN_REVIEWS, c.policy.model_name, human.queue).inc()
         cases.warning(
             orjson.dumps(
