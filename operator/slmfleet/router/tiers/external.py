@@ -54,6 +54,11 @@ class ExternalTier:
             budgets, plan.worst, ttl_s=timeout, request_id=d.request_id
         )
         d.ledger_available = d.ledger_available and not hold.local  # served on a local count
+        try:  # the time left after the reservation (its round trips, an earlier settle)
+            timeout, _own = c.timeout(caps, self.clock())
+        except UpstreamError:
+            await self.accounting.settle(hold, Amount())
+            raise
         spent = plan.worst  # until the endpoint says otherwise (see the module docstring)
         unknown = True  # the outcome: charged its worst case, recorded as such
         trace: dict[str, str] = {}
