@@ -290,6 +290,8 @@ class ReplyDropper:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.drop = False
+        self.delay = 0.0
+        """Seconds each reply is held back (a slow network; Redis has acted already)."""
         self.port = 0
 
     async def start(self) -> None:
@@ -304,6 +306,8 @@ class ReplyDropper:
                 while data := await src.read(65536):
                     if replies and self.drop:
                         continue
+                    if replies and self.delay:
+                        await asyncio.sleep(self.delay)
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -350,6 +354,71 @@ def test_a_settle_redis_applied_but_never_answered_counts_once(redis_server):
     asyncio.run(run())
     spent_, reserved = asyncio.run(spent(redis_server.url, b))
     assert spent_.usd == pytest.approx(0.3) and reserved.usd == 0
+
+
+def test_a_reserve_redis_applied_but_never_answered_is_released(redis_server):
+    """Redis takes the hold, its answer is lost, the router falls back: the hold is
+    released by its id once Redis answers, not left to block the window until its TTL."""
+    b = reject_budget(1.0, "lost-reserve")
+
+    async def run() -> None:
+        hop = ReplyDropper(redis_server.port)
+        await hop.start()
+        led = ledger(f"redis://127.0.0.1:{hop.port}/0", timeout_s=0.2, retry_interval_s=0.2)
+        warm = await led.reserve([reject_budget(1.0, "warm")], Amount(0.1), ttl_s=600)
+        await led.settle(warm.reservation, Amount())  # both scripts loaded: EVALSHA runs
+        hop.drop = True
+        adm = await led.reserve([b], Amount(0.5), ttl_s=600)
+        hop.drop = False
+        assert adm.admitted and adm.reservation.local  # fail open, on the local count
+        assert (await spent(redis_server.url, b))[1].usd == pytest.approx(0.5)  # Redis holds it
+        deadline = time.monotonic() + 10
+        while led.pending:
+            assert time.monotonic() < deadline, "not released"
+            await asyncio.sleep(0.25)
+            await led.flush()
+        await led.settle(adm.reservation, Amount(0.2))
+        await led.close()
+        await hop.close()
+
+    asyncio.run(run())
+    spent_, reserved = asyncio.run(spent(redis_server.url, b))
+    assert reserved.usd == 0 and spent_.usd == pytest.approx(0.2)
+
+
+def test_a_reservation_whose_caller_left_is_released(redis_server):
+    """The client leaves while the reserve is on its way: Redis takes the hold after the
+    request is cancelled. The router's accounting runs the reserve to its end and
+    releases the hold at once (before the fix it blocked the window until its TTL)."""
+    from slmfleet.api.routerconfig import BudgetConfig
+    from slmfleet.router.accounting import LedgerAccounting
+
+    cfg = BudgetConfig.model_validate(
+        {"id": uid("left"), "spend": [{"window": "1h", "limitUsd": 1.0, "action": "reject"}]}
+    )
+    b = BudgetLimits.from_config(cfg)
+
+    async def run() -> None:
+        hop = ReplyDropper(redis_server.port)
+        await hop.start()
+        acc = LedgerAccounting(ledger(f"redis://127.0.0.1:{hop.port}/0", timeout_s=1.0))
+        warm = await acc.reserve([cfg], Amount(0.1), ttl_s=600, request_id="warm")
+        await acc.settle(warm, Amount())
+        await acc.drain()
+        hop.delay = 0.3
+        call = asyncio.ensure_future(acc.reserve([cfg], Amount(0.5), ttl_s=600, request_id="r"))
+        await asyncio.sleep(0.1)  # the script is in Redis, its answer on the way
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (await spent(redis_server.url, b))[1].usd == pytest.approx(0.5)
+        await acc.drain()
+        assert (await spent(redis_server.url, b))[1].usd == 0
+        hop.delay = 0.0
+        await acc.close()
+        await hop.close()
+
+    asyncio.run(run())
 
 
 def test_unreachable_redis_applies_each_budgets_fail_mode():

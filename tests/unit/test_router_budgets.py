@@ -13,7 +13,14 @@ from slmfleet.api.routerconfig import (
 from slmfleet.api.routerconfig import PerRequestConfig as PerRequestLimits
 from slmfleet.budget.amounts import Amount, cost
 from slmfleet.budget.ledger import WindowState
-from slmfleet.router.breaker import Breaker, BreakerConfig, allow, record
+from slmfleet.router.breaker import (
+    Breaker,
+    BreakerConfig,
+    admitted_probe,
+    allow,
+    record,
+    released,
+)
 from slmfleet.router.spend import verdict
 from slmfleet.router.tracebudget import (
     Caps,
@@ -245,4 +252,41 @@ def test_breaker(events, state, allowed):
         else:
             b = record(b, ev == "ok", now, CFG)
     assert b.state == state
+    assert allow(b, now, CFG)[0] is allowed
+
+
+@pytest.mark.parametrize(
+    ("events", "state", "probing", "allowed"),
+    [
+        # events: "time verb call", verb: try | ok | fail | gone (the call ended proving
+        # nothing: client gone, cancelled). Calls: o (older, admitted while closed), p and
+        # q (probes). "0 fail, 1 fail" opens the circuit; its cooldown is 5 s.
+        ("0 try o, 0 fail, 1 fail, 7 try p", "half_open", True, False),
+        # An older request ending "neither" leaves the probe in flight alone.
+        ("0 try o, 0 fail, 1 fail, 7 try p, 8 gone o", "half_open", True, False),
+        # The probe itself ending so frees it: the next request probes.
+        ("0 fail, 1 fail, 7 try p, 8 gone p", "half_open", False, True),
+        # A stale probe (p; re-opened, cooled down, q probes now) ending frees nothing.
+        ("0 fail, 1 fail, 7 try p, 8 fail, 14 try q, 15 gone p", "half_open", True, False),
+        ("0 fail, 1 fail, 7 try p, 8 fail, 14 try q, 15 gone q", "half_open", False, True),
+        # A call admitted while closed is no probe.
+        ("0 try o, 0 gone o", "closed", False, True),
+    ],
+)
+def test_breaker_frees_only_its_own_probe(events, state, probing, allowed):
+    b = Breaker()
+    probes: dict[str, int | None] = {}
+    now = 0.0
+    for event in events.split(", "):
+        t, verb, *call = event.split()
+        now = float(t)
+        if verb == "try":
+            ok, after = allow(b, now, CFG)
+            assert ok
+            probes[call[0]], b = admitted_probe(b, after), after
+        elif verb == "gone":
+            b = released(b, probes[call[0]])
+        else:
+            b = record(b, verb == "ok", now, CFG)
+    assert (b.state, b.probing) == (state, probing)
     assert allow(b, now, CFG)[0] is allowed

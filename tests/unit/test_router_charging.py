@@ -16,7 +16,9 @@ from slmfleet.router.external import ExternalClients
 from slmfleet.router.protocol import parse_chat
 from slmfleet.router.snapshot import build_snapshot
 from tests.unit.router_fakes import (
+    CONFIG,
     MONEY,
+    Clock,
     FakePool,
     PartialPool,
     cfg_with,
@@ -133,3 +135,42 @@ async def test_a_request_in_flight_holds_its_worst_case_against_concurrent_ones(
     assert held(eng, "ns/cash") == 0.0
     assert spent(eng, "ns/cash") == pytest.approx(d.cost_usd) and d.cost_usd < 0.005
     await run(eng, snap, "x", "money")  # the hold is gone: admitted again
+
+
+# ---- a reasoning continuation that generates nothing costs nothing ----------------------
+
+
+def cut_thought(clock=None, advance=0.0, answer=None):
+    """A reasoner cut at its cap (3 reasoning tokens); the answer-only call gets ``answer``
+    (an error). ``advance``: seconds the first generation takes on ``clock``."""
+
+    def think(prompt, sampling):
+        if prompt.endswith("</think>"):
+            return answer
+        if clock is not None:
+            clock.t += advance
+        return [("<think> ", None), *words("w1 w2 w3 w4 w5"), ("</think> ", None)]
+
+    return think
+
+
+async def test_a_continuation_that_fails_before_generating_adds_no_prompt():
+    down = UpstreamError("triton: UNAVAILABLE: connection refused")
+    snap, pool, eng = make({"mthink": cut_thought(answer=down)})
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "2+3?", model="t")
+    d = e.value.decision
+    assert len(pool.calls) == 2  # the second call was sent, and failed at once
+    # The first generation's prompt (1 token, as the backend counted it) and its 4
+    # tokens; the continuation's prompt (26 bytes) is not charged.
+    assert (d.prompt_tokens, d.completion_tokens) == (1, 4)
+
+
+async def test_no_time_for_the_answer_charges_no_continuation():
+    clock = Clock()
+    snap, pool, eng = make({"mthink": cut_thought(clock, 3600.0, words("5"))}, CONFIG, clock=clock)
+    with pytest.raises(RouterError) as e:
+        await run(eng, snap, "2+3?", model="t")
+    d = e.value.decision
+    assert e.value.status == 504 and len(pool.calls) == 1  # no second call sent
+    assert (d.prompt_tokens, d.completion_tokens) == (1, 4)

@@ -74,6 +74,21 @@ async def test_trace_budget_cuts_and_answers():
     # Every token the backend generated: "<think>", w1, w2 and w3 (cut on arrival), then
     # three answer tokens.
     assert d.reasoning_tokens == 2 and d.completion_tokens == 7
+    # The answer stopped at its max_tokens (the backend holds it there: no piece past
+    # the cap ever arrives to tell), so it is cut: "length".
+    assert out.finish_reason == "length"
+
+
+async def test_a_continuation_that_ends_within_its_cap_stops():
+    def think(prompt, sampling):
+        if prompt.endswith("</think>"):
+            return words("five")
+        return [("<think> ", None), *words("w1 w2 w3 w4 w5"), ("</think> ", None), *words("late")]
+
+    snap, pool, eng = make({"mthink": think})
+    out, d = await run(eng, snap, "2+3?", model="t")
+    assert d.truncated and out.text == "five " and pool.calls[1][2]["max_tokens"] == 3
+    assert out.finish_reason == "stop"
 
 
 async def test_request_max_tokens_lowers_the_cap():

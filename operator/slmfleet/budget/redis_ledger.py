@@ -13,7 +13,9 @@ not the scripts' reply shape), nothing crashes and nothing is lost:
   settle of a reservation Redis holds is replayed under that reservation's own id
   (up to ``MAX_ORPHANS`` of them): the settle script counts an id once, so a settle
   that Redis applied but whose reply was lost (it stopped mid-call) is not counted
-  twice, and the hold is released at once. Settles of reservations made locally
+  twice, and the hold is released at once. A reserve whose answer never came (a
+  timeout, a garbage reply) is released the same way: Redis may have taken the hold.
+  Settles of reservations made locally
   during the outage are aggregated per window and bucket (bounded memory), each batch
   under its own id so a retried replay counts once.
 
@@ -36,7 +38,9 @@ from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .amounts import Amount
 from .inprocess import InProcessLedger
@@ -175,12 +179,17 @@ class RedisLedger:
         if not calls:
             return Admission(True, Reservation(new_id(request_id), (), amount, local=True))
         if self.available:
+            rid = new_id(request_id)
             try:
-                adm = await self._reserve_shared(calls, budgets, amount, ttl_s, request_id, now)
+                adm = await self._reserve_shared(calls, budgets, amount, ttl_s, rid, now)
                 self._answered()
                 self._recovered()
                 return adm
             except LedgerUnavailable as exc:
+                if maybe_applied(exc) and len(self._orphans) < MAX_ORPHANS:
+                    # Redis may have taken the hold and lost the answer: released (by
+                    # its id, once Redis answers) rather than held until its TTL.
+                    self._orphans[rid] = Orphan(rid, Amount(), calls)
                 self._failed(exc)
         else:
             self._probe_soon()
@@ -192,10 +201,9 @@ class RedisLedger:
         budgets: Sequence[BudgetLimits],
         amount: Amount,
         ttl_s: float,
-        request_id: str | None,
+        rid: str,
         now: float,
     ) -> Admission:
-        rid = new_id(request_id)
         keys: list[str] = []
         args: list[Any] = [rid, max(1, int(ttl_s * 1000)), len(calls)]
         for c in calls:
@@ -407,3 +415,12 @@ class RedisLedger:
 def _full(c: WindowCall, st: WindowState, amount: Amount) -> bool:
     spent, res = st.spent, st.reserved
     return not fits(c, spent.nano_usd, spent.tokens, res.nano_usd, res.tokens, amount)
+
+
+def maybe_applied(exc: LedgerUnavailable) -> bool:
+    """Whether Redis may have run the script a failed call sent: anything but a
+    connection that was never made (a timeout, a garbage reply, a broken reply)."""
+    cause = exc.__cause__
+    if isinstance(cause, (TimeoutError, RedisTimeoutError)):
+        return True
+    return not isinstance(cause, (OSError, RedisConnectionError))

@@ -10,7 +10,8 @@ to it through a narrow interface; behind it is a ``budget.Ledger``, in this proc
   ``failClosed``;
 * ``settle(hold, actual)`` after it, whatever happened (answer, error, deadline, client
   gone) - charge what was really generated and release the rest. A settle runs to the
-  end even when the request is cancelled meanwhile. With a shared ledger it runs in the
+  end even when the request is cancelled meanwhile; so does a reserve with a shared
+  ledger, whose hold is then released at once. With a shared ledger it runs in the
   background: the answer does not wait for the second round trip (the hold keeps
   counting its worst case until the settle lands, so no limit is passed meanwhile), and
   the same request's next reservation (an escalation) waits for it, so it never meets
@@ -88,6 +89,29 @@ class Accounting(Protocol):
         self, budgets: Sequence[BudgetConfig], worst: Amount, *, ttl_s: float, request_id: str
     ) -> Reservation: ...
 
+    async def _reserve_to_end(self, reserving: Coroutine[Any, Any, Admission]) -> Admission:
+        """The ledger's reserve in a task of its own: a caller cancelled meanwhile (the
+        client gone, a deadline) may land after the ledger took the hold, which nobody
+        would settle and which would block its worst case until its TTL (false 429s
+        under disconnect churn). The reserve runs to its end and any hold it took is
+        released."""
+        task = asyncio.ensure_future(reserving)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            release = asyncio.ensure_future(self._release_when_reserved(task))
+            _SETTLING.add(release)
+            release.add_done_callback(_SETTLING.discard)
+            raise
+
+    async def _release_when_reserved(self, task: asyncio.Future[Admission]) -> None:
+        try:
+            adm = await task
+        except Exception:  # the ledger's own failure: it held nothing to release
+            return
+        if adm.admitted and adm.reservation is not None and adm.reservation.budgets:
+            await self._settle(adm.reservation, Amount())
+
     async def settle(self, hold: Reservation, actual: Amount) -> None: ...
 
     async def close(self) -> None: ...
@@ -156,9 +180,13 @@ class LedgerAccounting:
         if earlier:  # the previous tier's settle first: this request's own hold is not room
             await asyncio.gather(*earlier, return_exceptions=True)
         t0 = time.perf_counter()
-        adm = await self.ledger.reserve(
+        reserving = self.ledger.reserve(
             limits, worst, ttl_s=ttl_s + RESERVATION_GRACE_S, request_id=request_id
         )
+        if isinstance(self.ledger, InProcessLedger):
+            adm = await reserving  # no I/O: nothing to be cancelled half-way
+        else:
+            adm = await self._reserve_to_end(reserving)
         m.bound(m.LEDGER_SECONDS, "reserve").observe(time.perf_counter() - t0)
         self._observe(budgets, adm.states, adm.ledger_available)
         if not adm.admitted or adm.reservation is None:
@@ -166,6 +194,29 @@ class LedgerAccounting:
         if self.settle_in_background:
             self._owners[adm.reservation.id] = request_id
         return adm.reservation
+
+    async def _reserve_to_end(self, reserving: Coroutine[Any, Any, Admission]) -> Admission:
+        """The ledger's reserve in a task of its own: a caller cancelled meanwhile (the
+        client gone, a deadline) may land after the ledger took the hold, which nobody
+        would settle and which would block its worst case until its TTL (false 429s
+        under disconnect churn). The reserve runs to its end and any hold it took is
+        released."""
+        task = asyncio.ensure_future(reserving)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            release = asyncio.ensure_future(self._release_when_reserved(task))
+            _SETTLING.add(release)
+            release.add_done_callback(_SETTLING.discard)
+            raise
+
+    async def _release_when_reserved(self, task: asyncio.Future[Admission]) -> None:
+        try:
+            adm = await task
+        except Exception:  # the ledger's own failure: it held nothing to release
+            return
+        if adm.admitted and adm.reservation is not None and adm.reservation.budgets:
+            await self._settle(adm.reservation, Amount())
 
     async def settle(self, hold: Reservation, actual: Amount) -> None:
         if not hold.budgets:

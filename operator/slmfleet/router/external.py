@@ -4,7 +4,9 @@ One pooled httpx client for every external endpoint. Every call passes the egres
 (allow-listed hosts, https, addresses checked at connect time: ``egress``) and takes its
 API key from the Secret resolver (the policy's own namespace only: ``secrets``). Errors
 never carry the URL, the upstream's body or the key. The whole call, retry included,
-fits in the time the tier has.
+fits in the time the tier has. A timeout says whether the request was sent at all
+(``UpstreamError.timeout`` only when it was: the endpoint may have generated and billed
+it; a connection not made in time is a plain failure, charged nothing).
 """
 
 from __future__ import annotations
@@ -108,16 +110,35 @@ class ExternalClients:
                 raise UpstreamError(msg, public=msg) from None
             headers["authorization"] = f"Bearer {key}"
 
+        sent = False  # whether a request reached the wire (else nothing can be billed)
+
+        async def trace(event: str, _info: Any) -> None:
+            nonlocal sent
+            if event.endswith("send_request_headers.started"):  # http11. / http2.
+                sent = True
+
+        def unsent() -> UpstreamError:
+            # No connection in time: the request never left, the endpoint generated
+            # nothing; not a timeout of the endpoint's answer (that one is charged).
+            msg = "external tier: connection timed out"
+            return UpstreamError(msg, public=msg)
+
         async def once() -> httpx.Response:
             try:
                 return await self.client().post(
-                    url, content=orjson.dumps(body), headers=headers, timeout=timeout_s
+                    url,
+                    content=orjson.dumps(body),
+                    headers=headers,
+                    timeout=timeout_s,
+                    extensions={"trace": trace},
                 )
             except httpx.ConnectError as exc:
                 denied = "not allowed" in str(exc)
                 reason = str(exc) if denied else "connection failed"
                 msg = f"external tier: {reason}"
                 raise UpstreamError(msg, retryable=not denied, public=msg) from None
+            except (httpx.ConnectTimeout, httpx.PoolTimeout):
+                raise unsent() from None
             except httpx.TimeoutException:
                 raise UpstreamError("external tier: timeout", timeout=True) from None
             except httpx.HTTPError as exc:
@@ -137,6 +158,8 @@ class ExternalClients:
                     with attempt:
                         resp = await once()
         except TimeoutError:
+            if not sent:
+                raise unsent() from None
             raise UpstreamError("external tier: timeout", timeout=True) from None
         assert resp is not None
         if resp.status_code >= 400:

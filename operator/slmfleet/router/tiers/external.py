@@ -5,13 +5,14 @@ whenever a spend window or an output cap applies) is reserved before it and the
 ``usage`` the endpoint returns is settled after it (reasoning tokens apart, from
 ``completion_tokens_details``); without usage the router's tokenizer counts. A call
 whose outcome is unknown (a timeout, or the client leaving while it runs) is charged
-its worst case: the endpoint may well have generated, and billed, the whole answer. A
-call the endpoint refused (an HTTP error) costs nothing.
+its worst case, and recorded so (the Decision, the token and cost metrics): the
+endpoint may well have generated, and billed, the whole answer. A call the endpoint
+refused (an HTTP error) or that never reached it (no connection made in time) costs
+nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -53,7 +54,13 @@ class ExternalTier:
             budgets, plan.worst, ttl_s=timeout, request_id=d.request_id
         )
         d.ledger_available = d.ledger_available and not hold.local  # served on a local count
+        try:  # the time left after the reservation (its round trips, an earlier settle)
+            timeout, _own = c.timeout(caps, self.clock())
+        except UpstreamError:
+            await self.accounting.settle(hold, Amount())
+            raise
         spent = plan.worst  # until the endpoint says otherwise (see the module docstring)
+        unknown = True  # the outcome: charged its worst case, recorded as such
         trace: dict[str, str] = {}
         c.span.inject(trace)  # the endpoint continues this hop's trace (W3C traceparent)
         t0 = self.clock()
@@ -72,8 +79,8 @@ class ExternalTier:
                     trace_headers=trace,
                 )
             except UpstreamError as exc:
-                if not exc.timeout:
-                    spent = Amount()
+                if not exc.timeout:  # refused, or never sent: nothing generated
+                    spent, unknown = Amount(), False
                 raise
             finally:
                 dt = self.clock() - t0
@@ -82,10 +89,11 @@ class ExternalTier:
             pt, ct, rt = self._tokens(c, ans, plan.output_cap)
             spent = actual(pt, ct, prices)
             record_usage(d, policy, "external", pt, ct, rt, spent.usd)
-        except asyncio.CancelledError:
-            record_usage(d, policy, "external", 0, 0, 0, spent.usd)
-            raise
+            unknown = False
         finally:
+            if unknown:  # a timeout or the client leaving: the record says what is charged
+                bound = message_bound(req.messages)
+                record_usage(d, policy, "external", bound, plan.output_cap, 0, spent.usd)
             await self.accounting.settle(hold, spent)
         p = await consume(
             one_piece(ans.text),

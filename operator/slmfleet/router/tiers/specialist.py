@@ -7,8 +7,10 @@ back for a short answer (a second, answer-only generation).
 Spend: the call's worst case (``plan``) is reserved before it and held there by the
 ``max_tokens`` sent; the backend's own token counts are asked for on every request and
 settled after it, whatever happened. Tokens generated before a failure, a deadline or
-the client leaving are charged (with the prompt, when the model generated anything);
-the rest of the reservation is released.
+the client leaving are charged (with the prompt, when the model generated anything:
+the answer-only generation's prompt only when it generated, or the backend counted it);
+the rest of the reservation is released. The call's deadline is taken again after the
+reservation, whose round trips it includes.
 
 Answer confidence: the model's ``confidence`` output, or, for a vLLM or TensorRT-LLM
 specialist whose tier has answer-confidence thresholds, the confidence derived from
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from ...budget.amounts import Amount
@@ -28,7 +29,7 @@ from ...budget.tokens import ByteBound, TokenCounter
 from .. import metrics as m
 from ..accounting import Accounting, record_usage
 from ..backends import Codecs
-from ..breaker import Breaker, BreakerConfig, allow, record
+from ..breaker import Breaker, BreakerConfig, admitted_probe, allow, record, released
 from ..capacity import overflow, wait_seconds
 from ..errors import UpstreamError
 from ..logprobs import answer_confidence, wants_logprobs
@@ -135,12 +136,20 @@ class SpecialistTier:
             budgets, plan.worst, ttl_s=timeout, request_id=d.request_id
         )
         d.ledger_available = d.ledger_available and not hold.local  # served on a local count
-        ok, b = allow(self.breakers.get(endpoint, Breaker()), self.clock(), self.breaker_config)
+        try:  # the time left after the codec and the reservation (its round trips)
+            timeout, own_timeout = c.timeout(caps, self.clock())
+        except UpstreamError:
+            await self.accounting.settle(hold, Amount())
+            raise
+        before = self.breakers.get(endpoint, Breaker())
+        ok, b = allow(before, self.clock(), self.breaker_config)
+        probe = admitted_probe(before, b)
         self.breakers[endpoint] = b
         if not ok:
             await self.accounting.settle(hold, Amount())
             raise UpstreamError(f"circuit open for {endpoint}", reason="circuit_open")
         prompt2 = ""
+        budget = 0  # the answer-only generation's max_tokens
         fault = ok = succeeded = False
         t0 = self.clock()
         inflight = m.bound(m.INFLIGHT, spec.id)
@@ -175,13 +184,13 @@ class SpecialistTier:
                 d.truncated = True
                 m.bound(m.TRUNCATIONS, policy, spec.id).inc()
                 budget = max(1, min(caps.answer_tokens, ocap - first.generated))
+                remaining = timeout - (self.clock() - t0)
+                if remaining <= 0:  # no second call: nothing of it to charge
+                    raise UpstreamError("deadline exceeded before the answer", timeout=True)
                 prompt2 = continuation_prompt(req.prompt, first.state)
                 answer = Progress(
                     new_state(None, None, answering=True), confidence=first.confidence
                 )
-                remaining = timeout - (self.clock() - t0)
-                if remaining <= 0:
-                    raise UpstreamError("deadline exceeded before the answer", timeout=True)
                 gen = self.pool.stream(
                     endpoint,
                     spec.triton_model,
@@ -216,19 +225,26 @@ class SpecialistTier:
                 nb = record(cur, not fault, self.clock(), self.breaker_config)
             else:
                 # Neither proof of health nor an endpoint fault (client gone, cancelled,
-                # a budget-shortened deadline): only free a half-open probe.
-                nb = replace(cur, probing=False)
+                # a budget-shortened deadline): only free the half-open probe, if this
+                # call was it (an older request's end must not let a second probe in).
+                nb = released(cur, probe)
             self.breakers[endpoint] = nb
             m.bound(m.CIRCUIT_OPEN, endpoint).set(1 if nb.state == "open" else 0)
-            pt, ct, rt = self._tokens(req.prompt, prompt2, first, answer, plan)
+            pt, ct, rt = self._tokens(req.prompt, prompt2, first, answer, plan, succeeded)
             spent = Amount()
             if succeeded or ct > 0:
                 spent = actual(pt, ct, prices)
                 record_usage(d, policy, spec.id, pt, ct, rt, spent.usd)
             await self.accounting.settle(hold, spent)
         final = answer if answer is not None else first
-        action = answer.action if answer is not None else first.action
-        finish = "length" if action == "length" or (ocap is not None and ct >= ocap) else "stop"
+        # "length" when the last generation stopped at its own cap: the budget's output
+        # cap, or the max_tokens the backend held it to (it stops there: no piece past
+        # the cap ever arrives to tell).
+        if answer is not None:
+            cut = answer.action == "length" or answer_tokens(answer) >= budget
+        else:
+            cut = first.action == "length" or ct >= ocap
+        finish = "length" if cut else "stop"
         emitted = first.emitted or (answer is not None and answer.emitted)
         conf = final.confidence
         if logprobs and final.steps:
@@ -239,10 +255,18 @@ class SpecialistTier:
         )
 
     def _tokens(
-        self, prompt: str, prompt2: str, first: Progress, answer: Progress | None, plan: Any
+        self,
+        prompt: str,
+        prompt2: str,
+        first: Progress,
+        answer: Progress | None,
+        plan: Any,
+        succeeded: bool,
     ) -> tuple[int, int, int]:
         """(input, output, reasoning) tokens of the call: the backend's counts, else the
-        tokenizer's within the reservation's bounds (see ``plan.counted``)."""
+        tokenizer's within the reservation's bounds (see ``plan.counted``). The answer-only
+        generation's prompt counts when it generated anything (or the backend counted
+        it, or it succeeded): one that failed before its first token costs nothing."""
         cnt = self.counter
         pt = input_tokens(first.input_tokens, prompt, cnt, cap=plan.input_bound)
         ct = output_tokens(
@@ -250,9 +274,15 @@ class SpecialistTier:
         )
         if answer is not None:
             cap2 = max(0, plan.output_cap - first.generated)
-            pt += input_tokens(answer.input_tokens, prompt2, cnt, cap=continuation_bound(plan))
+            if succeeded or answer.generated > 0 or answer.input_tokens is not None:
+                pt += input_tokens(answer.input_tokens, prompt2, cnt, cap=continuation_bound(plan))
             ct += output_tokens(
                 answer.output_tokens, answer.state.raw, cnt, deltas=answer.generated, cap=cap2
             )
         rt = min(first.state.reasoning_tokens, ct)
         return pt, ct, rt
+
+
+def answer_tokens(p: Progress) -> int:
+    """Tokens one generation produced: the backend's count, else its deltas."""
+    return p.output_tokens if p.output_tokens is not None else p.generated
