@@ -144,6 +144,28 @@ def test_valid_fragments_assemble_and_the_order_does_not_matter():
             ),
             "through $ref",
         ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    rollouts=[{"specialist": "a/a", "candidate": "b/x", "percent": 10}],
+                )
+            ),
+            "b/x outside",
+        ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    rollouts=[{"specialist": "b/a", "candidate": "a/a", "percent": 10}],
+                )
+            ),
+            "b/a outside",
+        ),
         (raw(pol_frag("a", "q", "b/a")), "modelName"),
         (raw({"kind": "policy", "id": "a/q"}), "without its policy"),
     ],
@@ -277,3 +299,28 @@ def test_a_replica_price_is_the_autoscalers_not_the_routers():
     got = assemble({"c1": raw(old)})
     assert got.rejected == {}
     assert got.config.specialists[0].cost.input_per_million_usd == 0.2
+
+
+def test_a_budget_attaches_only_by_the_policys_own_budget_ids():
+    """A Budget fragment names policies by model name (no namespace); the router used
+    to attach any Budget naming a policy's model, so a forged fragment in team b (or a
+    stale one while a model name changes owner) charged or rejected team a's requests.
+    Only the policy's own ``budgets`` ids (confined to its namespace) attach now."""
+    from slmfleet.router.snapshot import build_snapshot
+
+    def budget(ident: str, **extra) -> bytes:
+        spend = [{"window": "1h", "limitUsd": 0.01, "action": "reject"}]
+        return raw({"kind": "budget", "id": ident,
+                    "budget": {"id": ident, "spend": spend, **extra}})  # fmt: skip
+
+    frags = {
+        "s": raw(spec_frag("a", "a")),
+        "p": raw(pol_frag("a", "p", "p", budgets=["a/mine"])),
+        "mine": budget("a/mine", policies=["p"]),
+        "forged": budget("b/evil", policies=["p"]),
+        "stale": budget("a/stale", policies=["p"]),
+    }
+    out = assemble(frags)
+    assert out.rejected == {}
+    snap = build_snapshot(out.config)
+    assert [b.id for b in snap.policies["p"].budgets] == ["a/mine"]

@@ -130,7 +130,11 @@ def budgets_for(snap: Snapshot, policy: PolicyRuntime, sid: str | None) -> tuple
 
 
 def _policy_budgets(cfg: RouterConfig, p: PolicyConfig) -> tuple[BudgetConfig, ...]:
-    return tuple(b for b in cfg.budgets if b.id in p.budgets or p.model_name in b.policies)
+    """The Budgets the policy's fragment names (ids in its own namespace: the fragment
+    check refuses others). Never by a Budget's ``policies`` (model names, which carry
+    no namespace and change owner): a forged or stale Budget fragment in another
+    namespace would otherwise charge, or reject, this policy's requests."""
+    return tuple(b for b in cfg.budgets if b.id in p.budgets)
 
 
 def build_snapshot(
