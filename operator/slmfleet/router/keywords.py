@@ -10,7 +10,8 @@ once: the work is the text's runs times the longest keyword's runs (at most 128)
 whatever the number of keywords or rules.
 
 Semantics are those of ``(?<!\\w)keyword(?!\\w)`` with ``re.IGNORECASE``: the keyword
-occurs in the text (compared lower-cased), not preceded or followed by a word character
+occurs in the text (compared with ``str.lower``; the regex also folded a few rare
+pairs such as the long s and s), not preceded or followed by a word character
 (Unicode letters, digits and ``_``, as Python's ``\\w``). So ``c++`` and ``.net`` match
 as whole words, ``refund`` does not match ``refunded``, and ``two words`` needs exactly
 that one space. In runs: a keyword's inner runs equal whole text runs; a word run at
