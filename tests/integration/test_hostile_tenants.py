@@ -198,6 +198,26 @@ def test_a_remote_schema_reference_is_never_fetched(hostile_fleet):
         fleet.kube("delete", "rp", "remote-ref", "-n", fleet.team_b)
 
 
+def test_a_reference_bomb_schema_is_refused(hostile_fleet):
+    """Class: hang. ~2 KB of ``$defs``, each referencing the next twice, 30 deep: 2^30
+    subschema evaluations per answer on the router's event loop. The operator refuses
+    the policy naming the field, and the router never serves it."""
+    fleet = hostile_fleet
+    defs = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(30)}
+    schema = {"$defs": {**defs, "d30": {"type": "object"}}, "$ref": "#/$defs/d0"}
+    accept = {"validators": [{"name": "v", "jsonSchema": schema}]}
+    body = policy("ref-bomb", fleet.model("ref-bomb"), ["generalist"],
+                  cascade=[{"name": "routed", "routed": True, "accept": accept}])  # fmt: skip
+    fleet.kube.apply(body, fleet.team_b)
+    try:
+        cond = fleet.wait_condition("rp", "ref-bomb", fleet.team_b, "InvalidSpec")
+        assert "through $ref" in cond["message"] and "jsonSchema" in cond["message"]
+        assert fleet.model("ref-bomb") not in fleet.models()
+        fleet.still_serving()
+    finally:
+        fleet.kube("delete", "rp", "ref-bomb", "-n", fleet.team_b)
+
+
 def test_slowloris_and_slow_bodies_are_cut_off(hostile_fleet):
     """Class: hang. Headers trickled byte by byte are cut at the header timeout, a body
     that never arrives gets 408 at the body timeout; others are served meanwhile."""

@@ -3,6 +3,8 @@ reach outside its namespace."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -29,6 +31,25 @@ def pol_frag(ns: str, name: str, model: str, *, created: str = "", **extra) -> d
         **extra,
     }
     return {"kind": "policy", "id": f"{ns}/{name}", "created": created, "policy": policy}
+
+
+def ref_bomb(depth: int) -> dict:
+    """The reviewer's schema: each definition references the next one twice, so the
+    validator evaluates 2**depth subschemas per answer from ~2 KB of JSON."""
+    defs = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(depth)
+    }
+    defs[f"d{depth}"] = {"type": "object"}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+def ref_chain(length: int, *, reverse: bool = False) -> dict:
+    """A chain of single references: small, but as deep as it is long when expanded
+    (written in reverse, every definition is met at the top level before its user)."""
+    order = range(length, -1, -1) if reverse else range(length + 1)
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} if i < length else {} for i in order}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
 
 
 def raw(frag: dict) -> bytes:
@@ -106,6 +127,45 @@ def test_valid_fragments_assemble_and_the_order_does_not_matter():
             ),
             "local references",
         ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    cascade=[
+                        {
+                            "name": "x",
+                            "routed": True,
+                            "accept": {"validators": [{"name": "v", "jsonSchema": ref_bomb(30)}]},
+                        }
+                    ],
+                )
+            ),
+            "through $ref",
+        ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    rollouts=[{"specialist": "a/a", "candidate": "b/x", "percent": 10}],
+                )
+            ),
+            "b/x outside",
+        ),
+        (
+            raw(
+                pol_frag(
+                    "a",
+                    "q",
+                    "q",
+                    rollouts=[{"specialist": "b/a", "candidate": "a/a", "percent": 10}],
+                )
+            ),
+            "b/a outside",
+        ),
         (raw(pol_frag("a", "q", "b/a")), "modelName"),
         (raw({"kind": "policy", "id": "a/q"}), "without its policy"),
     ],
@@ -163,6 +223,16 @@ def test_fragment_encoding_round_trips():
         ({"$ref": "https://example.com/x"}, "local references"),
         ({"properties": {"a": {"$ref": "other.json#/x"}}}, "local references"),
         ({"$dynamicRef": "http://x"}, "local references"),
+        ({"$dynamicRef": "#meta"}, "not supported"),
+        ({"$recursiveRef": "#"}, "not supported"),
+        ({"$defs": {"a": {"$anchor": "a"}}, "$ref": "#a"}, "JSON-pointer"),
+        ({"$ref": "#/$defs/missing"}, "does not resolve"),
+        ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}}, "recursive"),
+        ({"properties": {"next": {"$ref": "#"}}}, "recursive"),
+        (ref_bomb(30), "through $ref"),  # too deep as well as too wide
+        (ref_bomb(12), "expands the schema past"),
+        (ref_chain(80), "levels through $ref"),
+        (ref_chain(80, reverse=True), "levels through $ref"),
         ({"$id": "https://evil/", "$ref": "#/$defs/a"}, "$id"),
         ({"$schema": "http://json-schema.org/draft-04/schema#"}, "only https"),
         ({"properties": {"a": {"pattern": "(?=x)"}}}, "RE2"),
@@ -195,6 +265,21 @@ def test_deep_schemas_are_refused_and_ordinary_ones_pass():
     assert schema_problems(ok) == []
 
 
+def test_references_within_the_expansion_bound_pass_and_validate_fast():
+    """Shared definitions used many times are fine while their expansion is bounded;
+    the largest admitted doubling chain validates an answer in milliseconds."""
+    from slmfleet.router.validators import compile_json_schema
+
+    assert schema_problems(ref_chain(40)) == []
+    assert schema_problems(ref_chain(40, reverse=True)) == []
+    assert schema_problems(ref_bomb(8)) == []  # ~5 x 2**8 objects expanded: admitted
+    assert schema_problems(ref_bomb(10))  # ~5 x 2**10: refused
+    check = compile_json_schema(ref_bomb(8))
+    started = time.perf_counter()
+    assert check.is_valid({"a": 1})
+    assert time.perf_counter() - started < 1.0  # measured ~0.03 s; 2**30 would be hours
+
+
 def test_a_replica_price_is_the_autoscalers_not_the_routers():
     """The router never reads cost.replicaHourUsd: it is not in the fragment; one that an
     older operator wrote with it still assembles (dropped), so an upgrade loses nothing."""
@@ -214,3 +299,28 @@ def test_a_replica_price_is_the_autoscalers_not_the_routers():
     got = assemble({"c1": raw(old)})
     assert got.rejected == {}
     assert got.config.specialists[0].cost.input_per_million_usd == 0.2
+
+
+def test_a_budget_attaches_only_by_the_policys_own_budget_ids():
+    """A Budget fragment names policies by model name (no namespace); the router used
+    to attach any Budget naming a policy's model, so a forged fragment in team b (or a
+    stale one while a model name changes owner) charged or rejected team a's requests.
+    Only the policy's own ``budgets`` ids (confined to its namespace) attach now."""
+    from slmfleet.router.snapshot import build_snapshot
+
+    def budget(ident: str, **extra) -> bytes:
+        spend = [{"window": "1h", "limitUsd": 0.01, "action": "reject"}]
+        return raw({"kind": "budget", "id": ident,
+                    "budget": {"id": ident, "spend": spend, **extra}})  # fmt: skip
+
+    frags = {
+        "s": raw(spec_frag("a", "a")),
+        "p": raw(pol_frag("a", "p", "p", budgets=["a/mine"])),
+        "mine": budget("a/mine", policies=["p"]),
+        "forged": budget("b/evil", policies=["p"]),
+        "stale": budget("a/stale", policies=["p"]),
+    }
+    out = assemble(frags)
+    assert out.rejected == {}
+    snap = build_snapshot(out.config)
+    assert [b.id for b in snap.policies["p"].budgets] == ["a/mine"]

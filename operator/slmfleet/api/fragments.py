@@ -88,6 +88,7 @@ def _confinement(frag: Fragment) -> str | None:
         refs: list[str | None] = [*body.specialists, *body.budgets]
         refs += [r.specialist for r in body.routing.rules]
         refs += [t.specialist for t in body.cascade]
+        refs += [r.specialist for r in body.rollouts] + [r.candidate for r in body.rollouts]
         problem = _same_namespace(namespace, refs)
         if problem:
             return problem

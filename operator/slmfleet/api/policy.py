@@ -132,8 +132,9 @@ class Validator(KubeModel):
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "maxProperties": 64},
     )
-    """The answer must be JSON valid against this JSON Schema (Draft 2020-12; local
-    references only, patterns in RE2 syntax, at most 32 KiB)."""
+    """The answer must be JSON valid against this JSON Schema (Draft 2020-12; `$ref` only
+    as a local JSON pointer, not recursive, expanding to at most 4,096 objects; patterns
+    in RE2 syntax, at most 32 KiB)."""
     regex: Re2Pattern | None = None
     """The answer must fully match this RE2 regular expression."""
 

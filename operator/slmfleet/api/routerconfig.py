@@ -387,7 +387,8 @@ class BudgetConfig(KubeModel):
     fail_mode: FailMode = "failOpen"
     """What a request meets while the shared ledger is unreachable."""
     policies: list[str] = Field(default_factory=list)
-    """Model names of the policies it covers."""
+    """Model names of the policies it covers: for status and display only; the router
+    attaches a Budget to a policy by the policy's own ``budgets`` ids."""
     specialists: list[str] = Field(default_factory=list)
     """Ids of the specialists it covers."""
 

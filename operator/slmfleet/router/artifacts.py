@@ -14,6 +14,12 @@ write such a folder). The router fetches nothing over the network: a tenant's UR
 makes the router connect anywhere. Any other scheme is refused with a message that
 says so. Loads are cached by path and modification time, and run off the event loop
 (``classifier`` is synchronous; callers use ``asyncio.to_thread``).
+
+Confinement is checked on resolved paths against ``<root>/<ns>``, not the root: a
+symlink in one namespace's folder (the folder, ``tokenizer.json`` or ``config.json``)
+must not read another namespace's artifact. Files are read only up to a size cap
+(:data:`MAX_TOKENIZER_BYTES`, :data:`MAX_CONFIG_BYTES`): a tenant's file is parsed in
+the router's memory.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from pathlib import Path, PurePosixPath
 MAX_CLASSIFIER_TOKENS = 512
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
+#: Largest tokenizer.json read (BERT's is ~0.7 MB, multilingual ones ~17 MB).
+MAX_TOKENIZER_BYTES = 64 << 20
+#: Largest config.json read (labels only).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ArtifactUnavailable(RuntimeError):
@@ -76,17 +86,31 @@ def artifact_path(uri: str, root: Path | None, namespace: str) -> Path:
     if not namespace or "/" in namespace or namespace in (".", ".."):
         raise ArtifactUnavailable(f"{uri}: no namespace to read it in")
     path = root / namespace / rel
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise ArtifactUnavailable(f"{uri}: the path leaves --artifact-root")
+    if not path.resolve().is_relative_to((root / namespace).resolve()):
+        raise ArtifactUnavailable(f"{uri}: the path leaves the namespace's artifact folder")
     if not path.is_dir():
         raise ArtifactUnavailable(f"{uri}: {path} is not a folder")
     return path
 
 
-def labels_from_config(folder: Path) -> tuple[str, ...]:
+def confined_file(folder: Path, name: str, within: Path, max_bytes: int) -> Path | None:
+    """``folder/name`` if it is a file, None if absent; ArtifactUnavailable if it
+    resolves outside ``within`` (a symlink) or is larger than ``max_bytes``."""
+    path = folder / name
+    if not path.is_file():
+        return None
+    if not path.resolve().is_relative_to(within.resolve()):
+        raise ArtifactUnavailable(f"{name}: leaves the namespace's artifact folder")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ArtifactUnavailable(f"{name} is {size} bytes; at most {max_bytes} are read")
+    return path
+
+
+def labels_from_config(folder: Path, within: Path | None = None) -> tuple[str, ...]:
     """``id2label`` of ``config.json``, ordered by class index; () when absent."""
-    cfg = folder / CONFIG_FILE
-    if not cfg.is_file():
+    cfg = confined_file(folder, CONFIG_FILE, within or folder, MAX_CONFIG_BYTES)
+    if cfg is None:
         return ()
     try:
         data = json.loads(cfg.read_text())
@@ -112,15 +136,17 @@ class ArtifactReader:
         if not uri:
             raise ArtifactUnavailable("the specialist's router config names no artifact")
         folder = artifact_path(uri, self.root, namespace)
-        tok = folder / TOKENIZER_FILE
-        if not tok.is_file():
+        assert self.root is not None  # artifact_path refuses None
+        within = self.root / namespace
+        tok = confined_file(folder, TOKENIZER_FILE, within, MAX_TOKENIZER_BYTES)
+        if tok is None:
             raise ArtifactUnavailable(f"{uri}: no {TOKENIZER_FILE} in the artifact")
         key = (str(tok), tok.stat().st_mtime_ns, labels)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
-        parts = ClassifierParts(HFTokenizer(tok), labels or labels_from_config(folder))
+        parts = ClassifierParts(HFTokenizer(tok), labels or labels_from_config(folder, within))
         if not parts.labels:
             raise ArtifactUnavailable(
                 f"{uri}: no labels: set domain.labels or ship config.json with id2label"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.routerconfig import RuleConfig as Rule
+from .keywords import KeywordIndex
 from .validators import compile_user_regex
 
 
@@ -15,28 +15,54 @@ from .validators import compile_user_regex
 class CompiledRule:
     name: str
     specialist: str
-    keywords: re.Pattern[str] | None
+    keywords: tuple[str, ...]
+    """Case-insensitive, whole words (see keywords); matched through the policy's
+    :class:`RuleSet`, which indexes every rule's keywords together."""
     regex: Any  # an RE2 pattern (validators.compile_user_regex)
 
     def matches(self, text: str) -> bool:
-        return bool(
-            (self.keywords is not None and self.keywords.search(text))
-            or (self.regex is not None and self.regex.search(text))
-        )
+        return self.matches_keywords(text) or self.matches_regex(text)
+
+    def matches_keywords(self, text: str) -> bool:
+        """This rule alone (builds an index: for rules outside a RuleSet)."""
+        return bool(self.keywords) and bool(KeywordIndex((0, k) for k in self.keywords).hits(text))
+
+    def matches_regex(self, text: str) -> bool:
+        return self.regex is not None and self.regex.search(text) is not None
 
 
 def compile_rule(rule: Rule) -> CompiledRule:
-    """Keywords become one case-insensitive whole-word alternation.
-
-    Lookarounds instead of ``\\b`` so keywords that start or end with punctuation
-    (``c++``, ``.net``) still match as whole words.
-    """
-    kw = None
-    if rule.keywords:
-        alts = "|".join(re.escape(k) for k in sorted(rule.keywords, key=len, reverse=True))
-        kw = re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
     rx = compile_user_regex(rule.regex) if rule.regex else None
-    return CompiledRule(rule.name, rule.specialist, kw, rx)
+    return CompiledRule(rule.name, rule.specialist, tuple(rule.keywords), rx)
+
+
+class RuleSet(tuple[CompiledRule, ...]):
+    """A policy's rules in order, with every rule's keywords in one index.
+
+    Matching rule by rule cost a pass over the text per rule; the index takes one pass
+    for all of them. The last text's keyword hits are kept: the engine asks whether a
+    rule decides (to skip the classifier) and then routes, with the same text.
+    """
+
+    def __new__(cls, rules: Sequence[CompiledRule]) -> RuleSet:
+        return super().__new__(cls, rules)
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.index = KeywordIndex((i, k) for i, r in enumerate(rules) for k in r.keywords)
+        self._last: tuple[str, frozenset[int]] | None = None
+
+    def keyword_hits(self, text: str) -> frozenset[int]:
+        """The indices of the rules with a keyword in ``text``."""
+        last = self._last
+        if last is not None and (text is last[0] or text == last[0]):
+            return last[1]
+        hits = frozenset(self.index.hits(text))
+        self._last = (text, hits)
+        return hits
+
+
+def compile_rules(rules: Sequence[Rule]) -> RuleSet:
+    return RuleSet([compile_rule(r) for r in rules])
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +87,14 @@ def match_rule(
     text: str, rules: Sequence[CompiledRule], candidates: Mapping[str, Candidate]
 ) -> RouteDecision | None:
     """The first rule that matches ``text`` and names a ready specialist, as a route."""
-    for rule in rules:
+    if not isinstance(rules, RuleSet):
+        rules = RuleSet(rules)
+    hits = rules.keyword_hits(text)
+    for i, rule in enumerate(rules):
         c = candidates.get(rule.specialist)
-        if c is not None and c.ready and rule.matches(text):
+        if c is None or not c.ready:
+            continue
+        if i in hits or rule.matches_regex(text):
             return RouteDecision(rule.specialist, 1.0, f"rule:{rule.name}")
     return None
 

@@ -28,7 +28,7 @@ from ..api.routerconfig import FallbackConfig as FallbackSpec
 from ..api.routerconfig import RoutingConfig as RoutingSpec
 from ..api.routerconfig import TierConfig as CascadeTier
 from .acceptance import CompiledAcceptance, compile_acceptance
-from .routing import Candidate, CompiledRule, RouteDecision, choose_route, compile_rule
+from .routing import Candidate, RouteDecision, RuleSet, choose_route, compile_rules
 
 log = logging.getLogger("slmfleet.router")
 
@@ -64,7 +64,7 @@ class PolicyRuntime:
     id: str
     specialists: tuple[str, ...]
     routing: RoutingSpec
-    rules: tuple[CompiledRule, ...]
+    rules: RuleSet
     classifier: Classifier | None
     tiers: tuple[TierRuntime, ...]
     tier_cfgs: tuple[CascadeTier, ...]
@@ -130,7 +130,11 @@ def budgets_for(snap: Snapshot, policy: PolicyRuntime, sid: str | None) -> tuple
 
 
 def _policy_budgets(cfg: RouterConfig, p: PolicyConfig) -> tuple[BudgetConfig, ...]:
-    return tuple(b for b in cfg.budgets if b.id in p.budgets or p.model_name in b.policies)
+    """The Budgets the policy's fragment names (ids in its own namespace: the fragment
+    check refuses others). Never by a Budget's ``policies`` (model names, which carry
+    no namespace and change owner): a forged or stale Budget fragment in another
+    namespace would otherwise charge, or reject, this policy's requests."""
+    return tuple(b for b in cfg.budgets if b.id in p.budgets)
 
 
 def build_snapshot(
@@ -183,7 +187,7 @@ def build_snapshot(
                 id=p.id,
                 specialists=known,
                 routing=p.routing,
-                rules=tuple(compile_rule(r) for r in p.routing.rules),
+                rules=compile_rules(p.routing.rules),
                 classifier=classifier,
                 tiers=tuple(TierRuntime(t, compile_acceptance(t.accept)) for t in p.cascade),
                 tier_cfgs=tuple(p.cascade),
@@ -215,7 +219,7 @@ def build_snapshot(
             id=s.id,
             specialists=(s.id,),
             routing=RoutingSpec(),
-            rules=(),
+            rules=RuleSet(()),
             classifier=None,
             tiers=(TierRuntime(tier, compile_acceptance(tier.accept)),),
             tier_cfgs=(tier,),

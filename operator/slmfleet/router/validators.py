@@ -5,9 +5,8 @@ pattern): ``(a+)+$`` on a long request used to stall the router's event loop for
 tens of seconds. JSON Schemas are validated with a registry that retrieves nothing (a
 remote ``$ref`` used to make the router fetch a tenant's URL, blocking, with no
 timeout) and with ``pattern`` evaluated by RE2; ``api.schemacheck`` has refused every
-schema the validator could not handle safely before it gets here. Keyword lists are
-escaped literals joined into one alternation: linear as well, and kept on Python's
-``re`` for its look-behind (whole-word matching of keywords like ``c++``).
+schema the validator could not handle safely before it gets here. Keywords are not
+regular expressions at all: see ``keywords``.
 """
 
 from __future__ import annotations

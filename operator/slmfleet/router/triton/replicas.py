@@ -31,9 +31,21 @@ from .mux import SharedStream
 
 log = logging.getLogger("slmfleet.router")
 
+#: Largest message the router sends: a request carries the prompt (the API body is
+#: capped at ``--max-body-bytes``, 2 MiB by default).
+MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Largest message the router accepts from a Triton server, which a tenant controls
+#: (its model, its image). Each message is one streamed delta, a classifier's label
+#: row or a model's metadata; a backend that answers in one message sends the whole
+#: answer (a 128K-token answer is ~0.5 MB) or echoes the prompt (at most 2 MiB by
+#: default). 64 MiB let one tenant's server make the router buffer and parse 64 MiB per
+#: message; a larger one now fails that request with an UpstreamError
+#: (``RESOURCE_EXHAUSTED``) and the cascade moves on.
+MAX_RECEIVE_MESSAGE_BYTES = 8 * 1024 * 1024
+
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
     # Reconnect quickly once a restarted Triton is back (defaults back off to minutes).
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
