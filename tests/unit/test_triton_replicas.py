@@ -98,3 +98,29 @@ async def test_a_failing_replica_is_ejected_and_probed_after_the_cooldown():
     assert r.address == "a:1" and r.breaker.state == "half_open"
     rs.release(r, ok=True, fault=False)
     assert r.breaker.state == "closed"
+
+
+async def test_only_the_probe_itself_frees_a_half_open_replica():
+    """A request admitted before the circuit opened, ending 'neither ok nor a fault'
+    (client gone) while the half-open probe runs, must not let a second probe in."""
+    clock = Clock()
+    rs = ReplicaSet("svc:5", breaker_config=BreakerConfig(threshold=1, cooldown_s=5), clock=clock)
+    rs.update(["a:1"], source="static")
+    loop = asyncio.get_running_loop()
+    old, old_probe = await rs.acquire_probe(loop.time() + 1)  # in flight since before
+    assert old_probe is None
+    r = await rs.acquire(loop.time() + 1)
+    rs.release(r, ok=False, fault=True)  # the circuit opens
+    clock.t += 6
+    probe_r, probe = await rs.acquire_probe(loop.time() + 1)
+    assert probe is not None and probe_r.breaker.probing
+    rs.release(old, ok=False, fault=False, probe=old_probe)  # the old request: client gone
+    assert probe_r.breaker.probing  # still the probe's slot
+    with pytest.raises(UpstreamError):  # no second probe
+        await rs.acquire(loop.time() + 1)
+    rs.release(probe_r, ok=False, fault=False, probe=probe)  # the probe itself gave up
+    assert not probe_r.breaker.probing
+    r2, p2 = await rs.acquire_probe(loop.time() + 1)  # the next one may probe
+    assert p2 is not None
+    rs.release(r2, ok=True, fault=False, probe=p2)
+    assert r2.breaker.state == "closed"

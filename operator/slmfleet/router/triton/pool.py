@@ -223,13 +223,13 @@ class TritonPool:
         while True:
             attempt += 1
             others = len(rs.active()) > len(tried)
-            replica = await rs.acquire(
+            replica, probe = await rs.acquire_probe(
                 wait_until, exclude=tried if others else (), specialist=specialist
             )
             if model in self._zero_models.get(endpoint, ()):
                 # The server came back (every model on it had been at zero) but this model
                 # did not: hold on for it rather than ask for a model that is not loaded.
-                rs.release(replica, ok=True, fault=False)
+                rs.release(replica, ok=True, fault=False, probe=probe)
                 await self._model_back(endpoint, model, wait_until, specialist)
                 attempt -= 1
                 continue
@@ -268,7 +268,7 @@ class TritonPool:
                     continue
                 raise
             finally:
-                rs.release(replica, ok=ok, fault=fault)
+                rs.release(replica, ok=ok, fault=fault, probe=probe)
 
     async def _on(
         self,

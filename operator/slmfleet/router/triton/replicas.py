@@ -23,7 +23,7 @@ import grpc
 from tritonclient.grpc import service_pb2_grpc
 
 from .. import metrics as m
-from ..breaker import Breaker, BreakerConfig, admits, allow, record
+from ..breaker import Breaker, BreakerConfig, admits, admitted_probe, allow, record, released
 from ..errors import UpstreamError
 from .balance import Load, pick
 from .exclusive import ExclusiveStream, ExclusiveStreams
@@ -211,9 +211,18 @@ class ReplicaSet:
     async def acquire(
         self, deadline: float, *, exclude: Iterable[Replica] = (), specialist: str = "-"
     ) -> Replica:
+        """``acquire_probe`` without the probe number (a caller that never ends a call
+        'neither ok nor a fault')."""
+        return (await self.acquire_probe(deadline, exclude=exclude, specialist=specialist))[0]
+
+    async def acquire_probe(
+        self, deadline: float, *, exclude: Iterable[Replica] = (), specialist: str = "-"
+    ) -> tuple[Replica, int | None]:
         """A replica for one request (its outstanding count taken), waiting while there
         is none at all (scale from zero, or discovery has not answered yet) until
-        ``deadline`` (loop clock). Every replica's circuit open: fail at once."""
+        ``deadline`` (loop clock), and the half-open probe number this request holds on
+        it (None: no probe; give it back to ``release``). Every replica's circuit open:
+        fail at once."""
         loop = asyncio.get_running_loop()
         skip = set(map(id, exclude))
         while True:
@@ -229,9 +238,10 @@ class ReplicaSet:
             if i is not None:
                 r = live[i]
                 self._cursor = (i + 1) % len(live)
-                _, r.breaker = allow(r.breaker, now, self.breaker_config)
+                before = r.breaker
+                _, r.breaker = allow(before, now, self.breaker_config)
                 r.outstanding += 1
-                return r
+                return r, admitted_probe(before, r.breaker)
             if live and not skip.issuperset(map(id, live)):
                 raise UpstreamError(
                     f"circuit open for every replica of {self.endpoint}", reason="circuit_open"
@@ -262,15 +272,16 @@ class ReplicaSet:
             self._waiting -= 1
             gauge.dec()
 
-    def release(self, r: Replica, *, ok: bool, fault: bool) -> None:
+    def release(self, r: Replica, *, ok: bool, fault: bool, probe: int | None = None) -> None:
         """One request done: ``ok`` proves the replica healthy, ``fault`` is a transport
-        failure (counts toward its circuit); neither (cancelled, deadline) only frees a
-        half-open probe."""
+        failure (counts toward its circuit); neither (cancelled, deadline) only frees the
+        half-open probe, and only if this request was that probe (``probe``, from
+        ``acquire_probe``): an older request ending then must not let a second probe in."""
         r.outstanding -= 1
         r.served += 1
         if ok or fault:
             r.breaker = record(r.breaker, not fault, self.clock(), self.breaker_config)
-        elif r.breaker.probing:
-            r.breaker = Breaker(r.breaker.state, r.breaker.failures, r.breaker.opened_at, False)
+        else:
+            r.breaker = released(r.breaker, probe)
         if r.state == "draining" and r.outstanding == 0:
             r._close_later(self._forget)
