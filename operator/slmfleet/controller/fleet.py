@@ -81,7 +81,13 @@ async def _examples(rt: Runtime, specialists: list[Item]) -> dict[tuple[str, str
     }
 
     async def read(ref: tuple[str, str, str]) -> str | None:
-        cm = await rt.kube.get("ConfigMap", ref[0], ref[1])
+        try:
+            cm = await rt.kube.get("ConfigMap", ref[0], ref[1])
+        except ApiError as err:
+            if err.status >= 500 or err.status == 429:
+                raise  # the API server is away or busy: the loop retries the round
+            log.warning("examplesFrom %s/%s unreadable: %s", ref[0], ref[1], err)
+            return None  # this specialist's problem (examples not found), nobody else's
         return ((cm or {}).get("data") or {}).get(ref[2])
 
     texts = await asyncio.gather(*(read(ref) for ref in sorted(refs)))
