@@ -5,7 +5,8 @@ ConfigMaps and the existence of the Secrets they reference; this module decides,
 by object, what the router serves and what each object's status says. The blast radius
 of an object is that object: a specialist whose examples are missing or too large, a
 policy that fails validation, conflicts over a model name or outgrows the fragment
-limit is ``Ready=False`` with a reason and left out, and nothing else changes.
+limit is ``Ready=False`` with a reason and left out, and nothing else changes. So is an
+object whose render raises (``RenderError``): no object can fail the whole render.
 """
 
 from __future__ import annotations
