@@ -305,3 +305,37 @@ async def test_a_count_the_bounds_override_is_set_to_what_runs(kube, namespace, 
         assert not quiet[0].status_written and not quiet[0].scaled
     finally:
         await h.close()
+
+
+async def test_one_poison_specialist_never_fails_the_tick_for_the_others(
+    kube, namespace, kube_client
+):
+    """A price past float range under a huge cap (accepted by the CRD) decides like no
+    cap; an unexpected failure in one specialist's decision (planted through the spec
+    seam) is held and reported on that specialist only; the others decide every tick."""
+    ns = namespace
+    cheap = manifest("cheap", maxCostUsdPerHour=1e6)
+    cheap["spec"]["cost"] = {"replicaHourUsd": 1e-305}
+    kube.apply(cheap, ns)
+    kube.apply(manifest("broken"), ns)
+    kube.apply(manifest("fine"), ns)
+    h = Harness(kube_client, ns, ScrapeTargets(router=[]))
+    real_spec_of = h.scaler.spec_of
+
+    def spec_of(body):
+        if body["metadata"]["name"] == "broken":
+            raise ZeroDivisionError("planted")
+        return real_spec_of(body)
+
+    h.scaler.spec_of = spec_of
+    try:
+        out = await h.until(lambda o: len(o) == 3 and all(x.status_written for x in o))
+        reasons = {o.key.split("/")[1]: o.reason for o in out}
+        assert reasons["broken"] == "ScalerError"
+        assert reasons["cheap"] == reasons["fine"] == "MetricsUnavailable"
+        cond = scaling(kube.get("slm", "broken", ns))
+        assert cond["status"] == "False" and "ZeroDivisionError: planted" in cond["message"]
+        assert scaling(kube.get("slm", "cheap", ns))["reason"] == "MetricsUnavailable"
+        assert len(await h.tick()) == 3  # and again: the loop goes on
+    finally:
+        await h.close()

@@ -232,3 +232,31 @@ def test_webhook_deliveries_are_taken_once(store: Store):
     store.webhook_done(cid, ok=True, next_at=None)
     assert store.due_webhooks(now + 100) == []
     assert store.get_case(cid).webhook_state == "delivered"
+
+
+def test_labelled_for_some_policies_is_their_newest_selected_in_sql(store: Store):
+    """One policy's feedback volume never fills another's read window: the policy
+    filter is in SQL and the newest rows are kept (returned oldest first)."""
+    now = time.time()
+    store.write_decisions([rec(f"q{i}", now + i, policy="ns/quiet") for i in range(3)])
+    store.write_decisions([rec(f"l{i}", now + 10 + i, policy="loud") for i in range(30)])
+    for i in range(3):
+        store.put_feedback(FeedbackInput(f"q{i}", rating=1.0), now + i)
+    for i in range(30):
+        store.put_feedback(FeedbackInput(f"l{i}", rating=-1.0), now + 10 + i)
+    cid = "e" * 32
+    store.file_case(case(cid, now, policy="ns/quiet", request_id="q0"))
+    store.apply(cid, Claim("ann", 60), now)
+    store.apply(cid, Resolve("ann", answer="yes", label="refund"), now + 1)
+    # The shared window (the oldest 10 of all) would hold all quiet rows here; the
+    # newest 10 of all would hold none of them.
+    shared = store.labelled(0.0, 10, newest=True)
+    assert {e.policy for e in shared if e.source == "feedback"} == {"loud"}
+    quiet = store.labelled(0.0, 10, policies=["quiet", "ns/quiet"], newest=True)
+    assert sorted((e.source, e.request_id) for e in quiet) == [
+        ("feedback", "q0"), ("feedback", "q1"), ("feedback", "q2"), ("review", "q0"),
+    ]  # fmt: skip
+    loud = store.labelled(0.0, 10, policies=["loud"], newest=True)
+    assert [e.request_id for e in loud] == [f"l{i}" for i in range(20, 30)]
+    assert store.labelled(0.0, 10, policies=[]) == []
+    assert store.labelled(0.0, 10, policies=["x') OR 1=1 --"]) == []

@@ -218,3 +218,25 @@ def test_no_up_down_up_within_a_window_on_random_load():
     assert ups and downs, "the load should move replicas both ways"
     for t_down in downs:
         assert not any(t_down - window <= t_up < t_down for t_up in ups), t_down
+
+
+@pytest.mark.parametrize(
+    ("cap_usd", "replica_usd", "max_replicas", "want"),
+    [
+        (5.0, 1.2, 6, 4),  # the cap binds: 5.0 / 1.2
+        (5.0, 1.0, 6, 5),  # exact multiple
+        (100.0, 1.0, 6, 6),  # the cap pays for more than max: max
+        (1e6, 1e-305, 6, 6),  # quotient past float range (inf): max, not OverflowError
+        (1.7e308, 1e-10, 6, 6),  # inf again, from the other side
+        (1e6, 5e-324, 1000, 1000),  # smallest subnormal price
+    ],
+)
+def test_cost_cap_replicas_is_bounded_by_max_and_never_overflows(
+    cap_usd, replica_usd, max_replicas, want
+):
+    pol = policy(
+        max_replicas=max_replicas, replica_hour_usd=replica_usd, max_cost_usd_per_hour=cap_usd
+    )
+    assert pol.cost_cap_replicas == want
+    # decide() at max under heavy load: the cap (or max) is what it keeps
+    assert run(sig(in_flight=1e9), max_replicas, pol=pol).replicas == want

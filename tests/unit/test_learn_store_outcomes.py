@@ -164,3 +164,25 @@ def test_cli_wants_one_source(tmp_path, capsys):
     assert main(["calibrate"]) == 2
     assert main(["calibrate", str(f), "--store", "sqlite:///x.db"]) == 2
     assert "either an OUTCOMES file or --store" in capsys.readouterr().out
+
+
+def test_a_policys_outcomes_are_not_crowded_out_by_another_policys_volume(tmp_path):
+    """The learning job reads its policy's newest rows: another tenant's older flood of
+    feedback no longer fills the window (it used to read the oldest N of all)."""
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    store = open_store(url)
+    now = time.time()
+    rows = [("loud", i) for i in range(30)] + [("ns/quiet", 30 + i) for i in range(5)]
+    for pol, i in rows:
+        rec = DecisionRecord(request_id=f"r{i}", time=now + i, policy=pol, route="shop/billing",
+                             route_source="classifier", routing_confidence=0.6, tier="routed",
+                             answer="refund", content=ContentPolicy(content="full"))  # fmt: skip
+        store.write_decisions([to_row(rec)])
+        store.put_feedback(FeedbackInput(f"r{i}", rating=1), now + i)
+    store.close()
+    source = StoreOutcomes(url, limit=10)
+    quiet = list(source.outcomes(policies=("quiet", "ns/quiet")))
+    assert [r.request_id for r in quiet] == [f"r{i}" for i in range(30, 35)]
+    assert list(source.outcomes(policy="ns/quiet")) == quiet
+    loud = list(source.outcomes(policy="loud"))
+    assert [r.request_id for r in loud] == [f"r{i}" for i in range(20, 30)]  # the newest 10

@@ -31,10 +31,34 @@ def test_bad_quantities_are_refused(bad: str) -> None:
         parse_bytes(bad)
 
 
-def test_format_bytes() -> None:
-    assert format_bytes(6 * GI) == "6Gi"
-    assert format_bytes(3 * GI // 2) == "1.5Gi"
-    assert format_bytes(100) == "100"
+@pytest.mark.parametrize(
+    "huge", ["1e400", "1e999999999", "1e20", "9223372036854775808", "8Ei", "10E"]
+)
+def test_quantities_past_int64_are_refused_not_overflowed(huge: str) -> None:
+    with pytest.raises(ValueError, match="more than 2\\^63 bytes"):
+        parse_bytes(huge)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("0e400", 0), ("9223372036854775807", 2**63 - 1), ("7Ei", 7 * 2**60)]
+)
+def test_quantities_up_to_int64(text: str, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (6 * GI, "6Gi"),
+        (3 * GI // 2, "1.5Gi"),
+        (100, "100"),
+        (-3 * GI // 2, "-1.5Gi"),
+        (2**40 + 2**40 // 20 - 1, "1Ti"),
+        (10**400, f"{(10**401 + 2**39) // 2**40 // 10}Ti"),  # a float here overflowed
+    ],
+)
+def test_format_bytes(n: int, text: str) -> None:
+    assert format_bytes(n) == text
 
 
 def claims(*pairs: tuple[str, float | None]) -> list[Claim]:

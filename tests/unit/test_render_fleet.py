@@ -332,3 +332,26 @@ def test_scaled_to_zero_and_cost_capped_reach_the_router(
     assert target.get("scaledToZero", False) == scaled_to_zero
     if scaled_to_zero:
         assert "scaled to zero" in conds(pstatus)["Ready"]["message"]
+
+
+def test_an_object_whose_render_fails_is_reported_alone_and_the_rest_render():
+    """A spec the renderer trips on (here one that bypassed validation) fails that
+    object only, said on its own status; every other object renders as before."""
+    broken = Item("shop", "broken", RouterPolicySpec.model_construct(), 4)
+    broken_spec = Item("shop", "odd", SLMSpecialistSpec.model_construct(), 1, {}, READY)
+    broken_budget = Item("shop", "odd", BudgetSpec.model_construct(applies_to=object()), 2)
+    out = render_fleet(
+        [specialist("billing"), broken_spec],
+        [broken, policy("support", specialists={"names": ["billing"]})],
+        [broken_budget, budget("cap", spend=[{"window": "1h", "limitUsd": 5}])],
+    )
+    (pol,) = out.config.policies
+    assert pol.id == "shop/support" and pol.specialists == ["shop/billing"]
+    assert [s.id for s in out.config.specialists] == ["shop/billing"]
+    assert [b.id for b in out.config.budgets] == ["shop/cap"]
+    for status in (out.policy_status["shop/broken"], out.budget_status["shop/odd"]):
+        ready = conds(status)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "RenderError")
+        assert "AttributeError" in ready["message"]
+    assert out.specialist_problems["shop/odd"].reason == "RenderError"
+    assert conds(out.policy_status["shop/support"])["Ready"]["status"] == "True"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from slmfleet.api.pool import SLMPoolSpec
 from slmfleet.api.specialist import SLMSpecialistSpec
 from slmfleet.pool.fit import Fit
@@ -190,3 +192,21 @@ def test_vllm_members_of_a_gpu_pool_take_their_share_of_the_gpu() -> None:
     assert json.loads(data["b.model.json"])["gpu_memory_utilization"] == 0.5  # theirs wins
     cpu = repository_data(POOL, [member("c", "vllm")])
     assert json.loads(cpu["c.model.json"])["gpu_memory_utilization"] == 0.9  # the default
+
+
+def test_a_member_quantity_past_int64_refuses_that_member_only() -> None:
+    """The CRD admits 32 characters of digits: more bytes than 2^63 refuse the member,
+    naming the field, and the others are placed (this used to overflow the pool loop)."""
+    huge = "99999999999999999999Gi"
+    fitted = pool_fit(
+        "shared", POOL, [("a", member("a").spec), ("big", member("big", memory=huge).spec)]
+    )
+    assert fitted.placed == ("a",)
+    assert fitted.refused["big"].startswith("spec.serving.resources.memory: memory quantity")
+    assert "2^63" in fitted.refused["big"]
+
+
+def test_a_pool_capacity_past_int64_is_an_error_naming_the_field() -> None:
+    pool = SLMPoolSpec.model_validate({"resources": {"memory": "99999999999999999999Gi"}})
+    with pytest.raises(ValueError, match=r"^spec\.resources\.memory: memory quantity"):
+        pool_fit("shared", pool, [("a", member("a").spec)])

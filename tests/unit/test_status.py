@@ -3,6 +3,7 @@
 import pytest
 
 from slmfleet.render.conditions import (
+    MAX_MESSAGE,
     condition,
     merge_conditions,
     ready_set,
@@ -197,3 +198,18 @@ STALLED_NEWS = [
 @pytest.mark.parametrize(("previous", "desired", "news"), STALLED_NEWS)
 def test_stalled_news_once_per_transition(previous, desired, news):
     assert stalled_news(previous, desired) == news
+
+
+@pytest.mark.parametrize(
+    ("length", "cut"),
+    [(0, False), (4096, False), (4097, True), (54_022, True), (1_000_000, True)],
+)
+def test_condition_messages_are_capped_saying_how_much(length: int, cut: bool) -> None:
+    message = "m" * length
+    written = condition("Ready", False, "TargetsNotFound", message)["message"]
+    assert len(written) <= MAX_MESSAGE < 32_768  # the CRDs' bound
+    if cut:
+        assert written.startswith("m" * 1000)
+        assert written.endswith(f"... ({length - (MAX_MESSAGE - 40)} more characters)")
+    else:
+        assert written == message

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from .base import Condition, KubeModel, cel, list_map
 from .names import SPECIALIST_NAME, SpecialistName
-from .specialist import IMAGE_PATTERN, MEMORY_QUANTITY, GPUToleration
+from .specialist import IMAGE_PATTERN, MEMORY_MAX_LENGTH, MEMORY_QUANTITY, GPUToleration
 
 #: A pool's name: the same shape as a specialist's (children are named slm-pool-<name>).
 POOL_NAME = SPECIALIST_NAME
@@ -36,12 +36,14 @@ class PoolResources(KubeModel):
 
     gpu: int = Field(default=0, ge=0, le=16)
     """Whole GPUs per replica (nvidia.com/gpu); 0: a CPU pool."""
-    gpu_memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY, max_length=32)
+    gpu_memory: str | None = Field(
+        default=None, pattern=MEMORY_QUANTITY, max_length=MEMORY_MAX_LENGTH
+    )
     """GPU memory of one replica, all its GPUs together (e.g. 80Gi): what the members'
     ``resources.gpuMemory`` are checked against. Required with ``gpu``."""
-    cpu: str = Field(default="2", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    cpu: str = Field(default="2", pattern=r"^[0-9]+(\.[0-9]+)?m?$", max_length=MEMORY_MAX_LENGTH)
     """CPU request per replica (Kubernetes quantity)."""
-    memory: str = Field(default="8Gi", pattern=MEMORY_QUANTITY)
+    memory: str = Field(default="8Gi", pattern=MEMORY_QUANTITY, max_length=MEMORY_MAX_LENGTH)
     """Memory request and limit per replica; in a CPU pool, what the members'
     ``resources.memory`` are checked against."""
 

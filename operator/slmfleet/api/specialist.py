@@ -19,7 +19,11 @@ URI_PATTERN = r"^(hf|s3|gs|pvc|oci)://[^\s\x00-\x1f\x7f]+$"
 #: pvc://<claim>/<path>: the claim is a PersistentVolumeClaim of the specialist's namespace.
 PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/.*)?$"
 #: A memory quantity (Kubernetes' binary or decimal suffixes, or an exponent).
-MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+)?$"
+#: The exponent has at most two digits and the text at most 32 characters
+#: (MEMORY_MAX_LENGTH): the operator counts these in bytes, and ``1e400`` used to
+#: overflow its pool loop. What still parses past 2^63 bytes refuses that one object.
+MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]{1,2})?$"
+MEMORY_MAX_LENGTH = 32
 #: Image references: no whitespace or control characters.
 IMAGE_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
@@ -169,12 +173,14 @@ class GPUToleration(KubeModel):
 class ResourcesSpec(KubeModel):
     gpu: int = Field(default=0, ge=0, le=16)
     """Whole GPUs per replica (nvidia.com/gpu)."""
-    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$", max_length=MEMORY_MAX_LENGTH)
     """CPU request per replica (Kubernetes quantity)."""
-    memory: str = Field(default="2Gi", pattern=MEMORY_QUANTITY)
+    memory: str = Field(default="2Gi", pattern=MEMORY_QUANTITY, max_length=MEMORY_MAX_LENGTH)
     """Memory request and limit per replica (Kubernetes quantity); for a member of a CPU
     pool, the memory it needs in the pool's server."""
-    gpu_memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY, max_length=32)
+    gpu_memory: str | None = Field(
+        default=None, pattern=MEMORY_QUANTITY, max_length=MEMORY_MAX_LENGTH
+    )
     """GPU memory the model needs when it shares a GPU pool's GPUs (weights, KV cache and
     overhead; e.g. 6Gi). Required for a member of a pool with GPUs."""
 

@@ -46,10 +46,12 @@ log = logging.getLogger("slmfleet.autoscaler")
 
 CONFLICT = "ConflictingAutoscaler"
 INVALID = "InvalidSpec"
+#: A specialist whose decision failed unexpectedly: held, said on its own status.
+FAILED = "ScalerError"
 #: The Scaling condition's reason when another owner sets the replicas.
 EXTERNAL = {"hpa": "ScaledByHPA", "keda": "ScaledByKEDA", "none": "ManualScaling"}
 #: Reasons that also get a Warning Event when they start.
-WARN = (D.MISSING, CONFLICT, INVALID)
+WARN = (D.MISSING, CONFLICT, INVALID, FAILED)
 #: Outcome of a tick that waits for the first window of a new router's metrics: nothing
 #: is decided or written (a restart must not flip every specialist to MetricsUnavailable).
 WARMING = "CollectingFirstWindow"
@@ -165,7 +167,25 @@ class Autoscaler:
             except ApiError as err:  # one object's failure never stops the others
                 if err.status != 404:
                     log.warning("%s: %s", body["metadata"]["name"], err)
+            except Exception as err:  # nor does a bug one tenant's spec trips (a poison
+                # value must not fail every tick, turn liveness red and crash-loop the
+                # operator for all tenants): hold it and say so on its own status
+                outcomes.append(await self._failed(body, err))
         return outcomes
+
+    async def _failed(self, body: dict[str, Any], err: Exception) -> Outcome:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        log.warning("%s: autoscaling failed, replicas held: %r", key, err)
+        message = f"autoscaling failed, replicas held: {type(err).__name__}: {err}"[:1024]
+        tracked = self.tracked.setdefault(key, Tracked())
+        tracked.state = ScalerState()
+        try:
+            written = await self._status(body, tracked, "False", FAILED, message, {}, None)
+        except Exception as status_err:
+            log.warning("%s: status not written: %s", key, status_err)
+            written = False
+        return Outcome(key, None, FAILED, False, written)
 
     async def _hpas(self) -> list[dict[str, Any]] | None:
         if not self.config.detect_conflicts:

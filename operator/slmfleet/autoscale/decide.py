@@ -154,10 +154,16 @@ class ScalePolicy:
 
     @property
     def cost_cap_replicas(self) -> int | None:
-        """Most replicas the cost cap pays for (None: no cap); at least max(1, min)."""
+        """Most replicas the cost cap pays for (None: no cap); at least max(1, min), at
+        most max. A quotient past max (or past float range: a 1e-305 USD/h replica under
+        a 1e6 USD/h cap) means the cap does not bind, so it is max, never an overflow
+        that would fail every tick of the loop."""
         if self.max_cost_usd_per_hour is None:
             return None
-        return math.floor(self.max_cost_usd_per_hour / self.replica_hour_usd + 1e-9)
+        quotient = self.max_cost_usd_per_hour / self.replica_hour_usd
+        if not math.isfinite(quotient) or quotient >= self.max_replicas:
+            return self.max_replicas
+        return math.floor(quotient + 1e-9)
 
 
 @dataclass(frozen=True)

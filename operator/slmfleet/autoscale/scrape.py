@@ -1,11 +1,12 @@
 """Scrape the router Pods' and Triton's ``/metrics`` and keep a trailing window per source.
 
-The I/O half of the signals: fetch every target concurrently (bounded time and size),
-parse with ``signals.parse``, keep the samples of the longest window any specialist can
-ask for, and answer ``Signals`` per specialist, or why there are none. Missing data is
-explicit: when any router target failed its latest scrape the answer is "no signals"
-(the autoscaler holds), because the traffic of the missing router would be unseen and
-could look like a lull; a Triton target that fails only drops the queue signal.
+The I/O half of the signals: fetch every target concurrently (bounded time, size per
+target and per round, and how many at once), parse with ``signals.parse``, keep the
+samples of the longest window any specialist can ask for, and answer ``Signals`` per
+specialist, or why there are none. Missing data is explicit: when any router target
+failed its latest scrape the answer is "no signals" (the autoscaler holds), because the
+traffic of the missing router would be unseen and could look like a lull; a Triton
+target that fails only drops the queue signal.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from ..clients.bounded import ByteBudget, read_capped
 from .decide import Signals
 from .signals import NAMES, MetricNames, Sample, parse, signals_for, source_window
 
 #: Longest window a spec may ask for (AutoscalingSpec.window_seconds), plus a margin.
 HISTORY_S = 660.0
 MAX_BYTES = 16 << 20  # a scrape larger than this is refused, not parsed
+#: All targets of one round together (the targets include tenants' Triton Pods), and
+#: how many are read at once: a round costs at most this much memory, whatever answers.
+ROUND_BYTES = 64 << 20
+CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class Collector:
             await self._session.close()
             self._session = None
 
-    async def _fetch(self, url: str) -> str:
+    async def _fetch(self, url: str, budget: ByteBudget | None = None) -> str:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -67,14 +73,13 @@ class Collector:
         async with self._session.get(url) as response:
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_BYTES + 1)
-            if len(body) > MAX_BYTES:
-                raise ValueError(f"more than {MAX_BYTES} bytes")
+            body = await read_capped(response, MAX_BYTES, budget)
             return body.decode("utf-8", errors="replace")
 
-    async def _one(self, url: str) -> None:
+    async def _one(self, url: str, budget: ByteBudget, slots: asyncio.Semaphore) -> None:
         try:
-            text = await self._fetch(url)
+            async with slots:
+                text = await self._fetch(url, budget)
             sample = parse(text, self.clock(), self.names)
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeError) as err:
             self.errors[url] = f"{type(err).__name__}: {err}".rstrip(": ")
@@ -94,7 +99,8 @@ class Collector:
             del self.samples[gone]
         for gone in set(self.errors) - urls:
             del self.errors[gone]
-        await asyncio.gather(*(self._one(u) for u in sorted(urls)))
+        budget, slots = ByteBudget(ROUND_BYTES), asyncio.Semaphore(CONCURRENCY)
+        await asyncio.gather(*(self._one(u, budget, slots) for u in sorted(urls)))
 
     def warming(self) -> bool:
         """A router target answers but has not given a whole first window yet (the

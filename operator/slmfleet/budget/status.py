@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api.budget import BudgetSpec
+from ..render.conditions import cap_message
 from .amounts import Amount
 from .ladder import LadderDecision, decide, fraction, percent_of
 from .ledger import LedgerRead, WindowState
@@ -75,6 +76,7 @@ def _window_status(spec_window: Any, st: WindowState, now: float) -> dict[str, A
 
 
 def _cond(type_: str, status: str, reason: str, message: str, gen: int | None) -> dict[str, Any]:
+    message = cap_message(message)
     c: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message}
     if gen is not None:
         c["observedGeneration"] = gen

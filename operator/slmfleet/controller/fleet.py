@@ -81,7 +81,13 @@ async def _examples(rt: Runtime, specialists: list[Item]) -> dict[tuple[str, str
     }
 
     async def read(ref: tuple[str, str, str]) -> str | None:
-        cm = await rt.kube.get("ConfigMap", ref[0], ref[1])
+        try:
+            cm = await rt.kube.get("ConfigMap", ref[0], ref[1])
+        except ApiError as err:
+            if err.status >= 500 or err.status == 429:
+                raise  # the API server is away or busy: the loop retries the round
+            log.warning("examplesFrom %s/%s unreadable: %s", ref[0], ref[1], err)
+            return None  # this specialist's problem (examples not found), nobody else's
         return ((cm or {}).get("data") or {}).get(ref[2])
 
     texts = await asyncio.gather(*(read(ref) for ref in sorted(refs)))
@@ -202,11 +208,17 @@ async def write_statuses(rt: Runtime, kind: str, statuses: dict[str, dict[str, A
             except ApiError as err:
                 if err.status == 404:
                     break
-                if err.status != 409 or attempt == 2:
-                    raise
-                body = await rt.kube.get(kind, namespace, name)
-                if body is not None:
-                    remember(table, body)
+                if err.status == 409 and attempt == 1:
+                    body = await rt.kube.get(kind, namespace, name)
+                    if body is not None:
+                        remember(table, body)
+                    continue
+                if err.status >= 500 or err.status == 429:
+                    raise  # the API server is away or busy: the loop retries the round
+                # Refused for this object alone (a 422, a second conflict): say so and
+                # go on, so no tenant's object keeps every later status from being written
+                log.warning("%s %s: status not written: %s", kind, ident, err)
+                break
 
 
 def note_problems(rt: Runtime, rendered: FleetRender) -> None:

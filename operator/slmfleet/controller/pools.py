@@ -31,7 +31,7 @@ from ..pool.demand import demand
 from ..pool.repository import Repository, RepositoryError
 from ..pool.residency import PoolResidency
 from ..render import labels as L
-from ..render.conditions import merge_conditions, status_changed
+from ..render.conditions import merge_conditions, ready_set, status_changed
 from ..render.drift import needs_apply, stamp
 from ..render.pool import PoolMember, build_pool_children, member_digest, pool_child_name
 from ..render.pool_status import (
@@ -127,6 +127,9 @@ class PoolController:
                 await self._pool(key, body, members.get(key, []), wanted, used)
             except ApiError as err:
                 log.warning("pool %s/%s: %s", *key, err)
+            except Exception as err:  # one tenant's pool never fails the loop for all
+                log.warning("pool %s/%s failed: %r", *key, err)
+                await self._failed(key, body, "PoolError", f"{type(err).__name__}: {err}")
         for key in [k for k in self.pools if k not in pools]:
             del self.pools[key]
         for key, ms in members.items():
@@ -135,7 +138,25 @@ class PoolController:
                                   f"spec.serving.pool: no SLMPool named {key[1]!r} in namespace "
                                   f"{key[0]}")  # fmt: skip
                 for _c, name, mbody in ms:
-                    await self._write_member(key[0], name, key[1], mbody, view, 0)
+                    try:
+                        await self._write_member(key[0], name, key[1], mbody, view, 0)
+                    except Exception as err:  # one member's write never stops the others
+                        log.warning("pool member %s/%s: %r", key[0], name, err)
+
+    async def _failed(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
+        """Say on the pool's own status why it is not reconciled (Ready False, Stalled)."""
+        ns, name = key
+        generation = body["metadata"].get("generation")
+        owned = ready_set(False, reason, message[:1024], generation, stalled=True)
+        current = body.get("status") or {}
+        if not status_changed(current, {"conditions": owned}):
+            return
+        patch = {"conditions": merge_conditions(current.get("conditions"), owned)}
+        try:
+            await self.rt.kube.patch_status("SLMPool", ns, name, patch)
+            await warn_stalled(self.rt.kube, "SLMPool", body, current.get("conditions"), owned)
+        except Exception as err:
+            log.warning("pool %s/%s: status not written: %s", ns, name, err)
 
     async def _pool(
         self,
@@ -153,6 +174,9 @@ class PoolController:
             spec = SLMPoolSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
             log.warning("pool %s/%s invalid: %s", ns, name, err)
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            await self._failed(key, body, "InvalidSpec", f"spec.{where}: {first['msg']}")
             return
         specs: list[tuple[str, SLMSpecialistSpec, dict[str, Any]]] = []
         invalid: dict[str, str] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -24,7 +25,7 @@ from .adapters import adapter_keys, adapter_status_of, adapters_for, base_of
 from .autoscaling import autoscaler_children, delete_unused, missing_kind
 from .events import warn_stalled
 from .pools import pooled
-from .runtime import Key, Runtime, key_of, newer, runtime
+from .runtime import Key, Runtime, SpecialistState, key_of, newer, runtime
 from .supervisor import Beat
 from .workqueue import drain
 
@@ -313,10 +314,23 @@ async def touch_base(rt: Runtime, base: Key) -> None:
         schedule_refresh(rt, adapter)
 
 
-def owner_key(body: dict[str, Any]) -> Key | None:
-    owners = body["metadata"].get("ownerReferences", [])
+def owner_key(
+    body: dict[str, Any], specialists: Mapping[Key, SpecialistState] | None = None
+) -> Key | None:
+    """The specialist owning this child, matched by uid: anyone who can create a
+    ConfigMap or Deployment may copy our labels and name a specialist as its owner, and
+    a name alone would let it stand in for that specialist's children (faking its
+    status) or grow the operator's cache without bound."""
+    meta = body["metadata"]
+    owners = meta.get("ownerReferences") or []
     owner = next((o for o in owners if o.get("kind") == "SLMSpecialist"), None)
-    return (body["metadata"]["namespace"], owner["name"]) if owner else None
+    if owner is None:
+        return None
+    key = (meta["namespace"], owner.get("name"))
+    table = runtime().store.specialists if specialists is None else specialists
+    state = table.get(key)
+    known = ((state.body or {}).get("metadata") or {}).get("uid") if state else None
+    return key if known and owner.get("uid") == known else None
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED)
@@ -325,8 +339,8 @@ def owner_key(body: dict[str, Any]) -> Key | None:
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 async def track_child(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> None:
     body = event["object"]
-    cache_child(event, resource)
     key = owner_key(body)
+    cache_child(event, resource, key)
     if key is not None and event["type"] == "DELETED":
         await recreate_children(key)
     if key is not None:  # a base's model ConfigMap lists its adapters
@@ -343,12 +357,15 @@ CHILD_KINDS = {
 }
 
 
-def cache_child(event: kopf.RawEvent, resource: kopf.Resource) -> None:
+def cache_child(event: kopf.RawEvent, resource: kopf.Resource, owner: Key | None) -> None:
+    """Cache the body of a child of a known specialist (``owner``, matched by uid); a
+    look-alike is never cached (and evicts nothing but its own name's stale entry: what
+    is not cached is read from the API server when needed)."""
     body = event["object"]
     meta = body["metadata"]
     ref = (CHILD_KINDS[resource.plural], meta["namespace"], meta["name"])
     children = runtime().store.children
-    if event["type"] == "DELETED":
+    if event["type"] == "DELETED" or owner is None:
         children.pop(ref, None)
         return
     if newer(children.get(ref), body):
@@ -358,8 +375,8 @@ def cache_child(event: kopf.RawEvent, resource: kopf.Resource) -> None:
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def track_deployment(event: kopf.RawEvent, resource: kopf.Resource, **_: Any) -> None:
     body = event["object"]
-    cache_child(event, resource)
     key = owner_key(body)
+    cache_child(event, resource, key)
     if key is None:
         return
     rt = runtime()

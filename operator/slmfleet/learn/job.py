@@ -37,7 +37,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         return {"outcome": "failed", "message": "spec.learning is not set"}
     try:
         source = StoreOutcomes(job["store"], password_file=job.get("passwordFile"))
-        records = [r for r in source.outcomes() if r.policy in (policy.model_name, policy.id)]
+        records = list(source.outcomes(policies=(policy.model_name, policy.id)))
     except StoreError as exc:
         return {"outcome": "store_unavailable", "message": str(exc)[:512]}
     if len(records) < settings.min_outcomes:

@@ -24,7 +24,7 @@ and is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,22 +120,32 @@ def outcomes_of(rows: Iterable[Mapping[str, Any]]) -> list[OutcomeRecord]:
 class StoreOutcomes:
     """``OutcomeSource`` over a decision store URL (``sqlite:///path.db`` or
     ``postgresql://...``): at most ``limit`` rows of each kind (resolved cases,
-    feedback), oldest first."""
+    feedback). For given policies, their newest rows, selected in SQL: a window shared
+    by every policy let one tenant's feedback volume push the others' outcomes out
+    (TooFewOutcomes for good). Without, the oldest rows of every policy."""
 
     def __init__(self, url: str, *, password_file: str | None = None, limit: int = 100_000) -> None:
         self.url, self.password_file, self.limit = url, password_file, limit
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, policies: Sequence[str] | None = None) -> list[dict[str, Any]]:
         from ..telemetry.store import open_store
 
         store = open_store(self.url, password_file=self.password_file, executor_threads=1)
         try:
-            examples = store.labelled(0.0, self.limit)
+            if policies is None:
+                examples = store.labelled(0.0, self.limit)
+            else:
+                examples = store.labelled(0.0, self.limit, policies=policies, newest=True)
         finally:
             store.close()
         return [e.as_dict() | {"decision": e.decision} for e in examples]
 
-    def outcomes(self, *, policy: str | None = None) -> Iterator[OutcomeRecord]:
-        for rec in outcomes_of(self.rows()):
-            if policy is None or rec.policy == policy:
+    def outcomes(
+        self, *, policy: str | None = None, policies: Sequence[str] | None = None
+    ) -> Iterator[OutcomeRecord]:
+        """Outcomes of ``policy`` (one name) or of ``policies`` (a policy's names: its
+        model name and its id), or of every policy."""
+        names = policies if policies is not None else ([policy] if policy is not None else None)
+        for rec in outcomes_of(self.rows(names)):
+            if names is None or rec.policy in names:
                 yield rec

@@ -31,24 +31,41 @@ _SUFFIX = {
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([EPTGMK]i?|[eE][0-9]+)?$")
 
 
+#: Largest quantity the fit accepts (Kubernetes' own int64 bound on a quantity's value).
+MAX_BYTES = 2**63 - 1
+
+
 def parse_bytes(quantity: str) -> int:
     """A Kubernetes memory quantity in bytes (``6Gi``, ``500M``, ``1e9``); ValueError on
-    anything else (the CRD's pattern admits only these forms)."""
-    m = _QUANTITY.match(quantity.strip())
+    anything else (the CRD's pattern admits only these forms) and above :data:`MAX_BYTES`
+    (an object stored before the CRD bounded the exponent may say ``1e400``: that must
+    fail this one object, not overflow in the pool loop)."""
+    text = quantity.strip()
+    m = _QUANTITY.match(text) if len(text) <= 64 else None
     if not m:
-        raise ValueError(f"not a memory quantity: {quantity!r}")
+        raise ValueError(f"not a memory quantity: {quantity[:64]!r}")
     number, suffix = Decimal(m.group(1)), m.group(2) or ""
     if suffix[:1] in ("e", "E") and suffix[1:].isdigit():
-        return int(number * (Decimal(10) ** int(suffix[1:])))
-    return int(number * _SUFFIX[suffix])
+        exponent = int(suffix[1:])
+        if exponent > 19:  # 1e19 > 2^63: larger exponents need not be computed at all
+            value = MAX_BYTES + 1 if number else 0
+        else:
+            value = int(number * (Decimal(10) ** exponent))
+    else:
+        value = int(number * _SUFFIX[suffix])
+    if value > MAX_BYTES:
+        raise ValueError(f"memory quantity {quantity[:64]!r} is more than 2^63 bytes")
+    return value
 
 
 def format_bytes(n: int) -> str:
-    """Bytes as the largest binary unit that keeps one decimal (``6Gi``, ``1.5Gi``)."""
+    """Bytes as the largest binary unit that keeps one decimal (``6Gi``, ``1.5Gi``), in
+    integer arithmetic (a sum of members never overflows a float)."""
     for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
         if abs(n) >= size:
-            value = n / size
-            text = f"{value:.1f}".rstrip("0").rstrip(".")
+            tenths = (abs(n) * 10 + size // 2) // size
+            whole, tenth = divmod(tenths, 10)
+            text = f"{'-' if n < 0 else ''}{whole}" + (f".{tenth}" if tenth else "")
             return f"{text}{unit}"
     return str(n)
 

@@ -17,9 +17,14 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..clients.bounded import TooLarge, read_capped
+
 #: Loading a model may fetch nothing (the sidecar did) but still builds an engine.
 LOAD_TIMEOUT_S = 600.0
 INDEX_TIMEOUT_S = 10.0
+#: Largest answer read from a pool's server: an index of hundreds of models is a few
+#: KiB, and the server runs the tenant's image.
+MAX_ANSWER_BYTES = 1 << 20
 
 
 class RepositoryError(RuntimeError):
@@ -51,7 +56,11 @@ class Repository:
             async with self.session.post(
                 url, json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as r:
-                text = await r.text()
+                try:
+                    raw = await read_capped(r, MAX_ANSWER_BYTES)
+                except TooLarge as exc:
+                    raise RepositoryError(f"{url}: {exc}") from None
+                text = raw.decode("utf-8", errors="replace")
                 if r.status != 200:
                     with contextlib.suppress(ValueError, AttributeError):
                         text = json.loads(text).get("error", text)

@@ -16,12 +16,26 @@ from typing import Any
 
 from ..api.base import now_rfc3339
 
+#: Longest condition message written. The CRDs refuse more than 32,768 characters, and a
+#: refused status write must never come from a message a tenant can grow (a policy
+#: naming 1,000 absent specialists once wrote 54,022): cut here, saying how much.
+MAX_MESSAGE = 4096
+
+
+def cap_message(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` if it fits ``limit`` characters, else its start and how much was cut."""
+    if len(message) <= limit:
+        return message
+    cut = limit - 40  # room for the note
+    return f"{message[:cut]} ... ({len(message) - cut} more characters)"
+
 
 def condition(
     type_: str, status: bool | str, reason: str, message: str = "", generation: int | None = None
 ) -> dict[str, Any]:
     if isinstance(status, bool):
         status = "True" if status else "False"
+    message = cap_message(message)
     cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message}
     if generation is not None:
         cond["observedGeneration"] = generation

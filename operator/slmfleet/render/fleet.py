@@ -5,7 +5,8 @@ ConfigMaps and the existence of the Secrets they reference; this module decides,
 by object, what the router serves and what each object's status says. The blast radius
 of an object is that object: a specialist whose examples are missing or too large, a
 policy that fails validation, conflicts over a model name or outgrows the fragment
-limit is ``Ready=False`` with a reason and left out, and nothing else changes.
+limit is ``Ready=False`` with a reason and left out, and nothing else changes. So is an
+object whose render raises (``RenderError``): no object can fail the whole render.
 """
 
 from __future__ import annotations
@@ -168,25 +169,37 @@ def _specialists(
     configs: dict[str, SpecialistConfig] = {}
     problems: dict[str, Problem] = {}
     for item in items:
-        spec: SLMSpecialistSpec = item.spec
-        extra, problem = _examples(item, examples)
-        if problem is None:
-            cfg = specialist_config(
-                item.namespace,
-                item.name,
-                spec,
-                ready=is_ready(item.status),
-                extra_examples=extra,
-                endpoint_of=endpoint_of,
-                scaled_to_zero=is_scaled_to_zero(item.status),
-                cost_capped=is_cost_capped(item.status),
-            )
-            problem = _fits(Fragment(kind="specialist", id=item.id, specialist=cfg))
-            if problem is None:
-                configs[item.id] = cfg
+        try:
+            cfg, problem = _specialist(item, examples, endpoint_of)
+        except Exception as err:  # one specialist's bug never stops the fleet's render
+            cfg, problem = None, Problem("RenderError", f"{type(err).__name__}: {err}")
+        if cfg is not None:
+            configs[item.id] = cfg
         if problem is not None:
             problems[item.id] = problem
     return configs, problems
+
+
+def _specialist(
+    item: Item, examples: ExampleSource, endpoint_of: EndpointOf
+) -> tuple[SpecialistConfig | None, Problem | None]:
+    spec: SLMSpecialistSpec = item.spec
+    extra, problem = _examples(item, examples)
+    if problem is None:
+        cfg = specialist_config(
+            item.namespace,
+            item.name,
+            spec,
+            ready=is_ready(item.status),
+            extra_examples=extra,
+            endpoint_of=endpoint_of,
+            scaled_to_zero=is_scaled_to_zero(item.status),
+            cost_capped=is_cost_capped(item.status),
+        )
+        problem = _fits(Fragment(kind="specialist", id=item.id, specialist=cfg))
+        if problem is None:
+            return cfg, None
+    return None, problem
 
 
 def _selected(spec: RouterPolicySpec, namespace: str, specialists: list[Item]) -> list[str]:
@@ -233,11 +246,30 @@ def _budget_covers(budget: Item, policy: Item, model_name: str, targets: list[st
     )
 
 
+def _covers(budget: Item, policy: Item, model_name: str, targets: list[str]) -> bool:
+    """_budget_covers, where a Budget it fails on covers nothing (that Budget's own
+    render reports the failure; the policy is not failed for it)."""
+    try:
+        return _budget_covers(budget, policy, model_name, targets)
+    except Exception:
+        return False
+
+
 def _invalid_status(obj: Invalid) -> dict[str, Any]:
     message = f"refused by the slmfleet API models: {obj.message}"
     return {
         "observedGeneration": obj.generation,
         "conditions": ready_set(False, "InvalidSpec", message, obj.generation, stalled=True),
+    }
+
+
+def _failed_status(obj: Item, err: Exception) -> dict[str, Any]:
+    """The status of an object whose rendering failed unexpectedly: left out of the
+    router configuration, saying why on its own status (the others render)."""
+    message = f"rendering failed, left out of the router: {type(err).__name__}: {err}"
+    return {
+        "observedGeneration": obj.generation,
+        "conditions": ready_set(False, "RenderError", message, obj.generation, stalled=True),
     }
 
 
@@ -272,118 +304,132 @@ def render_fleet(
     owners: dict[str, Item] = {}
     # Oldest policy keeps a contested model name; ties broken by id for determinism.
     for pol in sorted(policies, key=lambda p: (p.created, p.id)):
-        spec: RouterPolicySpec = pol.spec
-        model_name = spec.model_name or pol.name
-        gen = pol.generation
-        targets = _selected(spec, pol.namespace, specialists)
-        all_names = sorted(set(targets) | _referenced(spec))
-        ids = {n: object_id(pol.namespace, n) for n in all_names}
-        missing = [n for n in all_names if ids[n] not in by_id]
-        served_by = {n: spec_configs.get(ids[n]) for n in all_names}
-        # A target scaled to zero is not Ready, but the policy serves it (a request
-        # wakes it): only targets that can serve nothing make the policy unready.
-        unready = [
-            n
-            for n, c in served_by.items()
-            if ids[n] in by_id and not (c is not None and (c.ready or c.scaled_to_zero))
-        ]
-        idle = [n for n, c in served_by.items() if c is not None and c.scaled_to_zero]
-        resolved = []
-        for n, c in served_by.items():
-            target = {
-                "name": n,
-                "endpoint": endpoint_of(pol.namespace, n) if ids[n] in by_id else None,
-                "ready": c is not None and c.ready,
+        try:
+            spec: RouterPolicySpec = pol.spec
+            model_name = spec.model_name or pol.name
+            gen = pol.generation
+            targets = _selected(spec, pol.namespace, specialists)
+            all_names = sorted(set(targets) | _referenced(spec))
+            ids = {n: object_id(pol.namespace, n) for n in all_names}
+            missing = [n for n in all_names if ids[n] not in by_id]
+            served_by = {n: spec_configs.get(ids[n]) for n in all_names}
+            # A target scaled to zero is not Ready, but the policy serves it (a request
+            # wakes it): only targets that can serve nothing make the policy unready.
+            unready = [
+                n
+                for n, c in served_by.items()
+                if ids[n] in by_id and not (c is not None and (c.ready or c.scaled_to_zero))
+            ]
+            idle = [n for n, c in served_by.items() if c is not None and c.scaled_to_zero]
+            resolved = []
+            for n, c in served_by.items():
+                target = {
+                    "name": n,
+                    "endpoint": endpoint_of(pol.namespace, n) if ids[n] in by_id else None,
+                    "ready": c is not None and c.ready,
+                }
+                if c is not None and c.scaled_to_zero:
+                    target["scaledToZero"] = True
+                resolved.append(target)
+            status: dict[str, Any] = {
+                "observedGeneration": gen,
+                "modelName": model_name,
+                "resolvedTargets": resolved,
             }
-            if c is not None and c.scaled_to_zero:
-                target["scaledToZero"] = True
-            resolved.append(target)
-        status: dict[str, Any] = {
-            "observedGeneration": gen,
-            "modelName": model_name,
-            "resolvedTargets": resolved,
-        }
-        policy_status[pol.id] = status
-        if model_name in owners:
-            other = owners[model_name]
-            msg = f"model name {model_name!r} is already served by RouterPolicy {other.id}"
-            status["conditions"] = ready_set(False, "ModelNameConflict", msg, gen, stalled=True)
-            continue
-        covering = [b.id for b in budgets if _budget_covers(b, pol, model_name, targets)]
-        config = policy_config(
-            pol.namespace,
-            pol.name,
-            spec,
-            model_name=model_name,
-            specialists=[ids[n] for n in targets if ids[n] in by_id],
-            budgets=sorted(covering),
-        )
-        frag = Fragment(kind="policy", id=pol.id, created=pol.created, policy=config)
-        too_large = _fits(frag)
-        if too_large is not None:
-            status["conditions"] = ready_set(
-                False, too_large.reason, too_large.message, gen, stalled=True
+            policy_status[pol.id] = status
+            if model_name in owners:
+                other = owners[model_name]
+                msg = f"model name {model_name!r} is already served by RouterPolicy {other.id}"
+                status["conditions"] = ready_set(False, "ModelNameConflict", msg, gen, stalled=True)
+                continue
+            covering = [b.id for b in budgets if _covers(b, pol, model_name, targets)]
+            config = policy_config(
+                pol.namespace,
+                pol.name,
+                spec,
+                model_name=model_name,
+                specialists=[ids[n] for n in targets if ids[n] in by_id],
+                budgets=sorted(covering),
             )
-            continue
-        owners[model_name] = pol
-        served.append(config)
-        fragments[("policy", pol.id)] = frag
-        refs = _secret_refs(spec)
-        grants.setdefault(pol.namespace, set()).update(name for _, name, _ in refs)
-        absent = [
-            f"{where}: Secret {name!r} does not exist in namespace {pol.namespace}"
-            for where, name, _ in refs
-            if secrets is not None and not secrets.get((pol.namespace, name), False)
-        ]
-        if not targets:
-            conds = ready_set(False, "NoTargets", "no SLMSpecialist matches", gen, stalled=True)
-        elif missing:
-            msg = "missing SLMSpecialists: " + ", ".join(missing)
-            conds = ready_set(False, "TargetsNotFound", msg, gen, stalled=True)
-        elif absent:
-            conds = ready_set(False, "SecretNotFound", "; ".join(absent), gen, stalled=True)
-        elif unready:
-            conds = ready_set(False, "TargetsNotReady", "not Ready yet: " + ", ".join(unready), gen)
-        else:
-            msg = f"{len(targets)} specialists Ready"
-            if idle:
-                msg += f"; scaled to zero, started on demand: {', '.join(idle)}"
-            conds = ready_set(True, "TargetsReady", msg, gen)
-        ready = {sid: sid in spec_configs and spec_configs[sid].ready for sid in by_id}
-        status["conditions"] = [
-            *conds,
-            rollout_condition(spec, pol.namespace, targets, ready, gen),
-        ]
+            frag = Fragment(kind="policy", id=pol.id, created=pol.created, policy=config)
+            too_large = _fits(frag)
+            if too_large is not None:
+                status["conditions"] = ready_set(
+                    False, too_large.reason, too_large.message, gen, stalled=True
+                )
+                continue
+            owners[model_name] = pol
+            served.append(config)
+            fragments[("policy", pol.id)] = frag
+            refs = _secret_refs(spec)
+            grants.setdefault(pol.namespace, set()).update(name for _, name, _ in refs)
+            absent = [
+                f"{where}: Secret {name!r} does not exist in namespace {pol.namespace}"
+                for where, name, _ in refs
+                if secrets is not None and not secrets.get((pol.namespace, name), False)
+            ]
+            if not targets:
+                conds = ready_set(False, "NoTargets", "no SLMSpecialist matches", gen, stalled=True)
+            elif missing:
+                msg = "missing SLMSpecialists: " + ", ".join(missing)
+                conds = ready_set(False, "TargetsNotFound", msg, gen, stalled=True)
+            elif absent:
+                conds = ready_set(False, "SecretNotFound", "; ".join(absent), gen, stalled=True)
+            elif unready:
+                conds = ready_set(
+                    False, "TargetsNotReady", "not Ready yet: " + ", ".join(unready), gen
+                )
+            else:
+                msg = f"{len(targets)} specialists Ready"
+                if idle:
+                    msg += f"; scaled to zero, started on demand: {', '.join(idle)}"
+                conds = ready_set(True, "TargetsReady", msg, gen)
+            ready = {sid: sid in spec_configs and spec_configs[sid].ready for sid in by_id}
+            status["conditions"] = [
+                *conds,
+                rollout_condition(spec, pol.namespace, targets, ready, gen),
+            ]
+        except Exception as err:  # one policy's bug never stops the fleet's render
+            owners = {m: o for m, o in owners.items() if o is not pol}
+            served = [c for c in served if c.id != pol.id]
+            fragments.pop(("policy", pol.id), None)
+            policy_status[pol.id] = _failed_status(pol, err)
 
     for bud in sorted(budgets, key=lambda b: b.id):
-        bspec: BudgetSpec = bud.spec
-        covered = sorted(p.model_name for p in served if bud.id in p.budgets)
-        scope = bspec.applies_to
-        if scope is None or (not scope.policies and not scope.specialists):
-            # Unscoped: the whole namespace, including specialists called directly.
-            named = sorted(s.id for s in specialists if s.namespace == bud.namespace)
-        else:
-            named = [object_id(bud.namespace, n) for n in scope.specialists]
-        config = budget_config(
-            bud.namespace,
-            bud.name,
-            bspec,
-            policies=covered,
-            specialists=[s for s in named if s in by_id],
-        )
-        fragments[("budget", bud.id)] = Fragment(
-            kind="budget", id=bud.id, created=bud.created, budget=config
-        )
-        gen = bud.generation
-        budget_status[bud.id] = {
-            "observedGeneration": gen,
-            "policies": covered,
-            "conditions": [
-                condition("Ready", True, "Accepted", f"applies to {len(covered)} policies", gen),
-                condition("Reconciling", False, "Accepted", "", gen),
-                condition("Stalled", False, "NotStalled", "", gen),
-            ],
-        }
+        try:
+            bspec: BudgetSpec = bud.spec
+            covered = sorted(p.model_name for p in served if bud.id in p.budgets)
+            scope = bspec.applies_to
+            if scope is None or (not scope.policies and not scope.specialists):
+                # Unscoped: the whole namespace, including specialists called directly.
+                named = sorted(s.id for s in specialists if s.namespace == bud.namespace)
+            else:
+                named = [object_id(bud.namespace, n) for n in scope.specialists]
+            config = budget_config(
+                bud.namespace,
+                bud.name,
+                bspec,
+                policies=covered,
+                specialists=[s for s in named if s in by_id],
+            )
+            fragments[("budget", bud.id)] = Fragment(
+                kind="budget", id=bud.id, created=bud.created, budget=config
+            )
+            gen = bud.generation
+            budget_status[bud.id] = {
+                "observedGeneration": gen,
+                "policies": covered,
+                "conditions": [
+                    condition(
+                        "Ready", True, "Accepted", f"applies to {len(covered)} policies", gen
+                    ),
+                    condition("Reconciling", False, "Accepted", "", gen),
+                    condition("Stalled", False, "NotStalled", "", gen),
+                ],
+            }
+        except Exception as err:  # one Budget's bug never stops the fleet's render
+            fragments.pop(("budget", bud.id), None)
+            budget_status[bud.id] = _failed_status(bud, err)
 
     return FleetRender(
         fragments=fragments,

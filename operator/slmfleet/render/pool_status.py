@@ -24,9 +24,11 @@ from .specialist_status import MEMBER_LOADING, MEMBER_UNLOADED, deployment_progr
 def capacity_of(spec: SLMPoolSpec) -> tuple[int, str]:
     """(bytes the members share per replica, the member field that counts against it)."""
     res = spec.resources
-    if res.gpu:
-        return parse_bytes(res.gpu_memory or "0"), "spec.serving.resources.gpuMemory"
-    return parse_bytes(res.memory), "spec.serving.resources.memory"
+    field, quantity = ("gpuMemory", res.gpu_memory or "0") if res.gpu else ("memory", res.memory)
+    try:
+        return parse_bytes(quantity), f"spec.serving.resources.{field}"
+    except ValueError as err:  # stored before the CRD bounded it: name the field
+        raise ValueError(f"spec.resources.{field}: {err}") from None
 
 
 def claim_of(pool: str, spec: SLMPoolSpec, name: str, member: SLMSpecialistSpec) -> Claim:
@@ -53,8 +55,17 @@ def claim_of(pool: str, spec: SLMPoolSpec, name: str, member: SLMSpecialistSpec)
                 f"spec.serving.resources.gpuMemory: pool {pool} has GPUs; declare the GPU "
                 "memory this model needs there",
             )
-        return Claim(name, parse_bytes(member.serving.resources.gpu_memory))
-    return Claim(name, parse_bytes(member.serving.resources.memory))
+        return _claim(name, "gpuMemory", member.serving.resources.gpu_memory)
+    return _claim(name, "memory", member.serving.resources.memory)
+
+
+def _claim(name: str, field: str, quantity: str) -> Claim:
+    """A quantity the fit cannot count (past 2^63 bytes, stored before the CRD bounded
+    it) refuses this member, naming the field; it never fails the pool."""
+    try:
+        return Claim(name, parse_bytes(quantity))
+    except ValueError as err:
+        return Claim(name, None, f"spec.serving.resources.{field}: {err}")
 
 
 def pool_fit(pool: str, spec: SLMPoolSpec, members: Sequence[tuple[str, SLMSpecialistSpec]]) -> Fit:

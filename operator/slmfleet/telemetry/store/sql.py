@@ -267,9 +267,25 @@ class SqlStore:
         return None if row is None else _feedback(row, created=False)
 
     # -- labelled data -------------------------------------------------------------------
-    def labelled(self, since: float = 0.0, limit: int = 1000) -> list[LabelledExample]:
+    def labelled(
+        self,
+        since: float = 0.0,
+        limit: int = 1000,
+        *,
+        policies: Sequence[str] | None = None,
+        newest: bool = False,
+    ) -> list[LabelledExample]:
         """Resolved cases and feedback since ``since``, each joined to its decision,
-        oldest first (at most ``limit`` of each source)."""
+        oldest first (at most ``limit`` of each source). ``policies``: only those
+        policies' (filtered in SQL, so one policy's volume never fills another's
+        window); ``newest``: the newest ``limit`` rather than the oldest."""
+        names = list(policies or ())
+        where_c = where_f = ""
+        if policies is not None:
+            marks = ", ".join("?" * len(names)) or "NULL"
+            where_c = f" AND COALESCE(d.policy, c.policy) IN ({marks})"
+            where_f = f" AND d.policy IN ({marks})"
+        order = "DESC" if newest else "ASC"
 
         def run(conn: Any) -> tuple[list[Any], list[Any]]:
             reviews = conn.execute(
@@ -277,20 +293,23 @@ class SqlStore:
                     "SELECT c.id, c.request_id, c.policy, c.queue, c.resolved_at, c.resolved_by, "
                     "c.label, c.answer, c.note, d.record FROM cases c "
                     "LEFT JOIN decisions d ON d.request_id = c.request_id "
-                    "WHERE c.status = 'resolved' AND c.resolved_at > ? "
-                    "ORDER BY c.resolved_at LIMIT ?"
+                    f"WHERE c.status = 'resolved' AND c.resolved_at > ?{where_c} "
+                    f"ORDER BY c.resolved_at {order} LIMIT ?"
                 ),
-                (since, limit),
+                (since, *names, limit),
             ).fetchall()
             feedback = conn.execute(
                 self.d.q(
                     "SELECT f.request_id, d.policy, f.updated_at, f.source, f.label, f.answer, "
                     "f.rating, f.outcome, d.record FROM feedback f "
                     "JOIN decisions d ON d.request_id = f.request_id "
-                    "WHERE f.updated_at > ? ORDER BY f.updated_at LIMIT ?"
+                    f"WHERE f.updated_at > ?{where_f} ORDER BY f.updated_at {order} LIMIT ?"
                 ),
-                (since, limit),
+                (since, *names, limit),
             ).fetchall()
+            if newest:
+                reviews.reverse()
+                feedback.reverse()
             return reviews, feedback
 
         reviews, feedback = self._call(run)
