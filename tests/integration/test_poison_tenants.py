@@ -142,7 +142,10 @@ async def test_a_status_the_api_server_refuses_skips_that_object_only(
             f"{namespace}/refused": status("x" * 40_000),
             f"{namespace}/written": status("fine"),
         })  # fmt: skip
-        assert cond(kube.get("rp", "written", namespace), "Ready")["message"] == "fine"
-        assert cond(kube.get("rp", "refused", namespace), "Ready") == {}
+        written = cond(kube.get("rp", "written", namespace), "Ready")
+        assert (written.get("reason"), written.get("message")) == ("Test", "fine")
+        # The refused write left nothing of its own (the session's operator may have
+        # written this policy's real status meanwhile: that is not ours to check).
+        assert cond(kube.get("rp", "refused", namespace), "Ready").get("reason") != "Test"
     finally:
         await rt.kube.close()
