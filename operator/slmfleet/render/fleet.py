@@ -22,6 +22,7 @@ from ..api.policy import RouterPolicySpec
 from ..api.routerconfig import PolicyConfig, RouterConfig, SpecialistConfig
 from ..api.specialist import SLMSpecialistSpec
 from .conditions import condition, ready_set
+from .policy_scope import covers, referenced, secret_refs, selected
 from .rollouts import rollout_condition
 from .specialist_status import WAKEABLE
 from .translate import (
@@ -202,59 +203,6 @@ def _specialist(
     return None, problem
 
 
-def _selected(spec: RouterPolicySpec, namespace: str, specialists: list[Item]) -> list[str]:
-    names = set(spec.specialists.names)
-    chosen = [
-        s.name
-        for s in specialists
-        if s.namespace == namespace
-        and (
-            s.name in names
-            or (spec.specialists.selector and spec.specialists.selector.matches(dict(s.labels)))
-        )
-    ]
-    # Named-but-missing targets stay in the list so the status can report them.
-    return sorted(set(chosen) | names)
-
-
-def _referenced(spec: RouterPolicySpec) -> set[str]:
-    """Specialists named by rules and fixed cascade tiers."""
-    refs = {r.specialist for r in spec.routing.rules}
-    refs |= {t.specialist for t in spec.cascade if t.specialist}
-    return refs
-
-
-def _secret_refs(spec: RouterPolicySpec) -> list[tuple[str, str, str]]:
-    """(field path, secret, key) of every Secret the policy's tiers read."""
-    return [
-        (f"spec.cascade[{i}].external.apiKey", t.external.api_key.name, t.external.api_key.key)
-        for i, t in enumerate(spec.cascade)
-        if t.external is not None and t.external.api_key is not None
-    ]
-
-
-def _budget_covers(budget: Item, policy: Item, model_name: str, targets: list[str]) -> bool:
-    if budget.namespace != policy.namespace:
-        return False
-    scope = budget.spec.applies_to
-    if scope is None or (not scope.policies and not scope.specialists):
-        return True
-    return (
-        policy.name in scope.policies
-        or model_name in scope.policies
-        or bool(set(scope.specialists) & set(targets))
-    )
-
-
-def _covers(budget: Item, policy: Item, model_name: str, targets: list[str]) -> bool:
-    """_budget_covers, where a Budget it fails on covers nothing (that Budget's own
-    render reports the failure; the policy is not failed for it)."""
-    try:
-        return _budget_covers(budget, policy, model_name, targets)
-    except Exception:
-        return False
-
-
 def _invalid_status(obj: Invalid) -> dict[str, Any]:
     message = f"refused by the slmfleet API models: {obj.message}"
     return {
@@ -308,8 +256,8 @@ def render_fleet(
             spec: RouterPolicySpec = pol.spec
             model_name = spec.model_name or pol.name
             gen = pol.generation
-            targets = _selected(spec, pol.namespace, specialists)
-            all_names = sorted(set(targets) | _referenced(spec))
+            targets = selected(spec, pol.namespace, specialists)
+            all_names = sorted(set(targets) | referenced(spec))
             ids = {n: object_id(pol.namespace, n) for n in all_names}
             missing = [n for n in all_names if ids[n] not in by_id]
             served_by = {n: spec_configs.get(ids[n]) for n in all_names}
@@ -342,7 +290,7 @@ def render_fleet(
                 msg = f"model name {model_name!r} is already served by RouterPolicy {other.id}"
                 status["conditions"] = ready_set(False, "ModelNameConflict", msg, gen, stalled=True)
                 continue
-            covering = [b.id for b in budgets if _covers(b, pol, model_name, targets)]
+            covering = [b.id for b in budgets if covers(b, pol, model_name, targets)]
             config = policy_config(
                 pol.namespace,
                 pol.name,
@@ -361,7 +309,7 @@ def render_fleet(
             owners[model_name] = pol
             served.append(config)
             fragments[("policy", pol.id)] = frag
-            refs = _secret_refs(spec)
+            refs = secret_refs(spec)
             grants.setdefault(pol.namespace, set()).update(name for _, name, _ in refs)
             absent = [
                 f"{where}: Secret {name!r} does not exist in namespace {pol.namespace}"
