@@ -89,29 +89,6 @@ class Accounting(Protocol):
         self, budgets: Sequence[BudgetConfig], worst: Amount, *, ttl_s: float, request_id: str
     ) -> Reservation: ...
 
-    async def _reserve_to_end(self, reserving: Coroutine[Any, Any, Admission]) -> Admission:
-        """The ledger's reserve in a task of its own: a caller cancelled meanwhile (the
-        client gone, a deadline) may land after the ledger took the hold, which nobody
-        would settle and which would block its worst case until its TTL (false 429s
-        under disconnect churn). The reserve runs to its end and any hold it took is
-        released."""
-        task = asyncio.ensure_future(reserving)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            release = asyncio.ensure_future(self._release_when_reserved(task))
-            _SETTLING.add(release)
-            release.add_done_callback(_SETTLING.discard)
-            raise
-
-    async def _release_when_reserved(self, task: asyncio.Future[Admission]) -> None:
-        try:
-            adm = await task
-        except Exception:  # the ledger's own failure: it held nothing to release
-            return
-        if adm.admitted and adm.reservation is not None and adm.reservation.budgets:
-            await self._settle(adm.reservation, Amount())
-
     async def settle(self, hold: Reservation, actual: Amount) -> None: ...
 
     async def close(self) -> None: ...
