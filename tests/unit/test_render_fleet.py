@@ -355,3 +355,35 @@ def test_an_object_whose_render_fails_is_reported_alone_and_the_rest_render():
         assert "AttributeError" in ready["message"]
     assert out.specialist_problems["shop/odd"].reason == "RenderError"
     assert conds(out.policy_status["shop/support"])["Ready"]["status"] == "True"
+
+
+def test_a_policy_whose_render_fails_late_is_served_nowhere_and_grants_nothing(monkeypatch):
+    """The failure comes after the policy's fragment and Secret references are known
+    (its rollout condition): nothing of it may stay, least of all a Secret grant."""
+    import slmfleet.render.fleet as fleet
+
+    real = fleet.rollout_condition
+
+    def trips(spec, namespace, *args):
+        if namespace == "other":
+            raise RuntimeError("boom")
+        return real(spec, namespace, *args)
+
+    monkeypatch.setattr(fleet, "rollout_condition", trips)
+    tiers = [
+        {"name": "small", "routed": True},
+        {"name": "big", "external": {"baseUrl": "https://api.example.com/v1", "model": "m",
+                                     "apiKey": {"name": "llm", "key": "token"}}},
+    ]  # fmt: skip
+    out = render_fleet(
+        [specialist("a"), specialist("a", ns="other")],
+        [
+            policy("p", specialists={"names": ["a"]}, cascade=tiers),
+            policy("q", ns="other", modelName="q", specialists={"names": ["a"]}, cascade=tiers),
+        ],
+        [],
+        secrets={("shop", "llm"): True, ("other", "llm"): True},
+    )
+    assert [p.id for p in out.config.policies] == ["shop/p"]
+    assert out.secret_grants == {"shop": ["llm"]}
+    assert conds(out.policy_status["other/q"])["Ready"]["reason"] == "RenderError"

@@ -306,11 +306,7 @@ def render_fleet(
                     False, too_large.reason, too_large.message, gen, stalled=True
                 )
                 continue
-            owners[model_name] = pol
-            served.append(config)
-            fragments[("policy", pol.id)] = frag
             refs = secret_refs(spec)
-            grants.setdefault(pol.namespace, set()).update(name for _, name, _ in refs)
             absent = [
                 f"{where}: Secret {name!r} does not exist in namespace {pol.namespace}"
                 for where, name, _ in refs
@@ -337,10 +333,13 @@ def render_fleet(
                 *conds,
                 rollout_condition(spec, pol.namespace, targets, ready, gen),
             ]
+            # Served last, all at once: a policy whose render raises above is served
+            # nowhere and grants the router none of its Secrets.
+            owners[model_name] = pol
+            served.append(config)
+            fragments[("policy", pol.id)] = frag
+            grants.setdefault(pol.namespace, set()).update(name for _, name, _ in refs)
         except Exception as err:  # one policy's bug never stops the fleet's render
-            owners = {m: o for m, o in owners.items() if o is not pol}
-            served = [c for c in served if c.id != pol.id]
-            fragments.pop(("policy", pol.id), None)
             policy_status[pol.id] = _failed_status(pol, err)
 
     for bud in sorted(budgets, key=lambda b: b.id):
