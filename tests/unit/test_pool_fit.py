@@ -40,7 +40,14 @@ def test_quantities_past_int64_are_refused_not_overflowed(huge: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("0e400", 0), ("9223372036854775807", 2**63 - 1), ("7Ei", 7 * 2**60)]
+    ("text", "expected"),
+    [
+        ("0e400", 0),
+        ("9223372036854775807", 2**63 - 1),
+        ("7Ei", 7 * 2**60),
+        ("0.01e20", 10**18),  # a large exponent on a small mantissa is computed, not refused
+        ("0.5e19", 5 * 10**18),
+    ],
 )
 def test_quantities_up_to_int64(text: str, expected: int) -> None:
     assert parse_bytes(text) == expected

@@ -47,10 +47,12 @@ def parse_bytes(quantity: str) -> int:
     number, suffix = Decimal(m.group(1)), m.group(2) or ""
     if suffix[:1] in ("e", "E") and suffix[1:].isdigit():
         exponent = int(suffix[1:])
-        if exponent > 19:  # 1e19 > 2^63: larger exponents need not be computed at all
-            value = MAX_BYTES + 1 if number else 0
+        # The leading digit's power of ten decides: from 10^19 on (> 2^63) the value is
+        # not computed at all (``1e999999999``); below it exactly (``0.01e20`` is 1e18).
+        if number and number.adjusted() + exponent >= 19:
+            value = MAX_BYTES + 1
         else:
-            value = int(number * (Decimal(10) ** exponent))
+            value = int(number.scaleb(exponent))
     else:
         value = int(number * _SUFFIX[suffix])
     if value > MAX_BYTES:
