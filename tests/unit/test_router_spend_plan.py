@@ -135,7 +135,8 @@ def test_a_prompt_that_fills_the_context_is_refused(context):
     [
         (Caps(), MINILM, 64 - 13 - ALLOW),  # all the context leaves after the bytes
         (Caps(max_output_tokens=10), MINILM, 10),  # a smaller cap stands
-        (Caps(max_output_tokens=1000), MINILM, 64 - 13 - ALLOW),  # a larger one cannot
+        # a larger one cannot: the bytes do not leave it, so the prompt is counted
+        (Caps(max_output_tokens=1000), MINILM, 64 - N - ALLOW),
         (Caps(max_output_tokens=1000), ByteBound(), 64 - 13 - ALLOW),
     ],
 )
@@ -167,6 +168,18 @@ def test_the_tokenizer_runs_only_when_the_bytes_fill_the_context():
     assert counter.calls == 0
     assert context_room(long, 2048, counter) == 2048 - MINILM.count(long) - ALLOW
     assert counter.calls == 1
+
+
+def test_a_cap_the_bytes_cannot_leave_is_checked_against_the_real_count():
+    """8K context, a ~7,000-byte English prompt (~1,500 tokens), max_tokens 4,000: the
+    bytes alone would cut the answer to ~1,100 tokens although the context has room."""
+    prompt = "please summarise the delivery terms of my last order " * 130
+    caps = Caps(max_output_tokens=4000)
+    p = specialist_plan(
+        prompt, caps, reasons=False, halve_reasoning=False, context_length=8192,
+        prices=PRICES, counter=MINILM,
+    )  # fmt: skip
+    assert len(prompt) + ALLOW + 4000 > 8192 and p.output_cap == 4000
 
 
 def test_the_byte_bound_holds_for_a_real_tokenizer():

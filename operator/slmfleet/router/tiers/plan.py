@@ -52,27 +52,48 @@ class ContextExceeded(ValueError):
         self.context_length = context_length
 
 
-def context_room(prompt: str, context_length: int, counter: TokenCounter = _BYTES) -> int:
-    """Output tokens the model's context leaves after ``prompt``.
+#: Without a cap the byte bound's room is the output cap only when it leaves at least
+#: this much (or a quarter of the context): a short prompt is never counted, and a long
+#: one is, rather than cutting answers to the few tokens its bytes leave.
+UNCAPPED_ROOM = 512
+
+
+def context_room(
+    prompt: str,
+    context_length: int,
+    counter: TokenCounter = _BYTES,
+    *,
+    want: int | None = None,
+    bound: int | None = None,
+) -> int:
+    """Output tokens the model's context leaves after ``prompt``, as far as the caller
+    needs to know: ``want`` (the cap it asks, None: none) and ``bound`` (the prompt's
+    byte bound, when already computed).
 
     First the byte bound: a prompt never has more tokens than UTF-8 bytes (plus the
-    template allowance), so when that bound leaves room, the room after it is safe and
-    costs nothing: no tokenizer runs on the request path (it costs ~40 us for a short
-    prompt and ~1 ms for 3,000 characters, on the event loop). Only a prompt whose bytes
-    fill the context is counted: with a tokenizer (``counter.exact``) the room is the
-    context minus its count and the allowance, and a prompt that leaves none raises
-    ``ContextExceeded`` (the caller's error, not the upstream's); without one the router
-    cannot tell whether it fits, so it leaves the backend to decide, with a cap from ~4
-    bytes a token (the estimate the TensorRT-LLM codec uses for a bare call)."""
-    bound = _BYTES.upper_bound(prompt)
-    if bound < context_length:
-        return context_length - bound
+    template allowance), so the room after it is safe, and when it covers ``want`` (or,
+    without one, leaves ``UNCAPPED_ROOM``) it is the answer and no tokenizer runs on the
+    request path (one costs ~40 us for a short prompt and ~1 ms for 3,000 characters, on
+    the event loop). Otherwise, with a tokenizer (``counter.exact``), the prompt is
+    counted: the room is the context minus its count and the allowance, and a prompt
+    that leaves none raises ``ContextExceeded`` (the caller's error, not the upstream's).
+    Without one, the byte room when there is some; past it the router cannot tell whether
+    the prompt fits, so it leaves the backend to decide, with a cap from ~4 bytes a token
+    (the estimate the TensorRT-LLM codec uses for a bare call)."""
+    if bound is None:
+        bound = _BYTES.upper_bound(prompt)
+    byte_room = context_length - bound
+    need = want if want is not None else min(UNCAPPED_ROOM, context_length // 4)
+    if byte_room > 0 and byte_room >= need:
+        return byte_room
     if counter.exact:
         tokens = counter.count(prompt)
         if tokens + SPECIAL_TOKENS_ALLOWANCE >= context_length:
             raise ContextExceeded(tokens, context_length)
         return context_length - tokens - SPECIAL_TOKENS_ALLOWANCE
-    return max(1, context_length - (len(prompt.encode("utf-8")) + 3) // 4)
+    if byte_room > 0:
+        return byte_room
+    return max(1, context_length - (bound - SPECIAL_TOKENS_ALLOWANCE + 3) // 4)
 
 
 def bounded_sampling(sampling: Mapping[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -113,7 +134,8 @@ def specialist_plan(
     of that). ``halve_reasoning`` (a ladder step) halves the reasoning cap in force (or,
     with none, the output cap) of a reasoning model. Raises ``ContextExceeded``."""
     bound = _BYTES.upper_bound(prompt)
-    room = context_room(prompt, context_length, counter)
+    want = caps.max_output_tokens
+    room = context_room(prompt, context_length, counter, want=want, bound=bound)
     out_cap = room if caps.max_output_tokens is None else min(caps.max_output_tokens, room)
     rcap = caps.reasoning_cap if reasons else None
     halved = False
