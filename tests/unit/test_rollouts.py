@@ -4,6 +4,7 @@ scripted upstream (arms, automatic rollback, shadow comparison)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -367,6 +368,20 @@ async def test_a_candidate_budget_refusal_runs_the_incumbent_and_is_no_error():
     st = next(iter(eng.rollouts.states.values()))
     assert st.candidate.n == st.incumbent.n == 0 and not st.rolled_back  # counted for neither
     assert _arm_count("candidate", "error") == errors
+
+
+async def test_a_request_handed_to_the_incumbent_counts_for_neither_arm_when_it_fails():
+    """The incumbent's failures alone, counted for requests the candidate's Budget handed
+    over, would make the candidate look better than it is."""
+    script = {**SCRIPT, "ma": UpstreamError("incumbent broken")}
+    snap, _pool, eng = make(script, budgeted_rollout(1e-9, covers="candidate", percent=100))
+    errors = _arm_count("incumbent", "error")
+    for i in range(6):
+        with contextlib.suppress(RouterError, UpstreamError):
+            await ask(eng, snap, f"h{i}")
+    st = next(iter(eng.rollouts.states.values()))
+    assert st.candidate.n == st.incumbent.n == 0
+    assert _arm_count("incumbent", "error") == errors
 
 
 async def test_a_policy_budget_refusal_is_429_and_no_arm_error():

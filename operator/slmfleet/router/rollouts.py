@@ -202,10 +202,12 @@ class Rollouts:
                 "rolled_back": st.rolled_back,
             }
 
+        handed_over = False
+
         def incumbent_instead() -> RouteDecision:
             """The ledger refused the candidate's reservation on a Budget of its own."""
-            nonlocal arm
-            arm = "incumbent"
+            nonlocal arm, handed_over
+            arm, handed_over = "incumbent", True
             mark(arm)
             return route
 
@@ -214,11 +216,15 @@ class Rollouts:
         try:
             out = await eng._cascade(run, used, stand_in=stand_in)
         except (RouterError, UpstreamError):
-            self._record(
-                policy, ro, st, arm, arm_outcome(d.escalations, routed.cfg.name, failed=True)
-            )
+            if not handed_over:
+                outcome = arm_outcome(d.escalations, routed.cfg.name, failed=True)
+                self._record(policy, ro, st, arm, outcome)
             raise
-        self._record(policy, ro, st, arm, arm_outcome(d.escalations, routed.cfg.name))
+        # A request handed over to the incumbent counts for neither arm: its routed tier's
+        # escalations mix the candidate's refusal with the incumbent's run (counting the
+        # incumbent's errors alone would flatter the candidate).
+        if not handed_over:
+            self._record(policy, ro, st, arm, arm_outcome(d.escalations, routed.cfg.name))
         return out
 
     def _record(
