@@ -97,13 +97,18 @@ class Accounting(Protocol):
 _SETTLING: set[asyncio.Task[Any]] = set()
 
 
-async def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Await ``coro`` in a task of its own: cancelling the caller (a client that left)
-    does not cancel it, so a settle started is a settle finished."""
+def _track(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """``coro`` as a task ``drain`` waits for (held until it ends)."""
     task = asyncio.ensure_future(coro)
     _SETTLING.add(task)
     task.add_done_callback(_SETTLING.discard)
-    return await asyncio.shield(task)
+    return task
+
+
+async def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coro`` in a task of its own: cancelling the caller (a client that left)
+    does not cancel it, so a settle started is a settle finished."""
+    return await asyncio.shield(_track(coro))
 
 
 class LedgerAccounting:
@@ -182,9 +187,7 @@ class LedgerAccounting:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            release = asyncio.ensure_future(self._release_when_reserved(task))
-            _SETTLING.add(release)
-            release.add_done_callback(_SETTLING.discard)
+            _track(self._release_when_reserved(task))
             raise
 
     async def _release_when_reserved(self, task: asyncio.Future[Admission]) -> None:
@@ -201,9 +204,7 @@ class LedgerAccounting:
         if not self.settle_in_background:
             await run_to_end(self._settle(hold, actual))
             return
-        task = asyncio.ensure_future(self._settle(hold, actual))
-        _SETTLING.add(task)
-        task.add_done_callback(_SETTLING.discard)
+        task = _track(self._settle(hold, actual))
         rid = self._owners.pop(hold.id, hold.id)
         group = self._settling.setdefault(rid, set())
         group.add(task)
