@@ -13,15 +13,14 @@ import httpx
 import pytest
 
 from slmfleet.api.routerconfig import ExternalConfig as ExternalEndpoint
-from slmfleet.api.routerconfig import RouterConfig
 from slmfleet.router import errors as upstream
 from slmfleet.router import metrics as m
 from slmfleet.router.egress import EgressPolicy
 from slmfleet.router.engine import Engine
 from slmfleet.router.errors import RouterError, UpstreamError
 from slmfleet.router.external import ExternalClients
-from slmfleet.router.snapshot import build_snapshot
-from tests.unit.router_fakes import CAP8, FakePool, KeywordClassifier, cfg_with, held, run, spent
+from tests.unit.router_fakes import FakePool, held, run, spent
+from tests.unit.test_router_spend_ladder import external_snapshot
 
 
 async def test_external_call_with_retry_is_bounded_by_the_timeout():
@@ -49,33 +48,8 @@ async def test_external_call_with_retry_is_bounded_by_the_timeout():
 def external_engine(base_url: str) -> tuple[Any, Engine]:
     """A policy whose only tier is an external endpoint at ``base_url`` (loopback, http
     allowed explicitly), under a spend window and an 8-token output cap."""
-    config = cfg_with(
-        policies=[
-            {
-                "modelName": "ext",
-                "id": "ns/ext",
-                "specialists": ["ns/a"],
-                "routing": {"semantic": {"enabled": False}},
-                "budgets": ["ns/cash"],
-                "cascade": [
-                    {
-                        "name": "vendor",
-                        "external": {
-                            "baseUrl": base_url,
-                            "model": "big",
-                            "inputPerMillionUsd": 3,
-                            "outputPerMillionUsd": 6,
-                        },
-                        "timeoutMs": 300,
-                    }
-                ],
-            }
-        ],
-        budgets=[{"id": "ns/cash", "spend": [{"window": "1h", "limitUsd": 1}], "perRequest": CAP8}],
-    )
-    snap = build_snapshot(RouterConfig.model_validate(config), classifier_factory=KeywordClassifier)
     egress = EgressPolicy.parse(["127.0.0.1"], ["127.0.0.1/32"], allow_http=True)
-    return snap, Engine(FakePool({}), ExternalClients(egress_policy=egress))
+    return external_snapshot(base_url), Engine(FakePool({}), ExternalClients(egress_policy=egress))
 
 
 def cost_metric() -> float:

@@ -4,6 +4,8 @@ The ledgers are the real ones: in-process, or Redis on a port nothing listens on
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 import pytest
@@ -254,7 +256,9 @@ async def test_ledger_down_follows_the_fail_mode(mode):
 # ---- the external tier: usage, reasoning apart, unknown outcomes -----------------------
 
 
-def external_engine(handler):
+def external_snapshot(base_url: str) -> Any:
+    """A policy whose only tier is an external endpoint at ``base_url``, under a spend
+    window and an 8-token output cap."""
     config = cfg_with(
         policies=[
             {
@@ -267,7 +271,7 @@ def external_engine(handler):
                     {
                         "name": "vendor",
                         "external": {
-                            "baseUrl": "http://ext/v1",
+                            "baseUrl": base_url,
                             "model": "big",
                             "inputPerMillionUsd": 3,
                             "outputPerMillionUsd": 6,
@@ -279,7 +283,11 @@ def external_engine(handler):
         ],
         budgets=[{"id": "ns/cash", "spend": [{"window": "1h", "limitUsd": 1}], "perRequest": CAP8}],
     )
-    snap = build_snapshot(RouterConfig.model_validate(config), classifier_factory=KeywordClassifier)
+    return build_snapshot(RouterConfig.model_validate(config), classifier_factory=KeywordClassifier)
+
+
+def external_engine(handler):
+    snap = external_snapshot("http://ext/v1")
     clients = ExternalClients(egress_policy=EgressPolicy.parse(["ext"], allow_http=True))
     clients._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return snap, Engine(FakePool({}), clients)
