@@ -222,21 +222,27 @@ def test_invalid_objects_get_a_condition_and_nothing_else_changes():
     assert [p.id for p in out.config.policies] == ["shop/p"]
 
 
-def test_secret_references_resolve_in_the_policys_namespace_and_are_granted_there():
+def render_two_namespaces(*, other_has_secret: bool):
+    """Policies p (shop) and q (other), each with an external tier whose API key is the
+    Secret ``llm`` of its own namespace (present in shop; in other as asked)."""
     tiers = [
         {"name": "small", "routed": True},
         {"name": "big", "external": {"baseUrl": "https://api.example.com/v1", "model": "m",
                                      "apiKey": {"name": "llm", "key": "token"}}},
     ]  # fmt: skip
-    out = render_fleet(
+    return render_fleet(
         [specialist("a"), specialist("a", ns="other")],
         [
             policy("p", specialists={"names": ["a"]}, cascade=tiers),
             policy("q", ns="other", modelName="q", specialists={"names": ["a"]}, cascade=tiers),
         ],
         [],
-        secrets={("shop", "llm"): True, ("other", "llm"): False},
+        secrets={("shop", "llm"): True, ("other", "llm"): other_has_secret},
     )
+
+
+def test_secret_references_resolve_in_the_policys_namespace_and_are_granted_there():
+    out = render_two_namespaces(other_has_secret=False)
     by_id = {p.id: p for p in out.config.policies}
     assert by_id["shop/p"].cascade[1].external.api_key.namespace == "shop"
     assert by_id["other/q"].cascade[1].external.api_key.namespace == "other"
@@ -370,20 +376,7 @@ def test_a_policy_whose_render_fails_late_is_served_nowhere_and_grants_nothing(m
         return real(spec, namespace, *args)
 
     monkeypatch.setattr(fleet, "rollout_condition", trips)
-    tiers = [
-        {"name": "small", "routed": True},
-        {"name": "big", "external": {"baseUrl": "https://api.example.com/v1", "model": "m",
-                                     "apiKey": {"name": "llm", "key": "token"}}},
-    ]  # fmt: skip
-    out = render_fleet(
-        [specialist("a"), specialist("a", ns="other")],
-        [
-            policy("p", specialists={"names": ["a"]}, cascade=tiers),
-            policy("q", ns="other", modelName="q", specialists={"names": ["a"]}, cascade=tiers),
-        ],
-        [],
-        secrets={("shop", "llm"): True, ("other", "llm"): True},
-    )
+    out = render_two_namespaces(other_has_secret=True)
     assert [p.id for p in out.config.policies] == ["shop/p"]
     assert out.secret_grants == {"shop": ["llm"]}
     assert conds(out.policy_status["other/q"])["Ready"]["reason"] == "RenderError"
