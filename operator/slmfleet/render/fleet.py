@@ -203,22 +203,23 @@ def _specialist(
     return None, problem
 
 
+def _stalled_status(generation: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "observedGeneration": generation,
+        "conditions": ready_set(False, reason, message, generation, stalled=True),
+    }
+
+
 def _invalid_status(obj: Invalid) -> dict[str, Any]:
     message = f"refused by the slmfleet API models: {obj.message}"
-    return {
-        "observedGeneration": obj.generation,
-        "conditions": ready_set(False, "InvalidSpec", message, obj.generation, stalled=True),
-    }
+    return _stalled_status(obj.generation, "InvalidSpec", message)
 
 
 def _failed_status(obj: Item, err: Exception) -> dict[str, Any]:
     """The status of an object whose rendering failed unexpectedly: left out of the
     router configuration, saying why on its own status (the others render)."""
     message = f"rendering failed, left out of the router: {type(err).__name__}: {err}"
-    return {
-        "observedGeneration": obj.generation,
-        "conditions": ready_set(False, "RenderError", message, obj.generation, stalled=True),
-    }
+    return _stalled_status(obj.generation, "RenderError", message)
 
 
 def render_fleet(
